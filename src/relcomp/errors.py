@@ -1,0 +1,29 @@
+"""Error types. The CLI turns any :class:`RelcompError` into a one-line message and exit code 2."""
+
+
+class RelcompError(Exception):
+    """Base class of every error relcomp raises on purpose (bad input, missing data, ...)."""
+
+
+class DataError(RelcompError):
+    """A data file is missing, malformed or does not match what was expected."""
+
+
+class ChecksumError(DataError):
+    """A file's SHA-256 does not match the known sum."""
+
+
+class FetchError(DataError):
+    """Every source for a data file failed."""
+
+
+class ProvenanceError(DataError):
+    """A stored pair set was built from another dataset, split or setting."""
+
+
+class CheckpointError(RelcompError):
+    """A checkpoint or weights file is missing, corrupt or unsafe."""
+
+
+class ConfigError(RelcompError):
+    """A configuration value or a combination of options is invalid."""

@@ -1,0 +1,99 @@
+"""Test-set evaluation of a trained run: relational accuracy on the 20k test pairs,
+classification accuracy on the 10k test images (where the model classifies), confusion matrix."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix
+
+from .checkpoint import load_weights
+from .data.mnist import MNIST, load_mnist
+from .data.pairs import mnist_pairs
+from .errors import CheckpointError
+from .models import build_model, can_classify
+from .train import TrainConfig, load_config, split_metrics, to_tensor
+from .utils import resolve_device, resolve_precision, write_json_atomic
+
+N_TEST_PAIRS = 20_000
+
+
+def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                   which: str = "best") -> tuple[torch.nn.Module, TrainConfig]:
+    """The model of a run folder with its best (default) or last weights, in eval mode.
+
+    Raises:
+        ConfigError: not a run folder.
+        CheckpointError: weights missing or unusable.
+    """
+    from .checkpoint import _read_pointer
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    model = build_model(cfg.model, cfg.num_classes)
+    if which == "best":
+        path = run_dir / "best.safetensors"
+    else:
+        pointer = _read_pointer(run_dir)
+        if pointer is None:
+            raise CheckpointError(f"{run_dir}: no checkpoint")
+        path = run_dir / pointer["weights"]
+    load_weights(path, model)
+    return model.to(device).eval(), cfg
+
+
+def evaluate_run(run_dir: str | os.PathLike, mnist: MNIST | None = None, device: str = "auto",
+                 write: bool = True) -> dict[str, Any]:
+    """Evaluate the best checkpoint of a run on the test split; write ``eval.json`` and
+    ``confusion.png`` into the run folder when ``write``."""
+    run_dir = Path(run_dir)
+    dev = resolve_device(device)
+    model, cfg = load_run_model(run_dir, dev)
+    precision = resolve_precision(cfg.precision, dev)
+    mnist = mnist or load_mnist(cfg.data_dir)
+    test = mnist.test
+    pairs = mnist_pairs(mnist, "test", N_TEST_PAIRS, cfg.pair_seed, data_dir=cfg.data_dir)
+    m = split_metrics(model, cfg.model, to_tensor(test.images, dev), torch.from_numpy(test.labels).to(dev),
+                      pairs, precision)
+    result: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "model": cfg.model,
+        "loss": cfg.loss,
+        "pairs": cfg.pairs if cfg.model != "supervised" else None,
+        "relational_accuracy": m["rel_acc"],
+        "classification_accuracy": m.get("cls_acc"),
+        "confusion_matrix": None,
+        "n_test_pairs": len(pairs),
+        "n_test_images": len(test),
+    }
+    if can_classify(cfg.model):
+        cm = confusion_matrix(test.labels, m["pred"], labels=list(range(cfg.num_classes)))
+        result["confusion_matrix"] = cm.tolist()
+        if write:
+            from .plots import plot_confusion
+
+            plot_confusion(cm, run_dir / "confusion.png", title=_title(cfg))
+    if write:
+        write_json_atomic(run_dir / "eval.json", result)
+    return result
+
+
+def _title(cfg: TrainConfig) -> str:
+    if cfg.model == "supervised":
+        return "supervised"
+    loss = "" if cfg.loss == "correct" else ", paper-code loss"
+    return f"{cfg.model} ({cfg.pairs} pairs{loss})"
+
+
+def test_outputs(run_dir: str | os.PathLike, mnist: MNIST | None = None, device: str = "auto") -> dict[str, np.ndarray]:
+    """128-d test embeddings (and class predictions where defined) of a run's best model."""
+    from .train import item_outputs
+
+    dev = resolve_device(device)
+    model, cfg = load_run_model(run_dir, dev)
+    mnist = mnist or load_mnist(cfg.data_dir)
+    emb, out = item_outputs(model, to_tensor(mnist.test.images, dev), resolve_precision(cfg.precision, dev))
+    return {"embeddings": emb.cpu().numpy(), "labels": mnist.test.labels}

@@ -1,0 +1,111 @@
+"""Few-shot transfer (the paper's "chimera"): freeze a trained backbone, fit a fresh
+Linear(128, K) on k labelled training images per class, test on the 10k test images.
+
+With 1 image per class the accuracy swings by several points from one draw to the next, so the
+k images are drawn at random by seed many times (default 10) and the mean, standard deviation,
+min and max are reported. The backbone is frozen and in eval mode, so its embeddings are
+computed once and the heads of all draws are trained together, batched, on those embeddings.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix
+
+from .data.mnist import MNIST, load_mnist
+from .errors import ConfigError, DataError
+from .evaluate import load_run_model
+from .train import item_outputs, to_tensor
+from .utils import resolve_device, resolve_precision, write_json_atomic
+
+
+def draw_shots(labels: np.ndarray, k: int, num_classes: int, seed: int | Sequence[int]) -> np.ndarray:
+    """Indices of ``k`` examples of each class, drawn without replacement by ``seed``.
+
+    Raises:
+        DataError: a class has fewer than ``k`` examples.
+    """
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in range(num_classes):
+        pool = np.flatnonzero(labels == c)
+        if len(pool) < k:
+            raise DataError(f"class {c} has {len(pool)} labelled examples, fewer than the {k} asked for")
+        picks.append(rng.choice(pool, size=k, replace=False))
+    return np.concatenate(picks)
+
+
+def fit_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int = 300, lr: float = 1e-2,
+              weight_decay: float = 1e-4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train D linear heads at once, full batch, with Adam: ``x`` (D, n, E), ``y`` (D, n).
+    Returns weights (D, E, K) and biases (D, 1, K)."""
+    d, _, e = x.shape
+    g = torch.Generator().manual_seed(seed)
+    bound = 1.0 / e ** 0.5  # nn.Linear's default initialisation
+    w = ((torch.rand(d, e, num_classes, generator=g) * 2 - 1) * bound).to(x.device).requires_grad_()
+    b = ((torch.rand(d, 1, num_classes, generator=g) * 2 - 1) * bound).to(x.device).requires_grad_()
+    opt = torch.optim.Adam([w, b], lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        logits = torch.bmm(x, w) + b
+        # sum over draws of each draw's mean loss: the draws do not interact
+        loss = F.cross_entropy(logits.reshape(-1, num_classes), y.reshape(-1), reduction="sum") / x.shape[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return w.detach(), b.detach()
+
+
+def fewshot_eval(
+    run_dir: str | os.PathLike,
+    shots: Sequence[int] = (1, 3),
+    draws: int = 10,
+    seed: int = 0,
+    mnist: MNIST | None = None,
+    device: str = "auto",
+    steps: int = 300,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Few-shot accuracy of a run's frozen backbone for each k in ``shots``; writes ``fewshot.json``
+    and ``confusion-<k>shot.png`` (pooled over draws) into the run folder when ``write``.
+
+    Raises:
+        ConfigError: no shots, or draws < 1.
+    """
+    if not shots or min(shots) < 1 or draws < 1:
+        raise ConfigError("--shots must list positive integers and --draws must be >= 1")
+    dev = resolve_device(device)
+    model, cfg = load_run_model(run_dir, dev)
+    precision = resolve_precision(cfg.precision, dev)
+    mnist = mnist or load_mnist(cfg.data_dir)
+    k_cls = cfg.num_classes
+    train_emb, _ = item_outputs(model, to_tensor(mnist.train.images, dev), precision)
+    test_emb, _ = item_outputs(model, to_tensor(mnist.test.images, dev), precision)
+    test_y = mnist.test.labels
+    result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": cfg.pairs,
+                              "draws": draws, "seed": seed, "shots": {}}
+    for k in shots:
+        idx = np.stack([draw_shots(mnist.train.labels, k, k_cls, seed=(seed, k, d)) for d in range(draws)])
+        x = train_emb[torch.from_numpy(idx).to(dev)]
+        y = torch.from_numpy(mnist.train.labels[idx]).to(dev)
+        with torch.enable_grad():
+            w, b = fit_heads(x, y, k_cls, steps=steps, seed=seed + k)
+        with torch.no_grad():
+            pred = (torch.einsum("ne,dek->dnk", test_emb, w) + b).argmax(-1).cpu().numpy()
+        accs = (pred == test_y[None]).mean(1)
+        cm = sum(confusion_matrix(test_y, p, labels=list(range(k_cls))) for p in pred)
+        result["shots"][str(k)] = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if draws > 1 else 0.0,
+                                   "min": float(accs.min()), "max": float(accs.max()), "n": draws,
+                                   "accuracies": [float(a) for a in accs], "confusion_matrix": cm.tolist()}
+        if write:
+            from .plots import plot_confusion
+
+            plot_confusion(cm, Path(run_dir) / f"confusion-{k}shot.png",
+                           title=f"{cfg.model} ({cfg.pairs}) + {k}-shot head, {draws} draws pooled")
+    if write:
+        write_json_atomic(Path(run_dir) / "fewshot.json", result)
+    return result

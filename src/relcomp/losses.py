@@ -1,0 +1,66 @@
+"""Losses for learning from relational comparisons.
+
+The weak model turns two class distributions into P(A > B) = sum_{i > j} p_A[i] p_B[j]. The
+paper computes it with a K x K outer product and a triangular mask; here it is O(K) through the
+cumulative distribution of B: P(A > B) = sum_i p_A[i] * P(B < i).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+WEAK_LOSSES = ("correct", "paper-code")
+
+
+def prob_first_greater(p_a: torch.Tensor, p_b: torch.Tensor) -> torch.Tensor:
+    """P(A > B) for class distributions ``p_a``, ``p_b`` of shape (B, K); returns shape (B,).
+
+    Uses the exclusive cumulative sum of ``p_b``: P(B < i) = cumsum(p_b)[i] - p_b[i].
+    """
+    below_b = torch.cumsum(p_b, dim=-1) - p_b
+    return (p_a * below_b).sum(-1).clamp(0.0, 1.0)
+
+
+def log_prob_first_greater(logp_a: torch.Tensor, logp_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log P(A > B) and log P(A <= B) from log-probabilities of shape (B, K), both shape (B,).
+
+    Computed entirely in log space (logcumsumexp / logsumexp), so the loss stays finite and its
+    gradient NaN-free even when a probability underflows to 0.
+    """
+    neg_inf = torch.full_like(logp_b[..., :1], float("-inf"))
+    # log P(B < i): exclusive log-cumsum-exp of log p_B.
+    log_below = torch.cat([neg_inf, torch.logcumsumexp(logp_b, -1)[..., :-1]], -1)
+    # log P(B >= i): reverse inclusive log-cumsum-exp.
+    log_at_or_above = torch.logcumsumexp(logp_b.flip(-1), -1).flip(-1)
+    lp_gt = torch.logsumexp(logp_a + log_below, -1)
+    lp_le = torch.logsumexp(logp_a + log_at_or_above, -1)
+    return lp_gt, lp_le
+
+
+def weak_relation_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, z: torch.Tensor,
+                       mode: str = "correct") -> torch.Tensor:
+    """Binary cross-entropy of the weak model's P(A > B) against ``z`` (1 where A > B), mean over the batch.
+
+    ``mode="correct"``: -[z log P + (1 - z) log (1 - P)] in log space.
+    ``mode="paper-code"``: the paper's original bug, ``BCEWithLogits`` applied to the probability P,
+    i.e. a second sigmoid: the target P(A > B) = sigmoid(P) can never pass 0.73, gradients are weak.
+
+    Raises:
+        ConfigError: unknown mode.
+    """
+    la, lb = logits_a.float().log_softmax(-1), logits_b.float().log_softmax(-1)
+    z = z.float()
+    if mode == "correct":
+        lp_gt, lp_le = log_prob_first_greater(la, lb)
+        return -(z * lp_gt + (1 - z) * lp_le).mean()
+    if mode == "paper-code":
+        p = prob_first_greater(la.exp(), lb.exp())
+        return F.binary_cross_entropy_with_logits(p, z)
+    raise ConfigError(f"unknown weak-model loss {mode!r}; choose from {', '.join(WEAK_LOSSES)}")
+
+
+def siamese_loss(logit: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy on the relation logit."""
+    return F.binary_cross_entropy_with_logits(logit.float(), z.float())

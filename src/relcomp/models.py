@@ -1,0 +1,142 @@
+"""The paper's models: one shared ``BaseModel`` backbone with different heads.
+
+Every model exposes the same three-step protocol, which lets one evaluator serve them all:
+``embed(x)`` (the 128-d backbone output), ``item_output(e)`` (what one image contributes: class
+logits, or the embedding itself for the Siamese head) and ``pair_logit(oa, ob)`` (the logit of
+P(A > B)). Evaluating 20k pairs then costs one backbone pass over the split, not 40k images.
+Relational models run both images of a training pair through the backbone in *one* batched
+call (``torch.cat``): half the kernel launches of two calls, the same result.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .losses import log_prob_first_greater
+
+EMBED_DIM = 128
+
+
+class BaseModel(nn.Module):
+    """Conv(1,32)-ReLU-Pool-Conv(32,64)-ReLU-Pool-Conv(64,64)-ReLU-FC(3136,64)-ReLU-Dropout-FC(64,128).
+
+    Exactly the paper's backbone; input (B, C, 28, 28) floats in [0, 1].
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, embed_dim: int = EMBED_DIM, dropout: float = 0.2):
+        super().__init__()
+        side = image_size // 4
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        )
+        self.fc = nn.Sequential(nn.Linear(64 * side * side, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class _Classifier(nn.Module):
+    """``BaseModel`` + Linear(128, K). Shared by the supervised and the weak model."""
+
+    def __init__(self, num_classes: int = 10, **backbone):
+        super().__init__()
+        self.backbone = BaseModel(**backbone)
+        self.head = nn.Linear(EMBED_DIM, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, K)."""
+        return self.head(self.backbone(x))
+
+    def item_output(self, e: torch.Tensor) -> torch.Tensor:
+        """Per-image output from an embedding: the class logits."""
+        return self.head(e)
+
+    def pair_logit(self, la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
+        """logit of P(A > B) from two images' class logits."""
+        lp_gt, lp_le = log_prob_first_greater(la.float().log_softmax(-1), lb.float().log_softmax(-1))
+        return lp_gt - lp_le
+
+
+class SupervisedModel(_Classifier):
+    """The baseline: class logits trained with cross-entropy on labels. ``forward(x)`` -> (B, K)."""
+
+    kind = "supervised"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(x)
+
+
+class WeakModel(_Classifier):
+    """Trained on pairs only: P(A > B) = sum_{i>j} p_A[i] p_B[j] from the two softmax outputs.
+
+    ``forward(xa, xb)`` returns both images' class logits (the loss turns them into P(A > B)),
+    computed in one batched backbone call. Classification is the argmax, learned with zero labels.
+    """
+
+    kind = "weak"
+
+    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        la, lb = self.classify(torch.cat([xa, xb])).chunk(2)
+        return la, lb
+
+
+class SiameseModel(nn.Module):
+    """Shared ``BaseModel`` for both images; concat(256) -> Linear(256,64)-ReLU-Dropout-Linear(64,1).
+
+    ``forward(xa, xb)`` returns the logit of P(A > B), shape (B,).
+    """
+
+    kind = "siamese"
+
+    def __init__(self, dropout: float = 0.2, **backbone):
+        super().__init__()
+        self.backbone = BaseModel(dropout=dropout, **backbone)
+        self.head = nn.Sequential(nn.Linear(2 * EMBED_DIM, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def item_output(self, e: torch.Tensor) -> torch.Tensor:
+        return e
+
+    def pair_logit(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([ea, eb], dim=1)).squeeze(1)
+
+    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        ea, eb = self.backbone(torch.cat([xa, xb])).chunk(2)
+        return self.pair_logit(ea, eb)
+
+
+MODELS = {"supervised": SupervisedModel, "siamese": SiameseModel, "weak": WeakModel}
+
+
+def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+    """Build a model by name (``supervised``, ``siamese`` or ``weak``).
+
+    Raises:
+        ConfigError: unknown name.
+    """
+    if kind not in MODELS:
+        raise ConfigError(f"unknown model {kind!r}; choose from {', '.join(MODELS)}")
+    if image_size % 4:
+        raise ConfigError(f"image size must be a multiple of 4, got {image_size}")
+    backbone = {"in_channels": in_channels, "image_size": image_size}
+    if kind == "siamese":
+        return SiameseModel(**backbone)
+    return MODELS[kind](num_classes=num_classes, **backbone)
+
+
+def is_relational(kind: str) -> bool:
+    """True for models trained on pairs."""
+    return kind in ("siamese", "weak")
+
+
+def can_classify(kind: str) -> bool:
+    """True for models whose own output is a class (the Siamese model needs the few-shot step)."""
+    return kind in ("supervised", "weak")

@@ -1,0 +1,117 @@
+"""Figures (matplotlib, Agg backend): training curves, confusion matrices, t-SNE, PC1 violins."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .utils import atomic_path  # noqa: E402
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_curves(rows: Sequence[dict], path: str | os.PathLike, title: str = "") -> None:
+    """Loss and accuracy against epochs (the paper's Figure 2)."""
+    if not rows:
+        return
+    ep = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(ep, [r["train_loss"] for r in rows], "o-", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(ep, [r["train_acc"] for r in rows], "o-", label="train acc")
+    for key, label in (("val_rel_acc", "val relational acc"), ("val_cls_acc", "val classification acc")):
+        if any(r.get(key) is not None for r in rows):
+            ax2.plot(ep, [r.get(key) for r in rows], "o-", label=label)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.legend()
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
+    """Confusion matrix with counts (rows: true digit, columns: predicted), as the paper's Figures 4-6."""
+    k = cm.shape[0]
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    im = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    thresh = cm.max() / 2 if cm.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > thresh else "black")
+    acc = np.trace(cm) / max(cm.sum(), 1)
+    ax.set_title(f"{title}\naccuracy {acc:.2%}")
+    _save(fig, path)
+
+
+def plot_embeddings(panels: Sequence[dict], path: str | os.PathLike) -> None:
+    """Top row: t-SNE of each model's embeddings with digit centroids labelled. Bottom row: the
+    projection on the first principal component, one violin per digit (the paper's Figure 7).
+
+    Each panel: ``{"title", "tsne" (N, 2), "labels" (N,), "pc1" (M,), "pc1_labels" (M,), "rho", "ordering"}``.
+    """
+    n = len(panels)
+    fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 8.4), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for c, p in enumerate(panels):
+        ax = axes[0, c]
+        xy, lab = p["tsne"], p["labels"]
+        ax.scatter(xy[:, 0], xy[:, 1], c=[cmap(int(v)) for v in lab], s=3, alpha=0.6, linewidths=0)
+        for d in np.unique(lab):
+            cx, cy = np.median(xy[lab == d], axis=0)
+            ax.text(cx, cy, str(int(d)), fontsize=14, weight="bold", ha="center", va="center",
+                    bbox=dict(boxstyle="circle,pad=0.2", fc="white", ec=cmap(int(d)), alpha=0.85))
+        ax.set_title(f"{p['title']}: t-SNE")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax = axes[1, c]
+        digits = sorted(np.unique(p["pc1_labels"]))
+        data = [p["pc1"][p["pc1_labels"] == d] for d in digits]
+        parts = ax.violinplot(data, positions=digits, showmedians=True, widths=0.8)
+        for d, body in zip(digits, parts["bodies"]):
+            body.set_facecolor(cmap(int(d)))
+            body.set_alpha(0.7)
+        ax.set_xticks(digits)
+        ax.set_xlabel("digit")
+        ax.set_ylabel("PC1 (oriented)")
+        ax.set_title(f"|rho| = {p['rho']:.3f}\n{p['ordering']}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_bars(groups: dict[str, dict[str, float]], path: str | os.PathLike, title: str, ylabel: str) -> None:
+    """Grouped bar chart: ``{group: {series: value}}``."""
+    names = list(groups)
+    series = sorted({s for g in groups.values() for s in g})
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names) + 2), 4))
+    for k, s in enumerate(series):
+        xs = [i + k * width for i in range(len(names))]
+        vals = [groups[g].get(s, np.nan) for g in names]
+        bars = ax.bar(xs, vals, width, label=s)
+        for b, v in zip(bars, vals):
+            if np.isfinite(v):
+                ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(names))])
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -1,0 +1,424 @@
+"""One training loop for every relcomp model.
+
+Reads top to bottom: resolve the config, load the data into one float tensor per split, build
+the model and optimizer, resume if a checkpoint exists, then step through a fixed budget of
+*samples* (images for the supervised model, pairs for relational ones), evaluating on the val
+split at fixed intervals, keeping the best weights, and checkpointing after every evaluation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from .data.mnist import MNIST, Split, load_mnist
+from .data.pairs import Pairs, make_pairs, mnist_pairs
+from .errors import ConfigError, RelcompError
+from .losses import WEAK_LOSSES, siamese_loss, weak_relation_loss
+from .models import build_model, can_classify, is_relational
+from .utils import (append_jsonl, parse_count, read_jsonl, resolve_device, resolve_precision,
+                    seed_everything, write_json_atomic)
+
+
+class TrainingError(RelcompError):
+    """Training cannot go on (a non-finite loss, ...)."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; ``config.json`` in the run folder is this, resolved."""
+
+    model: str = "weak"                 # supervised | siamese | weak
+    pairs: str = "50k"                  # size of the train pair set (relational models)
+    epochs: float | None = None         # budget in passes over the training set ...
+    samples: int | None = None          # ... or in samples seen (images or pairs); one of the two
+    batch_size: int | None = None       # None: 64 supervised, 128 relational (the paper)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "correct"               # weak model: correct | paper-code
+    eval_every: int | None = None       # samples between evaluations; None: one epoch, at most 100k
+    val_pairs: int = 20_000
+    train_subset: int | None = None     # use only the first N train images (tests, smoke profile)
+    val_subset: int | None = None       # use only the first N val images
+    pair_seed: int = 42                 # seed of the pair sets (the data), separate from the model seed
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"             # auto | bf16 | fp32 (bf16 autocast, fp32 master weights)
+    deterministic: bool = False
+    num_classes: int = 10
+    data_dir: str | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raises: ConfigError on an impossible setting."""
+        from .models import MODELS
+
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}")
+        if self.loss not in WEAK_LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r}; choose from {', '.join(WEAK_LOSSES)}")
+        if self.loss != "correct" and self.model != "weak":
+            raise ConfigError("--loss paper-code applies to the weak model only")
+        if self.epochs is not None and self.samples is not None:
+            raise ConfigError("give --epochs or --samples, not both")
+        for name in ("epochs", "samples", "batch_size", "eval_every", "train_subset", "val_subset"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        parse_count(self.pairs)
+
+    @property
+    def relational(self) -> bool:
+        return is_relational(self.model)
+
+    @property
+    def n_pairs(self) -> int:
+        return parse_count(self.pairs)
+
+    def resolved_batch_size(self) -> int:
+        return self.batch_size or (128 if self.relational else 64)
+
+
+def default_budget(cfg: TrainConfig, n_train: int) -> int:
+    """Samples to train for: explicit --samples, else --epochs x set size, else 5 epochs
+    (supervised) or 150k pairs (relational; about a minute on a 2-core CPU with bf16)."""
+    if cfg.samples is not None:
+        return int(cfg.samples)
+    if cfg.epochs is not None:
+        return int(round(cfg.epochs * n_train))
+    return 5 * n_train if not cfg.relational else 150_000
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: each split becomes one normalised float tensor; batches are index gathers into it.
+
+@dataclass
+class Data:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    train_pairs: Pairs | None
+    val_pairs: Pairs | None
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_pairs) if self.train_pairs is not None else len(self.train_y)
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W) in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    return x.to(device=device, dtype=torch.float32).div_(255.0)
+
+
+def _subset(split: Split, n: int | None) -> Split:
+    return split if n is None else Split(split.name, split.images[:n], split.labels[:n])
+
+
+def prepare_data(cfg: TrainConfig, device: torch.device, mnist: MNIST | None = None) -> Data:
+    mnist = mnist or load_mnist(cfg.data_dir)
+    train, val = _subset(mnist.train, cfg.train_subset), _subset(mnist.val, cfg.val_subset)
+    train_pairs = val_pairs = None
+    if cfg.relational:
+        if cfg.train_subset is None:
+            train_pairs = mnist_pairs(mnist, "train", cfg.n_pairs, cfg.pair_seed, data_dir=cfg.data_dir)
+        else:  # a subset's pairs are cheap and not the paper's: make them in memory
+            train_pairs = make_pairs(train.labels, cfg.n_pairs, cfg.pair_seed)
+    if cfg.val_subset is None:
+        val_pairs = mnist_pairs(mnist, "val", cfg.val_pairs, cfg.pair_seed, data_dir=cfg.data_dir)
+    else:
+        val_pairs = make_pairs(val.labels, cfg.val_pairs, cfg.pair_seed + 1)
+    return Data(to_tensor(train.images, device), torch.from_numpy(train.labels).to(device),
+                to_tensor(val.images, device), torch.from_numpy(val.labels).to(device),
+                train_pairs, val_pairs)
+
+
+def pairs_to_device(pairs: Pairs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(pairs.i.astype(np.int64)).to(device),
+            torch.from_numpy(pairs.j.astype(np.int64)).to(device),
+            torch.from_numpy(pairs.z.astype(np.float32)).to(device))
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation on a split: one backbone pass over its images, then cheap heads on the outputs.
+
+@torch.no_grad()
+def item_outputs(model: torch.nn.Module, x: torch.Tensor, precision: str = "fp32",
+                 batch: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings, item outputs) for every image of ``x``, in fp32, in eval mode."""
+    was_training = model.training
+    model.eval()
+    embs, outs = [], []
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=(precision == "bf16")):
+        for k in range(0, len(x), batch):
+            e = model.embed(x[k:k + batch])
+            embs.append(e.float())
+            outs.append(model.item_output(e).float())
+    model.train(was_training)
+    return torch.cat(embs), torch.cat(outs)
+
+
+@torch.no_grad()
+def split_metrics(model: torch.nn.Module, kind: str, x: torch.Tensor, y: torch.Tensor,
+                  pairs: Pairs | None, precision: str = "fp32") -> dict[str, Any]:
+    """Relational accuracy on ``pairs`` and, where the model classifies, classification accuracy."""
+    _, out = item_outputs(model, x, precision)
+    result: dict[str, Any] = {}
+    if pairs is not None and len(pairs):
+        i, j, z = pairs_to_device(pairs, x.device)
+        logit = model.pair_logit(out[i], out[j])
+        result["rel_acc"] = float(((logit > 0).float() == z).float().mean())
+    if can_classify(kind):
+        pred = out.argmax(1)
+        result["cls_acc"] = float((pred == y).float().mean())
+        result["pred"] = pred.cpu().numpy()
+    return result
+
+
+def selection_metric(kind: str) -> str:
+    """The val metric that picks the best checkpoint: classification for the supervised model,
+    relational accuracy for models trained on pairs (so they never see a label)."""
+    return "val_cls_acc" if kind == "supervised" else "val_rel_acc"
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+def _loss_and_correct(model, cfg: TrainConfig, data: Data, idx: torch.Tensor, pair_t):
+    """Forward one batch; return (loss, number correct)."""
+    if not cfg.relational:
+        x, y = data.train_x[idx], data.train_y[idx]
+        logits = model(x)
+        return F.cross_entropy(logits.float(), y), (logits.argmax(1) == y).sum()
+    pi, pj, pz = pair_t
+    a, b, z = pi[idx], pj[idx], pz[idx]
+    xa, xb = data.train_x[a], data.train_x[b]
+    if cfg.model == "siamese":
+        logit = model(xa, xb)
+        return siamese_loss(logit, z), ((logit > 0).float() == z).sum()
+    la, lb = model(xa, xb)
+    loss = weak_relation_loss(la, lb, z, cfg.loss)
+    with torch.no_grad():
+        correct = ((model.pair_logit(la, lb) > 0).float() == z).sum()
+    return loss, correct
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The permutation of epoch ``epoch``: derived from (seed, epoch) alone, so a resumed run
+    needs no saved sampler state and takes exactly the batches it would have taken."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
+    return {"relcomp_model": cfg.model, "num_classes": cfg.num_classes, "format": "relcomp-weights/1"}
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist: MNIST | None = None) -> dict[str, Any]:
+    """Train ``cfg`` into the run folder ``out``; return the final summary.
+
+    With ``resume=True`` an existing checkpoint in ``out`` is continued to the same budget.
+
+    Raises:
+        ConfigError: invalid settings, or an existing run folder with another config.
+        TrainingError: a non-finite loss.
+    """
+    cfg.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    cfg_dict = dataclasses.asdict(cfg)
+    if config_path.exists():
+        old = json.loads(config_path.read_text())
+        same = {k: v for k, v in old.items() if k not in _NON_SEMANTIC} == \
+               {k: v for k, v in cfg_dict.items() if k not in _NON_SEMANTIC}
+        if not same:
+            raise ConfigError(f"{out} holds a run with another config; choose another --out or --resume it as it is")
+        if has_checkpoint(out) and not resume:
+            raise ConfigError(f"{out} already holds this run; pass --resume to continue it")
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+
+    data = prepare_data(cfg, device, mnist)
+    n = data.n_train
+    total = default_budget(cfg, n)
+    bs = cfg.resolved_batch_size()
+    eval_every = cfg.eval_every or min(n, 100_000)
+    pair_t = pairs_to_device(data.train_pairs, device) if cfg.relational else None
+
+    model = build_model(cfg.model, cfg.num_classes).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    metric_name = selection_metric(cfg.model)
+
+    resolved = dict(cfg_dict, resolved={"device": str(device), "precision": precision, "budget_samples": total,
+                                        "batch_size": bs, "eval_every": eval_every, "n_train": n,
+                                        "selection_metric": metric_name, "torch": torch.__version__})
+    write_json_atomic(config_path, resolved)
+
+    state = {"step": 0, "samples": 0, "best": -1.0, "best_samples": 0, "finished": False, "elapsed": 0.0}
+    if resume and has_checkpoint(out):
+        saved = load_checkpoint(out, model)
+        opt.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+        # Metrics written after the checkpoint belong to work that will be redone.
+        rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["samples"] <= state["samples"]]
+        _rewrite_jsonl(out / "metrics.jsonl", rows)
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()
+    if state["finished"]:
+        return _summary(out, state)
+
+    def checkpoint() -> None:
+        save_checkpoint(out, model, {"state": dict(state), "optimizer": opt.state_dict(),
+                                     "torch_rng": torch.get_rng_state()},
+                        state["step"], state["samples"], model_metadata(cfg))
+
+    interrupted = {"flag": False}
+
+    def on_sigint(signum, frame):  # stop at the next step boundary, after a checkpoint
+        interrupted["flag"] = True
+
+    old_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    model.train()
+    bar = tqdm(total=total, initial=state["samples"], unit="pair" if cfg.relational else "img",
+               unit_scale=True, disable=not cfg.progress, desc=f"{cfg.model}", dynamic_ncols=True, leave=False)
+    run_loss = run_correct = run_seen = 0.0
+    t0 = time.perf_counter() - state["elapsed"]
+    try:
+        while state["samples"] < total and not interrupted["flag"]:
+            epoch, offset = divmod(state["samples"], n)
+            order = _epoch_order(cfg.seed, epoch, n)
+            next_eval = (state["samples"] // eval_every + 1) * eval_every
+            while offset < n and state["samples"] < total:
+                take = min(bs, n - offset, total - state["samples"], next_eval - state["samples"])
+                idx = order[offset:offset + take].to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=(precision == "bf16")):
+                    loss, correct = _loss_and_correct(model, cfg, data, idx, pair_t)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"loss became {loss.item()} at step {state['step']} "
+                                        f"({state['samples']} samples); the last good checkpoint is kept in {out}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                offset += take
+                state["step"] += 1
+                state["samples"] += take
+                run_loss += loss.item() * take
+                run_correct += float(correct)
+                run_seen += take
+                bar.update(take)
+                if state["step"] % 20 == 0:
+                    bar.set_postfix(loss=f"{run_loss / run_seen:.4f}", acc=f"{run_correct / run_seen:.4f}")
+                if state["samples"] >= next_eval or state["samples"] >= total or interrupted["flag"]:
+                    break
+            if state["samples"] % eval_every == 0 or state["samples"] >= total:
+                m = split_metrics(model, cfg.model, data.val_x, data.val_y, data.val_pairs, precision)
+                state["elapsed"] = time.perf_counter() - t0
+                row = {"step": state["step"], "samples": state["samples"], "epoch": state["samples"] / n,
+                       "train_loss": run_loss / max(run_seen, 1), "train_acc": run_correct / max(run_seen, 1),
+                       "val_rel_acc": m.get("rel_acc"), "val_cls_acc": m.get("cls_acc"),
+                       "time_s": round(state["elapsed"], 3)}
+                append_jsonl(out / "metrics.jsonl", row)
+                run_loss = run_correct = run_seen = 0.0
+                if row[metric_name] is not None and row[metric_name] > state["best"]:
+                    state["best"], state["best_samples"] = row[metric_name], state["samples"]
+                    save_weights(out / "best.safetensors", model, model_metadata(cfg))
+                state["finished"] = state["samples"] >= total
+                checkpoint()
+                bar.write(_describe(row, total)) if cfg.progress else None
+        if interrupted["flag"] and not state["finished"]:
+            state["elapsed"] = time.perf_counter() - t0
+            checkpoint()
+            print(f"relcomp: interrupted after {state['samples']} samples; checkpoint saved. "
+                  f"Continue with: relcomp train --resume {out}", file=sys.stderr)
+            raise KeyboardInterrupt
+    finally:
+        bar.close()
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    from .plots import plot_curves
+
+    plot_curves(read_jsonl(out / "metrics.jsonl"), out / "curves.png", title=f"{cfg.model} ({cfg.pairs if cfg.relational else 'labels'})")
+    return _summary(out, state)
+
+
+# Settings that do not change what is learned; a run may be resumed with other values.
+_NON_SEMANTIC = {"progress", "device", "data_dir", "resolved"}
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _rewrite_jsonl(path: Path, rows: list[dict]) -> None:
+    from .utils import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def _describe(row: dict, total: int) -> str:
+    parts = [f"{row['samples']:>9,}/{total:,}", f"loss {row['train_loss']:.4f}"]
+    if row["val_rel_acc"] is not None:
+        parts.append(f"val rel {row['val_rel_acc']:.4f}")
+    if row["val_cls_acc"] is not None:
+        parts.append(f"val cls {row['val_cls_acc']:.4f}")
+    parts.append(f"{row['time_s']:.0f}s")
+    return "  ".join(parts)
+
+
+def _summary(out: Path, state: dict) -> dict[str, Any]:
+    return {"run_dir": str(out), "samples": state["samples"], "steps": state["step"], "best_val": state["best"],
+            "best_samples": state["best_samples"], "finished": state["finished"], "train_time_s": state["elapsed"]}
+
+
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    """True when the run folder holds a run trained to its full budget."""
+    p = Path(run_dir) / "checkpoint.json"
+    if not p.exists():
+        return False
+    from .checkpoint import load_state
+
+    pointer = json.loads(p.read_text())
+    try:
+        return bool(load_state(Path(run_dir) / pointer["state"])["state"]["finished"])
+    except RelcompError:
+        return False
+
+
+def load_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The :class:`TrainConfig` saved in a run folder.
+
+    Raises:
+        ConfigError: no or unreadable ``config.json``.
+    """
+    p = Path(run_dir) / "config.json"
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir}: not a relcomp run folder (no config.json)") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: corrupt ({e})") from None
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in d.items() if k in names})

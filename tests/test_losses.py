@@ -1,0 +1,73 @@
+import torch
+import pytest
+
+from relcomp.errors import ConfigError
+from relcomp.losses import log_prob_first_greater, prob_first_greater, siamese_loss, weak_relation_loss
+
+
+def brute_force(p_a, p_b):
+    """The paper's formula: outer product, lower-triangular mask (i > j), sum; one pair at a time."""
+    out = []
+    for a, b in zip(p_a, p_b):
+        k = len(a)
+        out.append(sum(a[i] * b[j] for i in range(k) for j in range(k) if i > j))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("k", range(2, 11))
+def test_prob_first_greater_matches_brute_force(k):
+    g = torch.Generator().manual_seed(k)
+    p_a = torch.softmax(torch.randn(16, k, generator=g, dtype=torch.float64) * 3, -1)
+    p_b = torch.softmax(torch.randn(16, k, generator=g, dtype=torch.float64) * 3, -1)
+    assert torch.allclose(prob_first_greater(p_a, p_b), brute_force(p_a, p_b), atol=1e-12)
+    mask = torch.tril(torch.ones(k, k, dtype=torch.float64), -1)  # the paper's vectorised form
+    vec = (p_a[:, :, None] * p_b[:, None, :] * mask).sum((1, 2))
+    assert torch.allclose(prob_first_greater(p_a, p_b), vec, atol=1e-12)
+    lp_gt, lp_le = log_prob_first_greater(p_a.log(), p_b.log())
+    assert torch.allclose(lp_gt.exp(), vec, atol=1e-10)
+    assert torch.allclose(lp_gt.exp() + lp_le.exp(), torch.ones(16, dtype=torch.float64), atol=1e-10)
+
+
+def test_one_hot_cases():
+    e = torch.eye(4)
+    assert prob_first_greater(e[[3]], e[[1]]).item() == 1.0
+    assert prob_first_greater(e[[1]], e[[3]]).item() == 0.0
+    assert prob_first_greater(e[[2]], e[[2]]).item() == 0.0
+
+
+def test_extreme_logits_give_finite_loss_and_gradients():
+    la = torch.tensor([[80.0, -80, -80], [-80, -80, 80], [0.0, 0, 0]], requires_grad=True)
+    lb = torch.tensor([[-80.0, -80, 80], [80.0, -80, -80], [0.0, 0, 0]], requires_grad=True)
+    z = torch.tensor([1.0, 0.0, 1.0])  # the first two are confidently wrong
+    loss = weak_relation_loss(la, lb, z)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() > 50
+    assert torch.isfinite(la.grad).all() and torch.isfinite(lb.grad).all()
+    assert la.grad.abs().sum() > 0
+
+
+def test_correct_loss_is_bce_of_probability():
+    g = torch.Generator().manual_seed(0)
+    la, lb = torch.randn(32, 10, generator=g), torch.randn(32, 10, generator=g)
+    z = (torch.rand(32, generator=g) > 0.5).float()
+    p = prob_first_greater(la.softmax(-1), lb.softmax(-1))
+    expected = torch.nn.functional.binary_cross_entropy(p, z)
+    assert torch.allclose(weak_relation_loss(la, lb, z), expected, atol=1e-5)
+
+
+def test_paper_code_loss_is_a_double_sigmoid():
+    g = torch.Generator().manual_seed(1)
+    la, lb = torch.randn(8, 10, generator=g), torch.randn(8, 10, generator=g)
+    z = torch.ones(8)
+    p = prob_first_greater(la.softmax(-1), lb.softmax(-1))
+    # BCE with logits on a probability: the implied prediction sigmoid(p) never exceeds sigmoid(1)
+    expected = -torch.log(torch.sigmoid(p)).mean()
+    assert torch.allclose(weak_relation_loss(la, lb, z, "paper-code"), expected, atol=1e-6)
+    assert weak_relation_loss(la, lb, z, "paper-code") > -torch.log(torch.sigmoid(torch.tensor(1.0)))
+    with pytest.raises(ConfigError):
+        weak_relation_loss(la, lb, z, "other")
+
+
+def test_siamese_loss():
+    logit, z = torch.tensor([10.0, -10.0]), torch.tensor([1.0, 0.0])
+    assert siamese_loss(logit, z) < 1e-4

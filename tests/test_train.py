@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pytest
+
+import importlib
+
+T = importlib.import_module("relcomp.train")  # the module; `relcomp.train` is the function
+from relcomp.checkpoint import read_weights
+from relcomp.errors import ConfigError
+from relcomp.evaluate import evaluate_run
+from relcomp.train import TrainConfig, default_budget, train
+from relcomp.utils import read_jsonl
+
+
+def tiny(model="weak", **kw):
+    base = dict(model=model, pairs="4000", samples=3000, train_subset=2000, val_subset=500, val_pairs=1000,
+                eval_every=1000, precision="fp32", progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_budget_arithmetic():
+    rel = TrainConfig(model="siamese", pairs="50k")
+    assert default_budget(TrainConfig(model="siamese", samples=5_000_000), 50_000) == 5_000_000
+    assert default_budget(TrainConfig(model="siamese", epochs=100), 50_000) == 5_000_000
+    assert default_budget(TrainConfig(model="siamese", epochs=1), 5_000_000) == 5_000_000
+    assert default_budget(TrainConfig(model="siamese", epochs=10), 500_000) == 5_000_000
+    assert default_budget(rel, 50_000) == 150_000
+    assert default_budget(TrainConfig(model="supervised"), 50_000) == 250_000
+    assert TrainConfig(model="supervised").resolved_batch_size() == 64
+    assert rel.resolved_batch_size() == 128
+
+
+@pytest.mark.parametrize("bad", [dict(model="cnn"), dict(loss="x"), dict(model="siamese", loss="paper-code"),
+                                 dict(epochs=1, samples=10), dict(samples=0), dict(pairs="abc"), dict(lr=0)])
+def test_invalid_configs(bad):
+    with pytest.raises(ConfigError):
+        TrainConfig(**bad).validate()
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("model", ["supervised", "siamese", "weak"])
+def test_tiny_end_to_end(model, mnist, data_dir, tmp_path):
+    cfg = tiny(model, data_dir=str(data_dir))
+    s = train(cfg, tmp_path / "run", mnist=mnist)
+    assert s["finished"] and s["samples"] == 3000
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["samples"] for r in rows] == [1000, 2000, 3000]
+    if model == "supervised":  # 64 per batch, evaluation every 1000: 15 full batches + 40 per interval
+        assert s["steps"] == 3 * 16
+    else:
+        assert s["steps"] == 3 * 8
+    for f in ("config.json", "best.safetensors", "curves.png", "checkpoint.json"):
+        assert (tmp_path / "run" / f).exists()
+    _, meta = read_weights(tmp_path / "run" / "best.safetensors")
+    assert meta["relcomp_model"] == model
+    r = evaluate_run(tmp_path / "run", mnist=mnist)
+    assert r["n_test_pairs"] == 20_000 and r["n_test_images"] == 10_000
+    assert 0.6 < r["relational_accuracy"] <= 1.0  # far above chance after 3000 samples
+    if model == "siamese":
+        assert r["classification_accuracy"] is None and r["confusion_matrix"] is None
+    else:
+        # the weak model's classes emerge later than its relations; only the supervised one is judged here
+        assert 0.0 <= r["classification_accuracy"] <= 1.0
+        if model == "supervised":
+            assert r["classification_accuracy"] > 0.6
+        cm = np.array(r["confusion_matrix"])
+        assert cm.shape == (10, 10) and cm.sum() == 10_000
+        assert (tmp_path / "run" / "confusion.png").exists()
+    assert json.loads((tmp_path / "run" / "eval.json").read_text()) == r
+
+
+@pytest.mark.mnist
+def test_resume_after_crash_matches_uninterrupted(mnist, data_dir, tmp_path, monkeypatch):
+    cfg = tiny("weak", data_dir=str(data_dir), deterministic=True)
+    train(cfg, tmp_path / "full", mnist=mnist)
+
+    real = T.save_checkpoint
+    calls = {"n": 0}
+
+    def crash_after_second(*a, **k):
+        real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(T, "save_checkpoint", crash_after_second)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(tiny("weak", data_dir=str(data_dir), deterministic=True), tmp_path / "crashed", mnist=mnist)
+    monkeypatch.setattr(T, "save_checkpoint", real)
+    assert len(read_jsonl(tmp_path / "crashed" / "metrics.jsonl")) == 2
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny("weak", data_dir=str(data_dir), deterministic=True), tmp_path / "crashed", mnist=mnist)
+    s = train(tiny("weak", data_dir=str(data_dir), deterministic=True), tmp_path / "crashed", resume=True, mnist=mnist)
+    assert s["finished"] and s["samples"] == 3000
+    full, crashed = read_weights(tmp_path / "full" / "best.safetensors")[0], read_weights(tmp_path / "crashed" / "best.safetensors")[0]
+    for k in full:
+        assert np.allclose(full[k].numpy(), crashed[k].numpy(), atol=1e-6), k
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "crashed" / "metrics.jsonl"))
+
+
+@pytest.mark.mnist
+def test_other_config_in_run_folder_is_refused(mnist, data_dir, tmp_path):
+    train(tiny("siamese", samples=1000, data_dir=str(data_dir)), tmp_path / "r", mnist=mnist)
+    with pytest.raises(ConfigError, match="another config"):
+        train(tiny("siamese", samples=2000, data_dir=str(data_dir)), tmp_path / "r", mnist=mnist)
