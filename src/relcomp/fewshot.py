@@ -3,8 +3,8 @@ Linear(128, K) on k labelled training images per class, test on the 10k test ima
 
 With 1 image per class the accuracy swings by several points from one draw to the next, so the
 k images are drawn at random by seed many times (default 10) and the mean, standard deviation,
-min and max are reported. The backbone is frozen and in eval mode, so its embeddings are
-computed once and the heads of all draws are trained together, batched, on those embeddings.
+min and max are reported. The backbone is frozen and in eval mode, so the drawn images are
+embedded once and the heads of all draws are trained together, batched, on those embeddings.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def draw_shots(labels: np.ndarray, k: int, num_classes: int, seed: int | Sequenc
     return np.concatenate(picks)
 
 
-def fit_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int = 300, lr: float = 1e-2,
+def fit_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int = 300, lr: float = 1e-3,
               weight_decay: float = 1e-4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Train D linear heads at once, full batch, with Adam: ``x`` (D, n, E), ``y`` (D, n).
     Returns weights (D, E, K) and biases (D, 1, K)."""
@@ -68,10 +68,15 @@ def fewshot_eval(
     mnist: MNIST | None = None,
     device: str = "auto",
     steps: int = 300,
+    lr: float = 1e-3,
     write: bool = True,
 ) -> dict[str, Any]:
     """Few-shot accuracy of a run's frozen backbone for each k in ``shots``; writes ``fewshot.json``
     and ``confusion-<k>shot.png`` (pooled over draws) into the run folder when ``write``.
+
+    Each head is trained full batch with Adam at the paper's lr (1e-3, weight decay 1e-4) for
+    ``steps`` steps; on the val split this did as well as or better than lr 1e-2 / 1e-1, more
+    steps, or normalised embeddings.
 
     Raises:
         ConfigError: no shots, or draws < 1.
@@ -83,17 +88,19 @@ def fewshot_eval(
     precision = resolve_precision(cfg.precision, dev)
     mnist = mnist or load_mnist(cfg.data_dir)
     k_cls = cfg.num_classes
-    train_emb, _ = item_outputs(model, to_tensor(mnist.train.images, dev), precision)
     test_emb, _ = item_outputs(model, to_tensor(mnist.test.images, dev), precision)
     test_y = mnist.test.labels
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": cfg.pairs,
-                              "draws": draws, "seed": seed, "shots": {}}
+                              "draws": draws, "seed": seed, "steps": steps, "lr": lr, "shots": {}}
     for k in shots:
         idx = np.stack([draw_shots(mnist.train.labels, k, k_cls, seed=(seed, k, d)) for d in range(draws)])
-        x = train_emb[torch.from_numpy(idx).to(dev)]
+        # Embed only the drawn images (at most draws x k x K of them), not the whole train split.
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        emb, _ = item_outputs(model, to_tensor(mnist.train.images[uniq], dev), precision)
+        x = emb[torch.from_numpy(inverse.reshape(idx.shape)).to(dev)]
         y = torch.from_numpy(mnist.train.labels[idx]).to(dev)
         with torch.enable_grad():
-            w, b = fit_heads(x, y, k_cls, steps=steps, seed=seed + k)
+            w, b = fit_heads(x, y, k_cls, steps=steps, lr=lr, seed=seed + k)
         with torch.no_grad():
             pred = (torch.einsum("ne,dek->dnk", test_emb, w) + b).argmax(-1).cpu().numpy()
         accs = (pred == test_y[None]).mean(1)

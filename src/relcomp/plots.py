@@ -99,7 +99,7 @@ def plot_embeddings(panels: Sequence[dict], path: str | os.PathLike) -> None:
 def plot_bars(groups: dict[str, dict[str, float]], path: str | os.PathLike, title: str, ylabel: str) -> None:
     """Grouped bar chart: ``{group: {series: value}}``."""
     names = list(groups)
-    series = sorted({s for g in groups.values() for s in g})
+    series = list(dict.fromkeys(s for g in groups.values() for s in g))  # order of first appearance
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names) + 2), 4))
     for k, s in enumerate(series):
@@ -113,5 +113,23 @@ def plot_bars(groups: dict[str, dict[str, float]], path: str | os.PathLike, titl
     ax.set_xticklabels(names, rotation=20, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+
+
+def plot_relational_curves(curves: dict[str, Sequence[dict]], path: str | os.PathLike) -> None:
+    """Val relational accuracy (and val classification accuracy for the weak model) against pairs seen."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, rows in curves.items():
+        if not rows:
+            continue
+        x = [r["samples"] for r in rows]
+        ax1.plot(x, [r["val_rel_acc"] for r in rows], "o-", label=name, markersize=3)
+        if any(r.get("val_cls_acc") is not None for r in rows):
+            ax2.plot(x, [r["val_cls_acc"] for r in rows], "o-", label=name, markersize=3)
+    ax1.set_title("val relational accuracy")
+    ax2.set_title("val classification accuracy (weak model, no labels used)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("pairs seen")
+        ax.legend(fontsize=7)
     _save(fig, path)

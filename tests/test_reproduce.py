@@ -1,0 +1,82 @@
+"""The reproduction on the smoke profile, end to end on real MNIST, and its cache."""
+import json
+import os
+import time
+
+import pytest
+
+from relcomp.errors import ConfigError
+from relcomp.reproduce import format_console, load_profile, plan, profile_names, reproduce
+
+pytestmark = pytest.mark.mnist
+
+
+@pytest.fixture(scope="module")
+def smoke(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    results = reproduce("smoke", out, seeds=1, data_dir=str(data_dir), progress=False)
+    return out, results
+
+
+def test_profiles_exist_and_plan_every_row():
+    assert {"paper", "quick", "smoke"} <= set(profile_names())
+    paper = load_profile("paper")
+    assert paper["supervised"]["epochs"] == 100 and paper["relational"]["samples"] == 5_000_000
+    specs = plan(paper, seeds=[0, 1])
+    assert len(specs) == 2 * (1 + 3 * 3)
+    # the paper's control: every relational run sees the same number of pairs
+    assert {s.cfg.samples for s in specs if s.group != "supervised"} == {5_000_000}
+    with pytest.raises(ConfigError):
+        load_profile("nope")
+
+
+def test_results_schema_and_files(smoke):
+    out, r = smoke
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["profile"] == "smoke" and on_disk["tables"] == json.loads(json.dumps(r["tables"]))
+    t = r["tables"]
+    assert len(t["table1"]) == 3 and len(t["table2"]) == 3 and len(t["table3"]) == 1 + 3 * 2 + 3
+
+    def check(cell, paper_required):
+        assert set(cell) >= {"mean", "std", "n", "paper"} and cell["n"] >= 1
+        assert 0 <= cell["mean"] <= 100
+        if paper_required:
+            assert cell["paper"] is not None
+
+    for row in t["table1"]:
+        check(row["relcomp"], True)
+    for row in t["table2"]:
+        check(row["paper-code"], True)
+        check(row["correct"], False)
+    for row in t["table3"]:
+        if "relcomp" in row:
+            check(row["relcomp"], True)
+        else:
+            check(row["paper-code"], True)
+            check(row["correct"], False)
+    siamese_rows = [row for row in t["table3"] if row["row"].startswith("Siamese")]
+    assert all(row["relcomp"]["n"] == 3 for row in siamese_rows)  # one value per few-shot draw
+    assert set(r["ordinal"]) >= {"supervised", "siamese-20k", "weak-20k-correct", "weak-20k-paper-code"}
+    for o in r["ordinal"].values():
+        assert 0 <= o["rho"] <= 1 and sorted(o["ordering"].split("→")) == [str(d) for d in range(10)]
+    for name in ("fig2_supervised_curves.png", "fig4_confusion_supervised.png", "fig5_confusion_siamese_3shot.png",
+                 "fig6_confusion_weak_correct.png", "fig7_embeddings.png", "curves_relational.png", "classification.png"):
+        assert (out / "figures" / name).stat().st_size > 5000, name
+        assert name in r["figures"]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(r["figures"]) and "Table 3" in html
+    md = (out / "report.md").read_text()
+    assert "Table 1" in md and "paper-code" in md and "|rho|" not in md.split("## Ordinal")[0]
+    text = format_console(r)
+    assert "Table 2" in text and "Weakly supervised (1k)" in text
+
+
+def test_rerun_reuses_finished_runs(smoke, data_dir):
+    out, first = smoke
+    ckpts = sorted(out.glob("runs/*/ckpt/*.safetensors"))
+    before = {p: p.stat().st_mtime_ns for p in ckpts}
+    t = time.perf_counter()
+    again = reproduce("smoke", out, seeds=1, data_dir=str(data_dir), progress=False)
+    assert {p: p.stat().st_mtime_ns for p in sorted(out.glob("runs/*/ckpt/*.safetensors"))} == before
+    assert again["tables"] == first["tables"]
+    assert time.perf_counter() - t < first["wall_time_s"]
