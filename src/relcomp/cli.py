@@ -123,9 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
+    from .bench import add_bench_parser
     from .reproduce import add_reproduce_parser
 
     add_reproduce_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
@@ -222,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "fewshot": _cmd_fewshot}
+    from .bench import cmd_bench
     from .reproduce import cmd_reproduce
 
     handlers["reproduce"] = cmd_reproduce
+    handlers["bench"] = cmd_bench
     try:
         return handlers[args.command](args)
     except RelcompError as e:

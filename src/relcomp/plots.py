@@ -120,13 +120,16 @@ def plot_bars(groups: dict[str, dict[str, float]], path: str | os.PathLike, titl
 def plot_relational_curves(curves: dict[str, Sequence[dict]], path: str | os.PathLike) -> None:
     """Val relational accuracy (and val classification accuracy for the weak model) against pairs seen."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, rows in curves.items():
+    cmap = plt.get_cmap("tab10")
+    for k, (name, rows) in enumerate(curves.items()):
         if not rows:
             continue
+        # one colour per run in both panels; dotted lines for the paper's original loss
+        style = dict(color=cmap(k % 10), marker="o", markersize=3, linestyle=":" if "paper-code" in name else "-")
         x = [r["samples"] for r in rows]
-        ax1.plot(x, [r["val_rel_acc"] for r in rows], "o-", label=name, markersize=3)
+        ax1.plot(x, [r["val_rel_acc"] for r in rows], label=name, **style)
         if any(r.get("val_cls_acc") is not None for r in rows):
-            ax2.plot(x, [r["val_cls_acc"] for r in rows], "o-", label=name, markersize=3)
+            ax2.plot(x, [r["val_cls_acc"] for r in rows], label=name, **style)
     ax1.set_title("val relational accuracy")
     ax2.set_title("val classification accuracy (weak model, no labels used)")
     for ax in (ax1, ax2):
