@@ -60,6 +60,28 @@ def fit_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int = 3
     return w.detach(), b.detach()
 
 
+def fewshot_accuracy(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
+                     eval_images: np.ndarray, eval_labels: np.ndarray, k: int, draws: int = 10,
+                     seed: int = 0, num_classes: int = 10, precision: str = "fp32", steps: int = 300,
+                     lr: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """k-shot accuracy of ``model``'s frozen backbone: for each draw, a fresh linear head on k
+    labelled ``train_images`` per class, tested on ``eval_images``. Returns (accuracies (draws,),
+    predictions (draws, N))."""
+    dev = next(model.parameters()).device
+    eval_emb, _ = item_outputs(model, to_tensor(eval_images, dev), precision)
+    idx = np.stack([draw_shots(train_labels, k, num_classes, seed=(seed, k, d)) for d in range(draws)])
+    # Embed only the drawn images (at most draws x k x K of them), not the whole train split.
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    emb, _ = item_outputs(model, to_tensor(train_images[uniq], dev), precision)
+    x = emb[torch.from_numpy(inverse.reshape(idx.shape)).to(dev)]
+    y = torch.from_numpy(train_labels[idx]).to(dev)
+    with torch.enable_grad():
+        w, b = fit_heads(x, y, num_classes, steps=steps, lr=lr, seed=seed + k)
+    with torch.no_grad():
+        pred = (torch.einsum("ne,dek->dnk", eval_emb, w) + b).argmax(-1).cpu().numpy()
+    return (pred == eval_labels[None]).mean(1), pred
+
+
 def fewshot_eval(
     run_dir: str | os.PathLike,
     shots: Sequence[int] = (1, 3),
@@ -71,8 +93,8 @@ def fewshot_eval(
     lr: float = 1e-3,
     write: bool = True,
 ) -> dict[str, Any]:
-    """Few-shot accuracy of a run's frozen backbone for each k in ``shots``; writes ``fewshot.json``
-    and ``confusion-<k>shot.png`` (pooled over draws) into the run folder when ``write``.
+    """Few-shot test accuracy of a run's frozen backbone for each k in ``shots``; writes
+    ``fewshot.json`` and ``confusion-<k>shot.png`` (pooled over draws) into the run folder when ``write``.
 
     Each head is trained full batch with Adam at the paper's lr (1e-3, weight decay 1e-4) for
     ``steps`` steps; on the val split this did as well as or better than lr 1e-2 / 1e-1, more
@@ -88,22 +110,12 @@ def fewshot_eval(
     precision = resolve_precision(cfg.precision, dev)
     mnist = mnist or load_mnist(cfg.data_dir)
     k_cls = cfg.num_classes
-    test_emb, _ = item_outputs(model, to_tensor(mnist.test.images, dev), precision)
     test_y = mnist.test.labels
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": cfg.pairs,
                               "draws": draws, "seed": seed, "steps": steps, "lr": lr, "shots": {}}
     for k in shots:
-        idx = np.stack([draw_shots(mnist.train.labels, k, k_cls, seed=(seed, k, d)) for d in range(draws)])
-        # Embed only the drawn images (at most draws x k x K of them), not the whole train split.
-        uniq, inverse = np.unique(idx, return_inverse=True)
-        emb, _ = item_outputs(model, to_tensor(mnist.train.images[uniq], dev), precision)
-        x = emb[torch.from_numpy(inverse.reshape(idx.shape)).to(dev)]
-        y = torch.from_numpy(mnist.train.labels[idx]).to(dev)
-        with torch.enable_grad():
-            w, b = fit_heads(x, y, k_cls, steps=steps, lr=lr, seed=seed + k)
-        with torch.no_grad():
-            pred = (torch.einsum("ne,dek->dnk", test_emb, w) + b).argmax(-1).cpu().numpy()
-        accs = (pred == test_y[None]).mean(1)
+        accs, pred = fewshot_accuracy(model, mnist.train.images, mnist.train.labels, mnist.test.images, test_y, k,
+                                      draws, seed, k_cls, precision, steps, lr)
         cm = sum(confusion_matrix(test_y, p, labels=list(range(k_cls))) for p in pred)
         result["shots"][str(k)] = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if draws > 1 else 0.0,
                                    "min": float(accs.min()), "max": float(accs.max()), "n": draws,

@@ -116,7 +116,8 @@ class SiameseModel(nn.Module):
 MODELS = {"supervised": SupervisedModel, "siamese": SiameseModel, "weak": WeakModel}
 
 
-def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
+                dropout: float = 0.2) -> nn.Module:
     """Build a model by name (``supervised``, ``siamese`` or ``weak``).
 
     Raises:
@@ -126,7 +127,7 @@ def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_si
         raise ConfigError(f"unknown model {kind!r}; choose from {', '.join(MODELS)}")
     if image_size % 4:
         raise ConfigError(f"image size must be a multiple of 4, got {image_size}")
-    backbone = {"in_channels": in_channels, "image_size": image_size}
+    backbone = {"in_channels": in_channels, "image_size": image_size, "dropout": dropout}
     if kind == "siamese":
         return SiameseModel(**backbone)
     return MODELS[kind](num_classes=num_classes, **backbone)

@@ -1,0 +1,63 @@
+"""torchrun with 2 CPU processes (gloo) against one process that sees the same global batches."""
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from relcomp.checkpoint import read_weights
+from relcomp.distributed import DistInfo, local_slice, shard_range
+from relcomp.utils import read_jsonl
+
+
+def test_shards_cover_without_duplicates():
+    for n in (0, 1, 7, 10, 11):
+        for world in (1, 2, 3):
+            ranges = [shard_range(n, DistInfo(r, world)) for r in range(world)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    idx = torch.arange(9)
+    parts = [local_slice(idx, DistInfo(r, 2)) for r in range(2)]
+    assert torch.equal(torch.cat(parts), idx)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.mnist
+def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
+    common = ["train", "weak", "--pairs", "3000", "--samples", "1536", "--train-subset", "1000", "--val-subset", "300",
+              "--val-pairs", "500", "--eval-every", "768", "--precision", "fp32", "--dropout", "0",
+              "--no-channels-last", "--quiet", "--no-eval", "--data-dir", str(data_dir)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    port = _free_port()
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--nnodes", "1",
+                          "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "relcomp", *common,
+                          "--batch-size", "32", "--out", str(tmp_path / "ddp")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, "-m", "relcomp", *common, "--batch-size", "64", "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    # written once, by rank 0
+    assert len(list((tmp_path / "ddp" / "ckpt").glob("*.safetensors"))) == 1
+    assert len(read_jsonl(tmp_path / "ddp" / "metrics.jsonl")) == 2
+    assert ddp.stdout.count("trained weak") == 1
+
+    w_ddp = read_weights(tmp_path / "ddp" / "best.safetensors")[0]
+    w_one = read_weights(tmp_path / "one" / "best.safetensors")[0]
+    for k in w_one:
+        assert np.allclose(w_ddp[k].numpy(), w_one[k].numpy(), atol=2e-4, rtol=1e-3), k
+    m_ddp, m_one = read_jsonl(tmp_path / "ddp" / "metrics.jsonl"), read_jsonl(tmp_path / "one" / "metrics.jsonl")
+    for a, b in zip(m_ddp, m_one):
+        assert a["samples"] == b["samples"] and a["step"] == b["step"]
+        assert abs(a["val_rel_acc"] - b["val_rel_acc"]) <= 0.004
+        assert abs(a["val_cls_acc"] - b["val_cls_acc"]) <= 0.004
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-3
