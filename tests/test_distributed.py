@@ -61,3 +61,42 @@ def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
         assert abs(a["val_rel_acc"] - b["val_rel_acc"]) <= 0.004
         assert abs(a["val_cls_acc"] - b["val_cls_acc"]) <= 0.004
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-3
+
+
+@pytest.mark.mnist
+def test_distributed_resume_after_sigkill(data_dir, tmp_path):
+    import signal
+    import time
+
+    common = ["train", "siamese", "--pairs", "6000", "--samples", "6144", "--train-subset", "1000", "--val-subset",
+              "300", "--val-pairs", "500", "--eval-every", "1024", "--precision", "fp32", "--dropout", "0",
+              "--batch-size", "32", "--quiet", "--no-eval", "--data-dir", str(data_dir)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+    def torchrun(*extra, **kw):
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                "--master-port", str(_free_port()), "-m", "relcomp", *extra]
+
+    ref = subprocess.run(torchrun(*common, "--out", str(tmp_path / "ref")), capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(torchrun(*common, "--out", str(run)), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "checkpoint.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # every rank and the launcher, mid-run
+    proc.wait()
+    assert (run / "checkpoint.json").exists()
+    killed_at = len(read_jsonl(run / "metrics.jsonl"))
+    resumed = subprocess.run(torchrun("train", "--resume", str(run), "--quiet", "--no-eval"), capture_output=True,
+                             text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "6,144 samples" in resumed.stdout
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["samples"] for r in rows] == [1024 * k for k in range(1, 7)] and killed_at < 6
+    a, b = read_weights(run / "best.safetensors")[0], read_weights(tmp_path / "ref" / "best.safetensors")[0]
+    for k in a:
+        assert np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-5), k
