@@ -93,21 +93,44 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
 
 def save_checkpoint(run_dir: str | os.PathLike, model: nn.Module, state: dict[str, Any], step: int,
                     samples: int, metadata: dict[str, Any] | None = None) -> None:
-    """Write ``ckpt/<tag>.safetensors`` and ``ckpt/<tag>.state.pt``, then point ``checkpoint.json`` at them."""
+    """Write ``ckpt/<tag>.safetensors`` and ``ckpt/<tag>.state.pt``, then point ``checkpoint.json`` at them.
+
+    Raises:
+        CheckpointError: a write failed (disk full, permission denied); the previous checkpoint,
+            which ``checkpoint.json`` still names, is intact.
+    """
     run_dir = Path(run_dir)
     tag = f"step{int(step):09d}"
     weights = run_dir / "ckpt" / f"{tag}.safetensors"
     state_path = run_dir / "ckpt" / f"{tag}.state.pt"
-    save_weights(weights, model, metadata)
-    save_state(state_path, state)
-    previous = _read_pointer(run_dir)
-    write_json_atomic(run_dir / POINTER, {"weights": str(weights.relative_to(run_dir)),
-                                          "state": str(state_path.relative_to(run_dir)),
-                                          "step": int(step), "samples": int(samples)})
+    try:
+        save_weights(weights, model, metadata)
+        save_state(state_path, state)
+        previous = _read_pointer(run_dir)
+        write_json_atomic(run_dir / POINTER, {"weights": str(weights.relative_to(run_dir)),
+                                              "state": str(state_path.relative_to(run_dir)),
+                                              "step": int(step), "samples": int(samples)})
+    except OSError as e:
+        raise CheckpointError(f"could not write a checkpoint into {run_dir} ({e.strerror or e}); "
+                              "the previous checkpoint is intact") from None
     # Only now is the old checkpoint obsolete.
     if previous and previous.get("weights") != str(weights.relative_to(run_dir)):
         for key in ("weights", "state"):
             (run_dir / previous[key]).unlink(missing_ok=True)
+
+
+def remove_orphans(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete checkpoint files that ``checkpoint.json`` does not name and temp files left by a
+    killed write; return what was removed."""
+    run_dir = Path(run_dir)
+    pointer = _read_pointer(run_dir) or {}
+    keep = {run_dir / pointer[k] for k in ("weights", "state") if k in pointer}
+    removed = []
+    for p in list((run_dir / "ckpt").glob("*")) + list(run_dir.glob(".*.tmp")):
+        if p.is_file() and p not in keep:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _read_pointer(run_dir: Path) -> dict | None:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from .checkpoint import has_checkpoint, load_checkpoint, remove_orphans, save_checkpoint, save_weights
 from .distributed import DistInfo, any_rank, barrier, gather_objects, gather_rows, local_slice, shard_range, sum_values
 from .distributed import from_env as dist_from_env
 from .distributed import setup as dist_setup
@@ -323,6 +323,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
              "eval_time": 0.0}
     barrier(info)  # rank 0 may have created the folder; everyone now sees the same files
     if resume and has_checkpoint(out):
+        if main:
+            remove_orphans(out)  # files of a write that a kill interrupted
         saved = load_checkpoint(out, model)
         opt.load_state_dict(saved["optimizer"])
         rng = saved.get("torch_rng_ranks") or [saved["torch_rng"]]
@@ -330,10 +332,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
             torch.set_rng_state(rng[info.rank])
         state = saved["state"]
         if main:  # metrics written after the checkpoint belong to work that will be redone
-            rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["samples"] <= state["samples"]]
-            _rewrite_jsonl(out / "metrics.jsonl", rows)
-    elif main and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()
+            for name in ("metrics.jsonl", "timing.jsonl"):
+                rows = [r for r in read_jsonl(out / name) if r["samples"] <= state["samples"]]
+                _rewrite_jsonl(out / name, rows)
+    elif main:
+        for name in ("metrics.jsonl", "timing.jsonl"):
+            (out / name).unlink(missing_ok=True)
     if state["finished"]:
         return _summary(out, state)
     fwd = DDP(model) if info.enabled else model
@@ -401,8 +405,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
                        "val_rel_acc": m.get("rel_acc"), "val_cls_acc": m.get("cls_acc"),
                        "time_s": round(state["elapsed"], 3),  # wall time, evaluations included
                        "train_time_s": round(state["elapsed"] - state["eval_time"], 3)}  # steps only
-                if main:
-                    append_jsonl(out / "metrics.jsonl", row)
+                if main:  # metrics.jsonl holds no clock readings, so a rerun reproduces it byte for byte
+                    append_jsonl(out / "metrics.jsonl", {k: v for k, v in row.items() if k not in _TIMING})
+                    append_jsonl(out / "timing.jsonl", {k: row[k] for k in ("step", "samples", *_TIMING)})
                 run_loss = run_correct = run_seen = 0.0
                 if row[metric_name] is not None and row[metric_name] > state["best"]:
                     state["best"], state["best_samples"] = row[metric_name], state["samples"]
@@ -431,6 +436,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
                     title=f"{cfg.model} ({cfg.pairs if cfg.relational else 'labels'})")
     return _summary(out, state)
 
+
+_TIMING = ("time_s", "train_time_s")
 
 # Settings that do not change what is learned; a run may be resumed with other values.
 _NON_SEMANTIC = {"progress", "device", "data_dir", "resolved"}
