@@ -179,7 +179,6 @@ def test_crafted_checkpoint_via_cli_resume_is_exit_2(tmp_path):
 
 
 def _good_idx() -> bytes:
-    import io
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
@@ -198,6 +197,12 @@ def _mutate(data: bytes, positions: list[int], values: list[int], cut: int | Non
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+def mutations(max_pos: int, max_cut: int):
+    """Strategies for up to four byte overwrites and an optional truncation."""
+    return (st.lists(st.integers(0, max_pos), max_size=4), st.lists(st.integers(0, 255), max_size=4),
+            st.one_of(st.none(), st.integers(0, max_cut)))
+
+
 @FUZZ
 @given(st.binary(max_size=200))
 def test_idx_reader_random_bytes(data):
@@ -208,8 +213,7 @@ def test_idx_reader_random_bytes(data):
 
 
 @FUZZ
-@given(st.lists(st.integers(0, 10_000), max_size=4), st.lists(st.integers(0, 255), max_size=4),
-       st.one_of(st.none(), st.integers(0, 60)))
+@given(*mutations(10_000, 60))
 def test_idx_reader_mutated_files(positions, values, cut):
     try:
         parse_idx(_mutate(_good_idx(), positions, values, cut))
@@ -218,8 +222,7 @@ def test_idx_reader_mutated_files(positions, values, cut):
 
 
 @FUZZ
-@given(st.lists(st.integers(0, 100_000), max_size=4), st.lists(st.integers(0, 255), max_size=4),
-       st.one_of(st.none(), st.integers(0, 3000)))
+@given(*mutations(100_000, 3000))
 def test_pair_loader_mutated_files(tmp_path, positions, values, cut):
     path = tmp_path / "p.npz"
     save_pairs(path, make_pairs(np.arange(50) % 10, 100, 0))
@@ -231,8 +234,7 @@ def test_pair_loader_mutated_files(tmp_path, positions, values, cut):
 
 
 @FUZZ
-@given(st.lists(st.integers(0, 2_000_000), max_size=4), st.lists(st.integers(0, 255), max_size=4),
-       st.one_of(st.none(), st.integers(0, 2_000)))
+@given(*mutations(2_000_000, 2_000))
 def test_checkpoint_loaders_mutated_files(tmp_path, positions, values, cut):
     import torch
 
