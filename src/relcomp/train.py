@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -469,20 +468,6 @@ def _summary(out: Path, state: dict) -> dict[str, Any]:
     return {"run_dir": str(out), "samples": state["samples"], "steps": state["step"], "best_val": state["best"],
             "best_samples": state["best_samples"], "finished": state["finished"], "train_time_s": state["elapsed"],
             "stopped_early": state.get("stopped_early", False)}
-
-
-def is_finished(run_dir: str | os.PathLike) -> bool:
-    """True when the run folder holds a run trained to its full budget."""
-    p = Path(run_dir) / "checkpoint.json"
-    if not p.exists():
-        return False
-    from .checkpoint import load_state
-
-    pointer = json.loads(p.read_text())
-    try:
-        return bool(load_state(Path(run_dir) / pointer["state"])["state"]["finished"])
-    except RelcompError:
-        return False
 
 
 def load_config(run_dir: str | os.PathLike) -> TrainConfig:

