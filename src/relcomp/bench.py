@@ -171,7 +171,7 @@ def time_to_accuracy(kind: str, target: float, cap: int, eval_every: int, mnist,
             acc = row["val_cls_acc"]
         else:
             accs, _ = fewshot_accuracy(model, mnist.train.images, mnist.train.labels, mnist.val.images,
-                                       mnist.val.labels, k=1, draws=draws, precision="bf16")
+                                       mnist.val.labels, shots=[1], draws=draws, precision="bf16")[1]
             acc = float(accs.mean())
         hit["best"] = max(hit["best"], acc)
         hit.setdefault("curve", []).append((row["samples"], round(row["train_time_s"], 2), round(acc, 4)))

@@ -61,25 +61,28 @@ def fit_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int = 3
 
 
 def fewshot_accuracy(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
-                     eval_images: np.ndarray, eval_labels: np.ndarray, k: int, draws: int = 10,
+                     eval_images: np.ndarray, eval_labels: np.ndarray, shots: Sequence[int], draws: int = 10,
                      seed: int = 0, num_classes: int = 10, precision: str = "fp32", steps: int = 300,
-                     lr: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """k-shot accuracy of ``model``'s frozen backbone: for each draw, a fresh linear head on k
-    labelled ``train_images`` per class, tested on ``eval_images``. Returns (accuracies (draws,),
-    predictions (draws, N))."""
+                     lr: float = 1e-3) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """k-shot accuracy of ``model``'s frozen backbone for each k in ``shots``: for each draw, a
+    fresh linear head on k labelled ``train_images`` per class, tested on ``eval_images`` (embedded
+    once for all k). Returns {k: (accuracies (draws,), predictions (draws, N))}."""
     dev = next(model.parameters()).device
     eval_emb, _ = item_outputs(model, to_tensor(eval_images, dev), precision)
-    idx = np.stack([draw_shots(train_labels, k, num_classes, seed=(seed, k, d)) for d in range(draws)])
-    # Embed only the drawn images (at most draws x k x K of them), not the whole train split.
-    uniq, inverse = np.unique(idx, return_inverse=True)
-    emb, _ = item_outputs(model, to_tensor(train_images[uniq], dev), precision)
-    x = emb[torch.from_numpy(inverse.reshape(idx.shape)).to(dev)]
-    y = torch.from_numpy(train_labels[idx]).to(dev)
-    with torch.enable_grad():
-        w, b = fit_heads(x, y, num_classes, steps=steps, lr=lr, seed=seed + k)
-    with torch.no_grad():
-        pred = (torch.einsum("ne,dek->dnk", eval_emb, w) + b).argmax(-1).cpu().numpy()
-    return (pred == eval_labels[None]).mean(1), pred
+    results = {}
+    for k in shots:
+        idx = np.stack([draw_shots(train_labels, k, num_classes, seed=(seed, k, d)) for d in range(draws)])
+        # Embed only the drawn images (at most draws x k x K of them), not the whole train split.
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        emb, _ = item_outputs(model, to_tensor(train_images[uniq], dev), precision)
+        x = emb[torch.from_numpy(inverse.reshape(idx.shape)).to(dev)]
+        y = torch.from_numpy(train_labels[idx]).to(dev)
+        with torch.enable_grad():
+            w, b = fit_heads(x, y, num_classes, steps=steps, lr=lr, seed=seed + k)
+        with torch.no_grad():
+            pred = (torch.einsum("ne,dek->dnk", eval_emb, w) + b).argmax(-1).cpu().numpy()
+        results[k] = ((pred == eval_labels[None]).mean(1), pred)
+    return results
 
 
 def fewshot_eval(
@@ -113,9 +116,9 @@ def fewshot_eval(
     test_y = mnist.test.labels
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": cfg.pairs,
                               "draws": draws, "seed": seed, "steps": steps, "lr": lr, "shots": {}}
-    for k in shots:
-        accs, pred = fewshot_accuracy(model, mnist.train.images, mnist.train.labels, mnist.test.images, test_y, k,
-                                      draws, seed, k_cls, precision, steps, lr)
+    per_k = fewshot_accuracy(model, mnist.train.images, mnist.train.labels, mnist.test.images, test_y, shots,
+                             draws, seed, k_cls, precision, steps, lr)
+    for k, (accs, pred) in per_k.items():
         cm = sum(confusion_matrix(test_y, p, labels=list(range(k_cls))) for p in pred)
         result["shots"][str(k)] = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if draws > 1 else 0.0,
                                    "min": float(accs.min()), "max": float(accs.max()), "n": draws,
