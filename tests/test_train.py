@@ -33,7 +33,8 @@ def test_budget_arithmetic():
 
 
 @pytest.mark.parametrize("bad", [dict(model="cnn"), dict(loss="x"), dict(model="siamese", loss="paper-code"),
-                                 dict(epochs=1, samples=10), dict(samples=0), dict(pairs="abc"), dict(lr=0)])
+                                 dict(epochs=1, samples=10), dict(samples=0), dict(pairs="abc"), dict(lr=0),
+                                 dict(dropout=1.5), dict(dropout=-0.1)])
 def test_invalid_configs(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad).validate()

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import CheckpointError
@@ -41,10 +42,8 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if not path.exists():
         raise CheckpointError(f"{path}: weights file not found")
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one read for the tensors and the metadata
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
             raw = f.metadata() or {}
         meta = {k: json.loads(v) for k, v in raw.items()}
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:

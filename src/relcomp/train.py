@@ -84,6 +84,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         parse_count(self.pairs)
@@ -251,9 +253,7 @@ def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
 def _val_metrics(model, cfg: TrainConfig, data: Data, precision: str, info: DistInfo) -> dict[str, Any]:
     """Val metrics; in a distributed run each rank embeds its own shard of the val images and the
     outputs are gathered (no padding duplicates), then every rank scores the same full set."""
-    if not info.enabled:
-        return split_metrics(model, cfg.model, data.val_x, data.val_y, data.val_pairs, precision)
-    n = len(data.val_x)
+    n = len(data.val_x)  # one process: the shard is the whole split and gathering is a no-op
     a, b = shard_range(n, info)
     _, out = item_outputs(model, data.val_x[a:b], precision)
     return score_outputs(model, cfg.model, gather_rows(out, n, info), data.val_y, data.val_pairs)
