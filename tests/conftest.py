@@ -25,3 +25,47 @@ def mnist(data_dir):
     from relcomp.data import load_mnist
 
     return load_mnist(data_dir)
+
+
+def write_user_data(root: Path, images, labels, n_comparisons: int, seed: int = 0, n_labelled: int | None = None,
+                    fmt: str = "png") -> dict[str, Path]:
+    """A user's data on disk from labelled images: an image folder (PNG in two subfolders) or a
+    .npy array, a comparisons CSV (outcomes written in all three spellings, with annotator and
+    weight columns) and a labels CSV for the first ``n_labelled`` items."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    if fmt == "png":
+        folder = root / "images"
+        names = []
+        for k, img in enumerate(images):
+            name = f"{'ab'[k % 2]}/img{k:05d}.png"
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(folder / name)
+            names.append(name)
+    else:
+        folder = root / "images.npy"
+        np.save(folder, images)
+        names = [str(k) for k in range(len(images))]
+    rng = np.random.default_rng(seed)
+    rows, spell = [], [("1", "0"), (">", "<"), ("a", "b")]
+    while len(rows) < n_comparisons:
+        i, j = rng.integers(0, len(images), 2)
+        if i == j or labels[i] == labels[j]:
+            continue
+        greater = labels[i] > labels[j]
+        rows.append([names[i], names[j], spell[len(rows) % 3][0 if greater else 1], f"ann{len(rows) % 4}", "1.0"])
+    comp = root / "comparisons.csv"
+    with open(comp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "outcome", "annotator", "weight"])
+        w.writerows(rows)
+    lab = root / "labels.csv"
+    with open(lab, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item", "label"])
+        w.writerows([names[k], int(labels[k])] for k in range(n_labelled if n_labelled is not None else len(names)))
+    return {"images": folder, "comparisons": comp, "labels": lab}

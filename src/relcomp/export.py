@@ -1,0 +1,142 @@
+"""Export a run's best model for use without relcomp.
+
+What an exported model computes (inputs are float32 (B, C, H, W) in [0, 1], the run's size):
+
+- weak / supervised: ``logits = model(x)``, shape (B, K); softmax gives the class probabilities,
+  and P(A > B) = sum_{i > j} p_A[i] p_B[j].
+- siamese: ``logit = model(a, b)``, shape (B,); sigmoid gives P(A > B).
+
+Formats: ``onnx`` and ``torchscript`` hold the graph and weights (no relcomp, no Python class
+needed: onnxruntime or ``torch.jit.load``); ``safetensors`` holds the weights and, in its
+metadata, the config needed to rebuild the model (``relcomp.build_model`` or any re-implementation
+of the architecture). ``<file>.json`` beside the file says the same in words.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import save_weights
+from .errors import ConfigError
+from .evaluate import load_run_model
+from .models import can_classify
+from .train import TrainConfig, model_metadata
+from .utils import atomic_path, write_json_atomic
+
+FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".pt"}
+
+
+class _Classify(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.classify(x)
+
+
+class _Relate(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.model(a, b)
+
+
+def export_module(model: nn.Module, kind: str) -> tuple[nn.Module, list[str], list[str]]:
+    """The module to export (eval mode), its input names and output names."""
+    if can_classify(kind):
+        return _Classify(model).eval(), ["x"], ["logits"]
+    return _Relate(model).eval(), ["a", "b"], ["logit"]
+
+
+def example_inputs(cfg: TrainConfig, n_inputs: int, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size, generator=g) for _ in range(n_inputs))
+
+
+def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> Path:
+    """Write the run's best model as ``fmt`` to ``out`` (default ``<run_dir>/export/model<ext>``),
+    atomically, with ``<file>.json`` describing inputs and outputs beside it. Returns the path.
+
+    Raises:
+        ConfigError: unknown format, or ONNX export without the ``onnx`` package.
+        CheckpointError: the run has no usable weights.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    model, cfg = load_run_model(run_dir, "cpu")
+    path = Path(out) if out else Path(run_dir) / "export" / f"model{FORMATS[fmt]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module, inputs, outputs = export_module(model, cfg.model)
+    args = example_inputs(cfg, len(inputs))
+    if fmt == "safetensors":
+        save_weights(path, model, {**model_metadata(cfg), "config": describe(cfg, inputs, outputs)})
+    elif fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(module, args)
+        with atomic_path(path) as tmp:
+            traced.save(str(tmp))
+    else:
+        try:
+            import onnx  # noqa: F401 - torch.onnx.export needs it
+        except ImportError:
+            raise ConfigError("ONNX export needs the onnx package: pip install 'relcomp[export]'") from None
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # The TorchScript-based exporter: a plain graph of standard ops, dynamic batch size.
+            torch.onnx.export(module, args, str(tmp), input_names=inputs, output_names=outputs, dynamo=False,
+                              dynamic_axes={n: {0: "batch"} for n in inputs + outputs}, opset_version=17)
+    write_json_atomic(description_path(path), {**describe(cfg, inputs, outputs), "format": fmt,
+                                                  "file": path.name})
+    return path
+
+
+def description_path(path: Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``: each exported file has its own description."""
+    return path.with_name(path.name + ".json")
+
+
+def describe(cfg: TrainConfig, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
+    shape = ["batch", cfg.channels, cfg.image_size, cfg.image_size]
+    meaning = ("class logits (batch, K); softmax gives probabilities; classes are ordered, 0 the lowest"
+               if outputs == ["logits"] else "logit of P(A > B), shape (batch,); sigmoid gives the probability")
+    return {"model": cfg.model, "num_classes": cfg.num_classes if can_classify(cfg.model) else None,
+            "inputs": {n: {"shape": shape, "dtype": "float32", "range": [0.0, 1.0]} for n in inputs},
+            "outputs": {outputs[0]: meaning}, "relcomp_format": "relcomp-export/1"}
+
+
+def max_difference(run_dir: str | os.PathLike, path: str | os.PathLike, fmt: str, batch: int = 8) -> float | None:
+    """Largest absolute difference between the exported model's outputs and the PyTorch model's on
+    random inputs; None where the runtime to check with (onnxruntime) is not installed."""
+    model, cfg = load_run_model(run_dir, "cpu")
+    module, inputs, _ = export_module(model, cfg.model)
+    args = example_inputs(cfg, len(inputs), batch=batch, seed=1)
+    with torch.no_grad():
+        want = module(*args).numpy()
+    if fmt == "safetensors":
+        from .checkpoint import load_weights
+        from .train import build_run_model
+
+        fresh = build_run_model(cfg)
+        load_weights(path, fresh)
+        with torch.no_grad():
+            got = export_module(fresh, cfg.model)[0](*args).numpy()
+    elif fmt == "torchscript":
+        with torch.no_grad():
+            got = torch.jit.load(str(path))(*args).numpy()
+    else:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return None
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {n: a.numpy() for n, a in zip(inputs, args)})[0]
+    return float(np.abs(got - want).max())

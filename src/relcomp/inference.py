@@ -1,0 +1,154 @@
+"""Use a trained run on new images: predict a class, compare two images, rank a folder.
+
+Images are converted exactly as in training (the run's image size and channel count). Ranking
+needs one score per image; every relational model defines P(A > B), so the score of an image is
+its mean P(image > reference) over a set of reference images (the folder itself, or a seeded
+sample of it): a Borda count, which orders images the way the model's pairwise judgements do.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .data.images import ImageSet, load_images, load_inputs
+from .errors import ConfigError
+from .evaluate import load_run_model
+from .models import can_classify, is_relational
+from .train import item_outputs, to_tensor
+from .utils import atomic_path, resolve_device, resolve_precision
+
+
+class Predictor:
+    """A run's best model, ready for inference on images in the run's format."""
+
+    def __init__(self, run_dir: str | os.PathLike, device: str = "auto"):
+        self.device = resolve_device(device)
+        self.model, self.cfg = load_run_model(run_dir, self.device)
+        self.precision = resolve_precision(self.cfg.precision, self.device)
+
+    def load(self, paths: Sequence[str | os.PathLike]) -> ImageSet:
+        """Image files, folders and .npy arrays, converted to the run's input format."""
+        return load_inputs(paths, self.cfg.image_size, self.cfg.channels)
+
+    def outputs(self, images: np.ndarray) -> torch.Tensor:
+        """Item outputs (class logits, or embeddings for the Siamese model) of uint8 images."""
+        return item_outputs(self.model, to_tensor(images, self.device), self.precision)[1]
+
+    @torch.no_grad()
+    def prob_greater(self, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
+        """P(A > B) for rows of item outputs."""
+        return torch.sigmoid(self.model.pair_logit(out_a, out_b))
+
+    @torch.no_grad()
+    def scores(self, out: torch.Tensor, references: int = 512, seed: int = 0, chunk: int = 65_536) -> np.ndarray:
+        """Each item's mean P(item > reference) over ``references`` items sampled by ``seed`` (all
+        items when there are no more than that), never comparing an item with itself."""
+        n = len(out)
+        refs = np.arange(n) if n <= references else np.sort(np.random.default_rng(seed).choice(n, references, False))
+        ref_t = torch.from_numpy(refs).to(out.device)
+        ref_out = out[ref_t]
+        r = len(refs)
+        rows = max(1, chunk // r)
+        result = []
+        for k in range(0, n, rows):
+            a = out[k:k + rows]
+            p = self.prob_greater(a.repeat_interleave(r, 0), ref_out.repeat(len(a), 1)).view(len(a), r)
+            other = torch.arange(k, k + len(a), device=out.device)[:, None] != ref_t[None, :]
+            result.append((p * other).sum(1) / other.sum(1).clamp(min=1))
+        return torch.cat(result).cpu().numpy()
+
+
+def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], device: str = "auto") -> list[dict[str, Any]]:
+    """Class and class probabilities per image (for models that classify).
+
+    Raises:
+        ConfigError: the run's model does not classify (Siamese).
+        DataError: an unreadable image.
+    """
+    p = Predictor(run_dir, device)
+    if not can_classify(p.cfg.model):
+        raise ConfigError(f"a {p.cfg.model} model outputs relations, not classes; use `relcomp compare` or "
+                          "`relcomp rank`, or `relcomp fewshot` with a few labels")
+    items = p.load(images)
+    probs = p.outputs(items.images).softmax(1).cpu().numpy()
+    return [{"item": name, "class": int(pr.argmax()), "probabilities": [round(float(v), 6) for v in pr]}
+            for name, pr in zip(items.names, probs)]
+
+
+def compare(run_dir: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLike, device: str = "auto") -> float:
+    """P(A > B) from a relational run (or a classifier, through its class distributions).
+
+    Raises:
+        DataError: an unreadable image.
+    """
+    p = Predictor(run_dir, device)
+    items = p.load([a, b])
+    if len(items) != 2:
+        raise ConfigError("compare takes exactly two image files")
+    out = p.outputs(items.images)
+    return float(p.prob_greater(out[:1], out[1:]))
+
+
+def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.PathLike | None = None,
+         references: int = 512, seed: int = 0, device: str = "auto", sheet_max: int = 256) -> dict[str, Any]:
+    """Sort a folder of images by the model's score, greatest first; write ``ranking.csv`` and a
+    contact sheet ``ranking.png`` into ``out`` (default: ``<run_dir>/rank-<folder name>``).
+
+    Raises:
+        DataError: a missing folder or unreadable images.
+    """
+    p = Predictor(run_dir, device)
+    if not is_relational(p.cfg.model) and not can_classify(p.cfg.model):
+        raise ConfigError(f"cannot rank with a {p.cfg.model} model")
+    items = load_images(folder, p.cfg.image_size, p.cfg.channels)
+    outs = p.outputs(items.images)
+    score = p.scores(outs, references, seed)
+    order = np.argsort(-score, kind="stable")
+    out = Path(out) if out else Path(run_dir) / f"rank-{Path(folder).resolve().name}"
+    out.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, np.ndarray] = {}
+    if can_classify(p.cfg.model):
+        prob = outs.softmax(1)
+        extra["expected_class"] = (prob * torch.arange(prob.shape[1], device=prob.device)).sum(1).cpu().numpy()
+        extra["predicted_class"] = prob.argmax(1).cpu().numpy()
+    with atomic_path(out / "ranking.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "item", "score", *extra])
+        for r, k in enumerate(order, 1):
+            w.writerow([r, items.names[k], f"{score[k]:.6f}",
+                        *(f"{v[k]:.4f}" if v.dtype.kind == "f" else int(v[k]) for v in extra.values())])
+    contact_sheet(items, order, score, out / "ranking.png", sheet_max)
+    return {"csv": str(out / "ranking.csv"), "png": str(out / "ranking.png"), "n": len(items),
+            "ranking": [(items.names[k], float(score[k])) for k in order]}
+
+
+def contact_sheet(items: ImageSet, order: np.ndarray, score: np.ndarray, path: Path, max_images: int = 256,
+                  cols: int = 16) -> None:
+    """A grid of thumbnails in rank order, each captioned with its rank and score; with more than
+    ``max_images`` images, an evenly spaced sample of the ranking (captions keep the true ranks)."""
+    from PIL import Image, ImageDraw
+
+    ranks = np.arange(len(order))
+    if len(order) > max_images:
+        ranks = np.unique(np.linspace(0, len(order) - 1, max_images).round().astype(int))
+    side = max(64, items.images.shape[-1])
+    cap = 22
+    cols = min(cols, len(ranks))
+    rows = -(-len(ranks) // cols)
+    sheet = Image.new("RGB", (cols * (side + 4) + 4, rows * (side + cap + 4) + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    for n, r in enumerate(ranks):
+        k = order[r]
+        img = items.images[k]
+        pil = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).convert("RGB")
+        x, y = 4 + (n % cols) * (side + 4), 4 + (n // cols) * (side + cap + 4)
+        sheet.paste(pil.resize((side, side), Image.Resampling.NEAREST), (x, y))
+        draw.text((x + 1, y + side + 1), f"#{r + 1}", fill="black")
+        draw.text((x + 1, y + side + 11), f"{score[k]:.3f}", fill="dimgray")
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
