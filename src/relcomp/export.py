@@ -80,7 +80,8 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike | No
     if fmt == "safetensors":
         save_weights(path, model, {**model_metadata(cfg), "config": describe(cfg, inputs, outputs)})
     elif fmt == "torchscript":
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated upstream, still loads
             traced = torch.jit.trace(module, args)
         with atomic_path(path) as tmp:
             traced.save(str(tmp))
@@ -130,7 +131,8 @@ def max_difference(run_dir: str | os.PathLike, path: str | os.PathLike, fmt: str
         with torch.no_grad():
             got = export_module(fresh, cfg.model)[0](*args).numpy()
     elif fmt == "torchscript":
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
             got = torch.jit.load(str(path))(*args).numpy()
     else:
         try:

@@ -1,0 +1,157 @@
+"""End to end on a user's data: MNIST test images written as PNG files, a comparisons CSV and a
+labels CSV; train, evaluate, predict, compare, rank, export, few-shot, through the CLI and the API."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from conftest import write_user_data
+from relcomp.cli import main
+
+pytestmark = pytest.mark.mnist
+ROOT = Path(__file__).resolve().parents[1]
+N_IMAGES = 1200
+
+
+@pytest.fixture(scope="module")
+def user(mnist, tmp_path_factory):
+    root = tmp_path_factory.mktemp("user")
+    paths = write_user_data(root, mnist.test.images[:N_IMAGES], mnist.test.labels[:N_IMAGES], 12_000, n_labelled=400)
+    return {**paths, "root": root, "labels_array": mnist.test.labels[:N_IMAGES]}
+
+
+@pytest.fixture(scope="module")
+def weak_run(user):
+    run = user["root"] / "weak-run"
+    rc = main(["train", "weak", "--images", str(user["images"]), "--comparisons", str(user["comparisons"]),
+               "--labels", str(user["labels"]), "--samples", "24000", "--out", str(run), "--quiet", "--dropout", "0"])
+    assert rc == 0
+    return run
+
+
+def test_train_and_evaluate(weak_run, capsys):
+    ev = json.loads((weak_run / "eval.json").read_text())
+    assert ev["split"].startswith("held-out") and ev["n_test_images"] == 400
+    assert ev["relational_accuracy"] > 0.9, ev  # measured 0.98 on 1,197 held-out comparisons
+    # No label is used in training; chance is 0.1. Measured 0.36: 1,200 images and 24k pairs pin
+    # down the order far better than the class boundaries.
+    assert ev["classification_accuracy"] > 0.25
+    report = json.loads((weak_run / "validation.json").read_text())
+    assert report["stats"]["train_comparisons"] + report["stats"]["val_comparisons"] == 12_000
+    cfg = json.loads((weak_run / "config.json").read_text())
+    assert Path(cfg["images"]).is_absolute() and cfg["num_classes"] == 10  # inferred from the labels
+    assert (weak_run / "curves.png").stat().st_size > 0 and (weak_run / "confusion.png").exists()
+
+
+def test_predict_compare_rank(weak_run, user, capsys):
+    imgs, y = user["images"], user["labels_array"]
+    first = [imgs / f"{'ab'[k % 2]}/img{k:05d}.png" for k in range(20)]
+    assert main(["predict", str(weak_run), *map(str, first), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 20 and all(abs(sum(r["probabilities"]) - 1) < 1e-3 for r in rows)
+    assert np.mean([r["class"] == y[k] for k, r in enumerate(rows)]) > 0.2
+    hi, lo = int(np.flatnonzero(y == 9)[0]), int(np.flatnonzero(y == 0)[0])
+    path = lambda k: str(imgs / f"{'ab'[k % 2]}/img{k:05d}.png")  # noqa: E731
+    assert main(["compare", str(weak_run), path(hi), path(lo)]) == 0
+    p = float(capsys.readouterr().out.split("=")[-1])
+    assert p > 0.5
+    out = user["root"] / "ranked"
+    assert main(["rank", str(weak_run), str(imgs / "a"), "--out", str(out), "--top", "2"]) == 0
+    with open(out / "ranking.csv") as f:
+        ranking = list(csv.DictReader(f))
+    assert len(ranking) == N_IMAGES // 2 and ranking[0]["rank"] == "1"
+    scores = [float(r["score"]) for r in ranking]
+    assert scores == sorted(scores, reverse=True)
+    digit = [y[int(Path(r["item"]).stem[3:])] for r in ranking]
+    assert spearmanr(scores, digit).statistic > 0.6
+    from PIL import Image
+
+    with Image.open(out / "ranking.png") as im:
+        assert im.size[0] > 500 and im.size[1] > 300
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "onnx", "torchscript"])
+def test_export_matches_and_loads_without_relcomp(weak_run, fmt, capsys):
+    pytest.importorskip("onnxruntime") if fmt == "onnx" else None
+    assert main(["export", str(weak_run), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    diff = float(out.split("max |difference| vs PyTorch ")[1].split()[0])
+    assert diff < 1e-4, out
+    path = weak_run / "export" / {"safetensors": "model.safetensors", "onnx": "model.onnx", "torchscript": "model.pt"}[fmt]
+    desc = json.loads(Path(str(path) + ".json").read_text())
+    assert desc["inputs"]["x"]["shape"] == ["batch", 1, 28, 28]
+    # A fresh interpreter where `import relcomp` fails loads and runs the file.
+    code = {
+        "onnx": "import onnxruntime as o, numpy as n; s=o.InferenceSession(P); print(s.run(None, {'x': n.zeros((3,1,28,28), n.float32)})[0].shape)",
+        "torchscript": "import torch; m=torch.jit.load(P); print(tuple(m(torch.zeros(3,1,28,28)).shape))",
+        "safetensors": "from safetensors.numpy import load_file; w=load_file(P); print(w['head.weight'].shape[:1] + (0,) if False else (3, w['head.weight'].shape[0]))",
+    }[fmt]
+    r = subprocess.run([sys.executable, "-c", f"import sys; sys.modules['relcomp'] = None; P = {str(path)!r}; {code}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(3, 10)"
+
+
+def test_siamese_fewshot_and_predict_refusal(user, capsys):
+    run = user["root"] / "siamese-run"
+    assert main(["train", "siamese", "--images", str(user["images"]), "--comparisons", str(user["comparisons"]),
+                 "--samples", "6000", "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["fewshot", str(run), "--shots", "1,3", "--draws", "3", "--labels", str(user["labels"]), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert 0.1 < r["shots"]["3"]["mean"] <= 1.0
+    assert main(["predict", str(run), str(user["images"] / "a" / "img00000.png")]) == 2
+    assert "outputs relations, not classes" in capsys.readouterr().err
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    assert "max |difference|" in capsys.readouterr().out
+
+
+def test_python_api_example(user, tmp_path):
+    """The README's example, run as a user would."""
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "own_data.py"), str(user["images"]),
+                        str(user["comparisons"]), str(user["labels"]), str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "run" / "export" / "model.onnx").exists()
+    assert len((ROOT / "examples" / "own_data.py").read_text().split("import relcomp")[1].strip().splitlines()) < 15
+
+
+def _train(user, *extra):
+    return main(["train", "weak", "--images", str(user["images"]), "--comparisons", str(user["comparisons"]),
+                 "--classes", "10", "--samples", "256", "--quiet", "--no-eval", *extra])
+
+
+def test_bad_inputs_exit_2_with_message(user, tmp_path, capsys):
+    cases = [
+        (["--images", str(tmp_path / "nowhere")], "nowhere: no such file or folder"),
+        (["--classes", "1"], "--classes must be at least 2"),
+        (["--val-fraction", "1.5"], "--val-fraction must be in (0, 1)"),
+        (["--image-size", "30"], "--image-size must be a positive multiple of 4"),
+    ]
+    for extra, message in cases:
+        out = tmp_path / f"r{len(extra)}{extra[0]}"
+        assert _train(user, "--out", str(out), *extra) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (extra, err)
+    assert main(["train", "weak", "--images", str(user["images"]), "--comparisons", str(user["comparisons"]),
+                 "--quiet"]) == 2
+    assert "needs --classes K" in capsys.readouterr().err
+    assert main(["train", "supervised", "--images", str(user["images"]), "--comparisons", str(user["comparisons"]),
+                 "--quiet"]) == 2
+    assert "needs labels for every image" in capsys.readouterr().err
+    # a corrupt image and a bad comparison line are reported before any training starts
+    bad = tmp_path / "bad"
+    paths = write_user_data(bad, np.zeros((4, 28, 28), np.uint8), np.arange(4), 6)
+    (paths["images"] / "b" / "img00001.png").write_bytes(b"garbage")
+    assert main(["train", "weak", "--images", str(paths["images"]), "--comparisons", str(paths["comparisons"]),
+                 "--classes", "4", "--out", str(tmp_path / "never"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "img00001.png: unreadable image" in err
+    assert not (tmp_path / "never" / "checkpoint.json").exists()
