@@ -70,7 +70,7 @@ def test_predict_compare_rank(weak_run, user, capsys):
     scores = [float(r["score"]) for r in ranking]
     assert scores == sorted(scores, reverse=True)
     digit = [y[int(Path(r["item"]).stem[3:])] for r in ranking]
-    assert spearmanr(scores, digit).statistic > 0.6
+    assert spearmanr(scores, digit).statistic > 0.9  # measured 0.985
     from PIL import Image
 
     with Image.open(out / "ranking.png") as im:
@@ -155,3 +155,18 @@ def test_bad_inputs_exit_2_with_message(user, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "img00001.png: unreadable image" in err
     assert not (tmp_path / "never" / "checkpoint.json").exists()
+
+
+def test_resume_refuses_changed_data(user, tmp_path, capsys):
+    import shutil
+
+    comps = tmp_path / "comparisons.csv"
+    shutil.copy(user["comparisons"], comps)
+    run = tmp_path / "run"
+    args = ["train", "weak", "--images", str(user["images"]), "--comparisons", str(comps), "--classes", "10",
+            "--samples", "512", "--quiet", "--no-eval", "--out", str(run)]
+    assert main(args) == 0
+    with open(comps, "a") as f:
+        f.write("a/img00000.png,b/img00001.png,1,someone,1\n")
+    assert main(["train", "--resume", str(run), "--quiet", "--no-eval"]) == 2
+    assert "the comparisons changed since this run started" in capsys.readouterr().err

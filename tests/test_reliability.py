@@ -194,7 +194,7 @@ def _mutate(data: bytes, positions: list[int], values: list[int], cut: int | Non
     return bytes(b[:cut] if cut is not None else b)
 
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=int(os.environ.get("RELCOMP_FUZZ_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def mutations(max_pos: int, max_cut: int):
@@ -246,6 +246,68 @@ def test_checkpoint_loaders_mutated_files(tmp_path, positions, values, cut):
         path.write_bytes(_mutate(path.read_bytes(), positions, values, cut))
         try:
             load(path)
+        except RelcompError:
+            pass
+
+
+_GOOD_CSV = (b"a,b,outcome,annotator,weight\n0,1,1,x,1\n1,2,>,y,0.5\n2,3,a,x,2\n3,0,<,y,1\n"
+             b"0,2,b,x,1\n1,3,0,y,1\n")
+
+
+def _items(tmp_path):
+    from relcomp.data.images import load_images
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 8, 8), np.uint8))
+    return load_images(tmp_path / "x.npy", size=8)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_comparison_and_label_loaders_random_bytes(tmp_path, data):
+    from relcomp.data.comparisons import load_comparisons, load_labels
+
+    items = _items(tmp_path)
+    for name, load in (("c.csv", load_comparisons), ("l.csv", load_labels), ("c.parquet", load_comparisons)):
+        (tmp_path / name).write_bytes(data)
+        try:
+            load(tmp_path / name, items)
+        except RelcompError:
+            pass
+
+
+@FUZZ
+@given(*mutations(400, 200))
+def test_comparison_loader_mutated_files(tmp_path, positions, values, cut):
+    from relcomp.data.comparisons import load_comparisons
+
+    items = _items(tmp_path)
+    (tmp_path / "c.csv").write_bytes(_mutate(_GOOD_CSV, positions, values, cut))
+    try:
+        c = load_comparisons(tmp_path / "c.csv", items)
+        assert len(c) > 0 and c.a.max() < 4 and (c.w >= 0).all()
+    except RelcompError:
+        pass
+
+
+@FUZZ
+@given(*mutations(2_000, 400))
+def test_image_and_array_loaders_mutated_files(tmp_path, positions, values, cut):
+    import io
+
+    from PIL import Image
+
+    from relcomp.data.images import load_images
+
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(buf, format="PNG")
+    (tmp_path / "imgs").mkdir(exist_ok=True)
+    (tmp_path / "imgs" / "x.png").write_bytes(_mutate(buf.getvalue(), positions, values, cut))
+    arr = io.BytesIO()
+    np.save(arr, np.zeros((2, 8, 8), np.uint8))
+    (tmp_path / "a.npy").write_bytes(_mutate(arr.getvalue(), positions, values, cut))
+    for path in (tmp_path / "imgs", tmp_path / "a.npy"):
+        try:
+            load_images(path, size=8)
         except RelcompError:
             pass
 

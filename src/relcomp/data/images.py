@@ -59,7 +59,7 @@ def load_image_file(path: str | os.PathLike, size: int = 28, channels: int = 1) 
     Raises:
         DataError: missing or unreadable file (named in the message).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     _check_shape(size, channels)
     try:
@@ -68,10 +68,10 @@ def load_image_file(path: str | os.PathLike, size: int = 28, channels: int = 1) 
             return _to_model_input(img, size, channels)
     except FileNotFoundError:
         raise DataError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
     except Image.DecompressionBombError as e:
         raise DataError(f"{path}: refused, too many pixels ({e})") from None
+    except Exception as e:  # noqa: BLE001 - decoders of damaged files raise OSError, ValueError, zlib.error, ...
+        raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -116,7 +116,7 @@ def load_images(path: str | os.PathLike, size: int = 28, channels: int = 1, prog
 def _load_array(path: Path, size: int, channels: int) -> tuple[list[str], np.ndarray]:
     try:
         a = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as e:
+    except Exception as e:  # noqa: BLE001 - a bad header raises ValueError, SyntaxError, TokenError, ...
         raise DataError(f"{path}: not a readable .npy array ({type(e).__name__}: {e})") from None
     if a.ndim == 3:
         a = a[:, None]
