@@ -42,3 +42,17 @@ def tsne_2d(embeddings: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> 
     perplexity = min(perplexity, max(5.0, (len(embeddings) - 1) / 3))
     return TSNE(n_components=2, init="pca", random_state=seed, perplexity=perplexity,
                 learning_rate="auto").fit_transform(np.asarray(embeddings, np.float32))
+
+
+def match_clusters(pred: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """The one-to-one map cluster -> class that maximises agreement (Hungarian algorithm on the
+    confusion matrix); returns ``mapping`` with ``mapping[cluster] = class``."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = max(k, int(pred.max(initial=0)) + 1, int(labels.max(initial=0)) + 1)
+    counts = np.zeros((k, k), np.int64)
+    np.add.at(counts, (pred, labels), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    mapping = np.arange(k)
+    mapping[rows] = cols
+    return mapping

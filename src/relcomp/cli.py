@@ -25,6 +25,16 @@ def _ints(text: str) -> list[int]:
     return vals
 
 
+def _shots(text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
+    return vals
+
+
 def _count(text: str) -> int:
     from .utils import parse_count
 
@@ -79,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "counted in samples (images for supervised, pairs for relational models); validation "
                         "runs every --eval-every samples and the best val checkpoint is the one evaluated.",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    tr.add_argument("model", nargs="?", choices=["supervised", "siamese", "weak"],
+    tr.add_argument("model", nargs="?", choices=["supervised", "siamese", "weak", "ranker"],
                     help="supervised: labels, cross-entropy. siamese: pairs, predicts A > B. "
-                    "weak: pairs only, a 10-way classifier whose P(A > B) is trained")
+                    "weak: pairs only, a 10-way classifier whose P(A > B) is trained. "
+                    "ranker: pairs, one score s per image, P(A > B) = sigmoid(s(A) - s(B))")
     tr.add_argument("--pairs", default="50k", help="MNIST: train pair-set size for relational models (50k, 500k, 5M or any count)")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=float, default=None, help="budget in passes over the training set")
@@ -96,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--loss", choices=["correct", "paper-code"], default="correct",
                     help="weak model only. paper-code: the original code's bug, a logits loss applied to the "
                     "probability (a double sigmoid); reproduces the paper's weak results")
+    tr.add_argument("--relation", choices=["gt", "ge", "same"], default="gt",
+                    help="gt: A > B, equal labels dropped (the paper). ge: ties kept as a third outcome "
+                    "(weak: P(A = B) = sum_i pA[i] pB[i]; Siamese and ranker get a tie output). same: same class "
+                    "or not (classes are then found up to a permutation; accuracy uses the best matching)")
+    tr.add_argument("--flip-rate", type=float, default=0.0,
+                    help="simulate noisy annotators: flip this fraction of the train and val outcomes (exactly, "
+                    "seeded by --pair-seed); test outcomes stay clean")
+    tr.add_argument("--noise-correction", choices=["none", "given", "estimate"], default="none",
+                    help="forward correction of the loss, P_obs = (1 - e) P + e (1 - P): given uses e = --flip-rate; "
+                    "estimate sets e from the val disagreement at each evaluation")
     tr.add_argument("--eval-every", type=_count, default=None, help="samples between evaluations (default: one epoch, at most 100k)")
     tr.add_argument("--val-pairs", type=_count, default=20_000, help="val pairs for relational accuracy")
     tr.add_argument("--train-subset", type=_count, default=None, help="use only the first N train images")
@@ -126,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "train images per class, drawn at random --draws times; print mean, std, min, max of "
                         "the test accuracy over draws.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     fs.add_argument("run_dir")
-    fs.add_argument("--shots", type=_ints, default=[1, 3], help="comma-separated k values")
+    fs.add_argument("--shots", type=_shots, default=[1, 3],
+                    help="comma-separated k values (0 allowed with --method cutpoints: no labels, known K)")
+    fs.add_argument("--method", choices=["linear", "anchors", "cutpoints"], default=None,
+                    help="linear: a Linear(128, K) head on the frozen backbone (the paper; default). anchors: no head, "
+                    "compare each image with k labelled anchors per class through the relation head. cutpoints "
+                    "(ranker; its default): K-1 thresholds on the score, k = 0 by 1-D k-means or equal quantiles")
     fs.add_argument("--draws", type=int, default=10, help="random draws of the k images per class")
     fs.add_argument("--seed", type=int, default=0)
     fs.add_argument("--device", default="auto")
@@ -262,12 +288,14 @@ def _cmd_train(args) -> int:
                           channels_last=args.channels_last, dropout=args.dropout, data_dir=args.data_dir,
                           progress=not args.quiet, num_classes=classes, images=args.images,
                           comparisons=args.comparisons, labels=args.labels, image_size=args.image_size,
-                          channels=args.channels, val_fraction=args.val_fraction, contradictions=args.contradictions)
+                          channels=args.channels, val_fraction=args.val_fraction, contradictions=args.contradictions,
+                          relation=args.relation, flip_rate=args.flip_rate, noise_correction=args.noise_correction)
         if cfg.user_data:
             tag = f"{cfg.model}-{Path(cfg.comparisons).stem}"
         else:
             tag = cfg.model + (f"-{cfg.pairs}" if cfg.model != "supervised" else "") + \
-                ("-paper-code" if cfg.loss == "paper-code" else "")
+                ("-paper-code" if cfg.loss == "paper-code" else "") + \
+                (f"-{cfg.relation}" if cfg.relation != "gt" else "") + (f"-flip{cfg.flip_rate:g}" if cfg.flip_rate else "")
         out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{tag}"
     from .distributed import from_env, shutdown
 
@@ -306,10 +334,12 @@ def _print_eval(r: dict) -> None:
     print(f"{where} relational accuracy:     {r['relational_accuracy']:.4f}  ({r['n_test_pairs']:,} pairs)")
     if r["classification_accuracy"] is not None:
         print(f"{where} classification accuracy: {r['classification_accuracy']:.4f}  ({r['n_test_images']:,} images)")
-    elif r["model"] == "siamese":
-        print(f"{where} classification accuracy: n/a (Siamese: run `relcomp fewshot RUN_DIR`)")
+    elif r["model"] in ("siamese", "ranker"):
+        print(f"{where} classification accuracy: n/a ({r['model']}: run `relcomp fewshot RUN_DIR`)")
     else:
         print(f"{where} classification accuracy: n/a (no labelled items)")
+    if r.get("spearman_rho") is not None:
+        print(f"{where} Spearman rho (score vs label): {r['spearman_rho']:.4f}")
 
 
 def _cmd_eval(args) -> int:
@@ -328,14 +358,15 @@ def _cmd_fewshot(args) -> int:
     from .fewshot import fewshot_eval
 
     r = fewshot_eval(args.run_dir, shots=args.shots, draws=args.draws, seed=args.seed, device=args.device,
-                     labels=args.labels)
+                     labels=args.labels, method=args.method)
     if args.json:
         print(json.dumps({**r, "shots": {k: {kk: vv for kk, vv in v.items() if kk != "confusion_matrix"}
                                          for k, v in r["shots"].items()}}))
         return 0
-    print(f"few-shot test accuracy of the {r['model']} backbone of {args.run_dir}, {r['draws']} draws:")
+    print(f"few-shot test accuracy of the {r['model']} model of {args.run_dir} ({r['method']}), {r['draws']} draws:")
     for k, s in r["shots"].items():
-        print(f"  {k}-shot: mean {s['mean']:.4f}  std {s['std']:.4f}  min {s['min']:.4f}  max {s['max']:.4f}")
+        label = f"{k}-shot" if "(" not in k else k.replace(" (", "-shot (")
+        print(f"  {label}: mean {s['mean']:.4f}  std {s['std']:.4f}  min {s['min']:.4f}  max {s['max']:.4f}")
     return 0
 
 

@@ -20,7 +20,7 @@ from .data.mnist import MNIST, load_mnist
 from .data.pairs import mnist_pairs
 from .errors import CheckpointError
 from .models import can_classify
-from .train import TrainConfig, build_run_model, load_config, run_title, split_metrics, to_tensor
+from .train import TrainConfig, build_run_model, item_outputs, load_config, run_title, score_outputs, to_tensor
 from .utils import resolve_device, resolve_precision, write_json_atomic
 
 N_TEST_PAIRS = 20_000
@@ -73,8 +73,9 @@ def evaluate_run(run_dir: str | os.PathLike, mnist: MNIST | None = None, device:
     else:
         mnist = mnist or load_mnist(cfg.data_dir)
         images, labels, split = mnist.test.images, mnist.test.labels, "MNIST test"
-        pairs = mnist_pairs(mnist, "test", N_TEST_PAIRS, cfg.pair_seed, data_dir=cfg.data_dir)
-    m = split_metrics(model, cfg.model, to_tensor(images, dev), torch.from_numpy(labels).to(dev), pairs, precision)
+        pairs = mnist_pairs(mnist, "test", N_TEST_PAIRS, cfg.pair_seed, cfg.relation, data_dir=cfg.data_dir)
+    _, out = item_outputs(model, to_tensor(images, dev), precision)
+    m = score_outputs(model, cfg.model, out, torch.from_numpy(labels).to(dev), pairs)
     labelled = labels >= 0
     result: dict[str, Any] = {
         "run_dir": str(run_dir),
@@ -82,12 +83,17 @@ def evaluate_run(run_dir: str | os.PathLike, mnist: MNIST | None = None, device:
         "loss": cfg.loss,
         "pairs": cfg.pairs if cfg.model != "supervised" and not cfg.user_data else None,
         "split": split,
+        "relation": cfg.relation,
         "relational_accuracy": m["rel_acc"],
         "classification_accuracy": m.get("cls_acc"),
         "confusion_matrix": None,
         "n_test_pairs": len(pairs),
         "n_test_images": int(labelled.sum()),
     }
+    if cfg.model == "ranker" and labelled.any():
+        from scipy.stats import spearmanr
+
+        result["spearman_rho"] = float(spearmanr(out[:, 0].cpu().numpy()[labelled], labels[labelled]).statistic)
     if can_classify(cfg.model) and labelled.any():
         cm = confusion_matrix(labels[labelled], m["pred"][labelled], labels=list(range(cfg.num_classes)))
         result["confusion_matrix"] = cm.tolist()
@@ -102,8 +108,6 @@ def evaluate_run(run_dir: str | os.PathLike, mnist: MNIST | None = None, device:
 
 def test_outputs(run_dir: str | os.PathLike, mnist: MNIST | None = None, device: str = "auto") -> dict[str, np.ndarray]:
     """128-d test embeddings (and class predictions where defined) of a run's best model."""
-    from .train import item_outputs
-
     dev = resolve_device(device)
     model, cfg = load_run_model(run_dir, dev)
     mnist = mnist or load_mnist(cfg.data_dir)

@@ -94,6 +94,59 @@ def fewshot_accuracy(model: torch.nn.Module, train_images: np.ndarray, train_lab
     return results
 
 
+METHODS = ("linear", "anchors", "cutpoints")
+
+
+def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarray, train_labels: np.ndarray,
+                     eval_images: np.ndarray, eval_labels: np.ndarray, shots: Sequence[int], draws: int = 10,
+                     seed: int = 0, num_classes: int = 10,
+                     precision: str = "fp32") -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Classes from the relation itself, no head trained: ``anchors`` (compare each eval image
+    with k labelled anchors per class through the pair head) or ``cutpoints`` (thresholds on a
+    ranker's score; k = 0 gives the two zero-shot methods). Returns {name: (accuracies, predictions)}.
+
+    Raises:
+        ConfigError: a method the model cannot use.
+    """
+    from .ordinal import anchor_predict, apply_cutpoints, cutpoint_accuracy, fit_cutpoints
+
+    dev = next(model.parameters()).device
+    if getattr(model, "relation", "gt") != "gt":
+        raise ConfigError(f"--method {method} needs a model trained on the gt relation")
+    _, eval_out = item_outputs(model, to_tensor(eval_images, dev), precision)
+    if method == "cutpoints":
+        if model.kind != "ranker":
+            raise ConfigError("--method cutpoints needs a ranker (one score per image)")
+        _, train_out = item_outputs(model, to_tensor(train_images, dev), precision)
+        ts, es = train_out[:, 0].cpu().numpy(), eval_out[:, 0].cpu().numpy()
+        accs = cutpoint_accuracy(ts, train_labels, es, eval_labels, shots, num_classes, draws, seed)
+        preds = {}
+        for name in accs:  # predictions of the first draw, for the confusion matrix
+            if name.startswith("0 ("):
+                cuts = fit_cutpoints(es, num_classes, method=name[3:-1], seed=seed)
+            else:
+                k = int(name)
+                idx = draw_shots(train_labels, k, num_classes, seed=(seed, k, 0))
+                cuts = fit_cutpoints(ts[idx], num_classes, train_labels[idx])
+            preds[name] = apply_cutpoints(es, cuts)[None]
+        return {name: (accs[name], preds[name]) for name in accs}
+    if method != "anchors":
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if min(shots) < 1:
+        raise ConfigError("--method anchors needs at least 1 anchor per class")
+    results = {}
+    for k in shots:
+        accs, preds = [], []
+        for d in range(draws):
+            idx = draw_shots(train_labels, k, num_classes, seed=(seed, k, d))
+            _, anchor_out = item_outputs(model, to_tensor(train_images[idx], dev), precision)
+            pred = anchor_predict(model, eval_out, anchor_out, train_labels[idx], num_classes)
+            accs.append(float((pred == eval_labels).mean()))
+            preds.append(pred)
+        results[str(k)] = (np.array(accs), np.stack(preds))
+    return results
+
+
 def fewshot_eval(
     run_dir: str | os.PathLike,
     shots: Sequence[int] = (1, 3),
@@ -105,6 +158,7 @@ def fewshot_eval(
     lr: float = 1e-3,
     write: bool = True,
     labels: str | os.PathLike | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """Few-shot test accuracy of a run's frozen backbone for each k in ``shots``; writes
     ``fewshot.json`` and ``confusion-<k>shot.png`` (pooled over draws) into the run folder when ``write``.
@@ -120,10 +174,13 @@ def fewshot_eval(
         ConfigError: no shots, or draws < 1; user data without labels.
         DataError: a class with fewer than k labelled items.
     """
-    if not shots or min(shots) < 1 or draws < 1:
-        raise ConfigError("--shots must list positive integers and --draws must be >= 1")
     dev = resolve_device(device)
     model, cfg = load_run_model(run_dir, dev)
+    method = method or ("cutpoints" if cfg.model == "ranker" else "linear")
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if not shots or min(shots) < (0 if method == "cutpoints" else 1) or draws < 1:
+        raise ConfigError("--shots must list positive integers (0 too for cutpoints) and --draws must be >= 1")
     precision = resolve_precision(cfg.precision, dev)
     if cfg.user_data or labels is not None:
         # A user's labelled items are both the shot pool and the test set (each draw is scored
@@ -147,20 +204,29 @@ def fewshot_eval(
         mnist = mnist or load_mnist(cfg.data_dir)
         train_x, train_y, test_x, test_y = mnist.train.images, mnist.train.labels, mnist.test.images, mnist.test.labels
         k_cls, same_pool = cfg.num_classes, False
-    result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": cfg.pairs,
+    result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": cfg.pairs, "method": method,
                               "draws": draws, "seed": seed, "steps": steps, "lr": lr, "shots": {}}
-    per_k = fewshot_accuracy(model, train_x, train_y, test_x, test_y, shots, draws, seed, k_cls, precision, steps, lr,
-                             same_pool=same_pool)
+    if method == "linear":
+        per_k = fewshot_accuracy(model, train_x, train_y, test_x, test_y, shots, draws, seed, k_cls, precision, steps,
+                                 lr, same_pool=same_pool)
+    elif same_pool:
+        raise ConfigError(f"--method {method} is for MNIST runs")
+    else:
+        per_k = ordinal_accuracy(model, method, train_x, train_y, test_x, test_y, shots, draws, seed, k_cls, precision)
     for k, (accs, pred) in per_k.items():
+        k = str(k)
+        draws_k = len(accs)
         cm = sum(confusion_matrix(test_y[p >= 0], p[p >= 0], labels=list(range(k_cls))) for p in pred)
-        result["shots"][str(k)] = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if draws > 1 else 0.0,
-                                   "min": float(accs.min()), "max": float(accs.max()), "n": draws,
+        result["shots"][str(k)] = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if draws_k > 1 else 0.0,
+                                   "min": float(accs.min()), "max": float(accs.max()), "n": draws_k,
                                    "accuracies": [float(a) for a in accs], "confusion_matrix": cm.tolist()}
         if write:
             from .plots import plot_confusion
 
-            plot_confusion(cm, Path(run_dir) / f"confusion-{k}shot.png",
-                           title=f"{run_title(cfg)} + {k}-shot head, {draws} draws pooled")
+            slug = f"{k}shot" if method == "linear" else f"{method}-{k.replace(' (', '-').rstrip(')')}shot"
+            plot_confusion(cm, Path(run_dir) / f"confusion-{slug}.png",
+                           title=f"{run_title(cfg)} + {k}-shot {method}, {len(pred)} draw(s) pooled")
     if write:
-        write_json_atomic(Path(run_dir) / "fewshot.json", result)
+        name = "fewshot.json" if method == "linear" else f"fewshot-{method}.json"
+        write_json_atomic(Path(run_dir) / name, result)
     return result

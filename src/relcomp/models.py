@@ -2,8 +2,9 @@
 
 Every model exposes the same three-step protocol, which lets one evaluator serve them all:
 ``embed(x)`` (the 128-d backbone output), ``item_output(e)`` (what one image contributes: class
-logits, or the embedding itself for the Siamese head) and ``pair_logit(oa, ob)`` (the logit of
-P(A > B)). Evaluating 20k pairs then costs one backbone pass over the split, not 40k images.
+logits, the embedding itself for the Siamese head, a scalar score for the ranker) and
+``pair_logit(oa, ob)`` (the pair output for the model's relation: the logit of P(A > B) for
+``gt``, of P(same class) for ``same``, or logits over [A < B, A > B, tie] for ``ge``). Evaluating 20k pairs then costs one backbone pass over the split, not 40k images.
 Relational models run both images of a training pair through the backbone in *one* batched
 call (``torch.cat``): half the kernel launches of two calls, the same result.
 """
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .losses import log_prob_first_greater
+from .losses import RELATIONS, log_prob_first_greater, log_prob_relations
 
 EMBED_DIM = 128
 
@@ -41,10 +42,11 @@ class BaseModel(nn.Module):
 class _Classifier(nn.Module):
     """``BaseModel`` + Linear(128, K). Shared by the supervised and the weak model."""
 
-    def __init__(self, num_classes: int = 10, **backbone):
+    def __init__(self, num_classes: int = 10, relation: str = "gt", **backbone):
         super().__init__()
         self.backbone = BaseModel(**backbone)
         self.head = nn.Linear(EMBED_DIM, num_classes)
+        self.relation = relation
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -58,9 +60,17 @@ class _Classifier(nn.Module):
         return self.head(e)
 
     def pair_logit(self, la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
-        """logit of P(A > B) from two images' class logits."""
-        lp_gt, lp_le = log_prob_first_greater(la.float().log_softmax(-1), lb.float().log_softmax(-1))
-        return lp_gt - lp_le
+        """The pair output from two images' class logits: gt: logit of P(A > B) =
+        sum_{i>j} p_A[i] p_B[j]; same: logit of P(A = B) = sum_i p_A[i] p_B[i]; ge: the exact
+        log-probabilities of [A < B, A > B, tie]."""
+        logp_a, logp_b = la.float().log_softmax(-1), lb.float().log_softmax(-1)
+        if self.relation == "gt":
+            lp_gt, lp_le = log_prob_first_greater(logp_a, logp_b)
+            return lp_gt - lp_le
+        lp = log_prob_relations(logp_a, logp_b)
+        if self.relation == "ge":
+            return lp
+        return lp[:, 2] - torch.logsumexp(lp[:, :2], -1)
 
 
 class SupervisedModel(_Classifier):
@@ -94,10 +104,12 @@ class SiameseModel(nn.Module):
 
     kind = "siamese"
 
-    def __init__(self, dropout: float = 0.2, **backbone):
+    def __init__(self, dropout: float = 0.2, relation: str = "gt", **backbone):
         super().__init__()
         self.backbone = BaseModel(dropout=dropout, **backbone)
-        self.head = nn.Sequential(nn.Linear(2 * EMBED_DIM, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, 1))
+        self.relation = relation
+        n_out = 3 if relation == "ge" else 1  # ge: logits over [A < B, A > B, tie]
+        self.head = nn.Sequential(nn.Linear(2 * EMBED_DIM, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, n_out))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -106,38 +118,93 @@ class SiameseModel(nn.Module):
         return e
 
     def pair_logit(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([ea, eb], dim=1)).squeeze(1)
+        out = self.head(torch.cat([ea, eb], dim=1))
+        return out if self.relation == "ge" else out.squeeze(1)
 
     def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
         ea, eb = self.backbone(torch.cat([xa, xb])).chunk(2)
         return self.pair_logit(ea, eb)
 
 
-MODELS = {"supervised": SupervisedModel, "siamese": SiameseModel, "weak": WeakModel}
+class RankerModel(nn.Module):
+    """``BaseModel`` + Linear(128, 1): one scalar score s per image (Bradley-Terry / RankNet).
+
+    gt: P(A > B) = sigmoid(s(A) - s(B)). ge: an ordered-logit tie band of learned half-width
+    theta: P(A > B) = sigmoid(d - theta), P(A < B) = sigmoid(-d - theta), the rest is a tie
+    (Rao-Kupper). same: P(same) = sigmoid(theta - d^2). ``forward(xa, xb)`` gives the pair output.
+    """
+
+    kind = "ranker"
+
+    def __init__(self, relation: str = "gt", **backbone):
+        super().__init__()
+        self.backbone = BaseModel(**backbone)
+        self.head = nn.Linear(EMBED_DIM, 1)
+        self.relation = relation
+        self.theta = nn.Parameter(torch.zeros(())) if relation != "gt" else None
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def item_output(self, e: torch.Tensor) -> torch.Tensor:
+        """The score, shape (B, 1)."""
+        return self.head(e)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores of images, shape (B,): higher means a greater label."""
+        return self.head(self.backbone(x)).squeeze(1)
+
+    def pair_logit(self, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
+        d = (sa - sb).float().squeeze(-1)
+        if self.relation == "gt":
+            return d
+        theta = nn.functional.softplus(self.theta.float())
+        if self.relation == "same":
+            return theta - d * d
+        lp_gt = nn.functional.logsigmoid(d - theta)
+        lp_lt = nn.functional.logsigmoid(-d - theta)
+        # log P(tie) = log(1 - P(>) - P(<)), kept finite
+        lp_eq = torch.log((1 - lp_gt.exp() - lp_lt.exp()).clamp_min(1e-12))
+        return torch.stack([lp_lt, lp_gt, lp_eq], -1)
+
+    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        sa, sb = self.head(self.backbone(torch.cat([xa, xb]))).chunk(2)
+        return self.pair_logit(sa, sb)
+
+
+MODELS = {"supervised": SupervisedModel, "siamese": SiameseModel, "weak": WeakModel, "ranker": RankerModel}
 
 
 def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
-                dropout: float = 0.2) -> nn.Module:
-    """Build a model by name (``supervised``, ``siamese`` or ``weak``).
+                dropout: float = 0.2, relation: str = "gt") -> nn.Module:
+    """Build a model by name (``supervised``, ``siamese``, ``weak`` or ``ranker``) for a relation
+    (``gt``, ``ge`` or ``same``; relational models only).
 
     Raises:
-        ConfigError: unknown name.
+        ConfigError: unknown name or relation.
     """
     if kind not in MODELS:
         raise ConfigError(f"unknown model {kind!r}; choose from {', '.join(MODELS)}")
+    if relation not in RELATIONS:
+        raise ConfigError(f"unknown relation {relation!r}; choose from {', '.join(RELATIONS)}")
     if image_size % 4:
         raise ConfigError(f"image size must be a multiple of 4, got {image_size}")
     backbone = {"in_channels": in_channels, "image_size": image_size, "dropout": dropout}
     if kind == "siamese":
-        return SiameseModel(**backbone)
-    return MODELS[kind](num_classes=num_classes, **backbone)
+        return SiameseModel(relation=relation, **backbone)
+    if kind == "ranker":
+        return RankerModel(relation=relation, **backbone)
+    if kind == "supervised":
+        return SupervisedModel(num_classes=num_classes, **backbone)
+    return WeakModel(num_classes=num_classes, relation=relation, **backbone)
 
 
 def is_relational(kind: str) -> bool:
     """True for models trained on pairs."""
-    return kind in ("siamese", "weak")
+    return kind in ("siamese", "weak", "ranker")
 
 
 def can_classify(kind: str) -> bool:
-    """True for models whose own output is a class (the Siamese model needs the few-shot step)."""
+    """True for models whose own output is a class (the Siamese model needs the few-shot step,
+    the ranker cut-points on its score)."""
     return kind in ("supervised", "weak")

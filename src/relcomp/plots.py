@@ -135,3 +135,24 @@ def plot_relational_curves(curves: dict[str, Sequence[dict]], path: str | os.Pat
         ax.set_xlabel("pairs seen")
         ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def plot_lines(panels: Sequence[dict], path: str | os.PathLike, suptitle: str = "") -> None:
+    """Side-by-side line charts. Each panel: ``{"title", "xlabel", "ylabel", "logx": bool,
+    "series": {name: (xs, ys, yerr or None)}}``; y values in percent."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.9), squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        for name, (xs, ys, err) in p["series"].items():
+            ax.errorbar(xs, ys, yerr=err, marker="o", markersize=4, capsize=3, label=name,
+                        linestyle="--" if "without" in name or "linear" in name else "-")
+        if p.get("logx"):
+            ax.set_xscale("log")
+        ax.set_title(p["title"], fontsize=10)
+        ax.set_xlabel(p["xlabel"])
+        ax.set_ylabel(p["ylabel"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    _save(fig, path)

@@ -70,6 +70,9 @@ def load_profile(name: str) -> dict[str, Any]:
         prof = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"profile {name}: invalid TOML ({e})") from None
+    prof["name"] = path.stem if path.suffix == ".toml" else name
+    if prof.get("kind") == "beyond":
+        return prof
     for section, key in (("supervised", "epochs"), ("relational", "sizes"), ("relational", "samples"),
                          ("fewshot", "shots"), ("fewshot", "draws")):
         if key not in prof.get(section, {}):
@@ -77,7 +80,6 @@ def load_profile(name: str) -> dict[str, Any]:
     prof.setdefault("weak", {}).setdefault("losses", ["paper-code", "correct"])
     prof.setdefault("analysis", {}).setdefault("tsne_points", 2000)
     prof.setdefault("data", {})
-    prof["name"] = path.stem if path.suffix == ".toml" else name
     return prof
 
 
@@ -155,6 +157,10 @@ def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seed
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".")
         prof.setdefault(section, {})[key] = value
+    if prof.get("kind") == "beyond":
+        from .beyond import run_beyond
+
+        return run_beyond(prof, out, device, data_dir, progress)
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1")
     out = Path(out) if out else Path("runs") / f"reproduce-{prof['name']}"
@@ -410,6 +416,42 @@ NOTES = [
 ]
 
 
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def md_figures(figures: dict[str, str]) -> list[str]:
+    lines = []
+    for name, caption in figures.items():
+        lines += [f"![{caption}](figures/{name})", "", f"*{caption}*", ""]
+    return lines
+
+
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = html.escape
+    return ("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>" +
+            "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+
+
+def html_head(title: str) -> list[str]:
+    return ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title><style>",
+            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}",
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}",
+            "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%}",
+            "figure{margin:1.5em 0}figcaption{color:#555;font-style:italic}</style></head><body>"]
+
+
+def html_figures(figures: dict[str, str], out: Path) -> list[str]:
+    """Every figure embedded as base64 PNG, so the page is self-contained."""
+    esc = html.escape
+    parts = []
+    for name, caption in figures.items():
+        data = base64.b64encode((out / "figures" / name).read_bytes()).decode()
+        parts.append(f"<figure><img alt='{esc(caption)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return parts
+
+
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     lines = [f"# relcomp reproduction: profile `{results['profile']}`", "",
@@ -419,17 +461,13 @@ def render_markdown(results: dict) -> str:
              f"- Time: {_time_text(results)}",
              f"- Budgets: {_budget_text(results)}", ""]
     for title, header, rows in table_rows(results):
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        lines.append("")
+        lines += [f"## {title}", ""] + md_table(header, rows) + [""]
     lines += ["## Ordinal structure (PC1 of the test embeddings)", "",
               "| model | abs. Spearman rho | discovered ordering | paper rho | paper ordering |", "|---|---|---|---|---|"]
     for key, o in results["ordinal"].items():
         pr = "—" if o.get("paper_rho") is None else f"{o['paper_rho']:.3f}"
         lines.append(f"| {key} | {o['rho']:.3f} | {o['ordering']} | {pr} | {o.get('paper_ordering') or '—'} |")
-    lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES] + ["", "## Figures", ""]
-    for name, caption in results["figures"].items():
-        lines += [f"![{caption}](figures/{name})", "", f"*{caption}*", ""]
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES] + ["", "## Figures", ""] + md_figures(results["figures"])
     return "\n".join(lines)
 
 
@@ -437,21 +475,14 @@ def render_html(results: dict, out: Path) -> str:
     """A self-contained page: the tables and every figure embedded as base64 PNG."""
     esc = html.escape
     m = results["machine"]
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
-             f"<title>relcomp reproduction: {esc(results['profile'])}</title><style>",
-             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}",
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}",
-             "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%}",
-             "figure{margin:1.5em 0}figcaption{color:#555;font-style:italic}</style></head><body>",
+    parts = html_head(f"relcomp reproduction: {results['profile']}") + [
              f"<h1>relcomp reproduction: profile <code>{esc(results['profile'])}</code></h1>",
              f"<p>{esc(results.get('description', ''))}</p><ul>",
              f"<li>Machine: {esc(m['cpu'])}, {m['cores']} cores{', GPU ' + esc(m['gpu']) if m['gpu'] else ''}; "
              f"torch {esc(m['torch'])}, Python {esc(m['python'])}</li>",
              f"<li>Time: {esc(_time_text(results))}</li><li>Budgets: {esc(_budget_text(results))}</li></ul>"]
     for title, header, rows in table_rows(results):
-        parts.append(f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
-        parts.append("</table>")
+        parts.append(f"<h2>{esc(title)}</h2>" + html_table(header, rows))
     parts.append("<h2>Ordinal structure (PC1 of the test embeddings)</h2><table><tr><th>model</th><th>|rho|</th>"
                  "<th>discovered ordering</th><th>paper rho</th><th>paper ordering</th></tr>")
     for key, o in results["ordinal"].items():
@@ -459,10 +490,7 @@ def render_html(results: dict, out: Path) -> str:
         parts.append(f"<tr><td>{esc(key)}</td><td>{o['rho']:.3f}</td><td>{esc(o['ordering'])}</td><td>{pr}</td>"
                      f"<td>{esc(o.get('paper_ordering') or '—')}</td></tr>")
     parts.append("</table><h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in NOTES) + "</ul><h2>Figures</h2>")
-    for name, caption in results["figures"].items():
-        data = base64.b64encode((out / "figures" / name).read_bytes()).decode()
-        parts.append(f"<figure><img alt='{esc(caption)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{esc(caption)}</figcaption></figure>")
+    parts += html_figures(results["figures"], out)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -504,6 +532,6 @@ def cmd_reproduce(args) -> int:
         overrides["fewshot.draws"] = args.draws
     results = reproduce(args.profile, args.out, args.seeds, args.device, args.data_dir, overrides, progress=not args.quiet)
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{results['profile']}"
-    print(format_console(results))
+    print(results["console"] if results.get("kind") == "beyond" else format_console(results))
     print(f"\n{_time_text(results)}\nreport: {out / 'report.html'} (and report.md, results.json)")
     return 0

@@ -31,7 +31,7 @@ from .distributed import setup as dist_setup
 from .data.mnist import MNIST, Split, load_mnist
 from .data.pairs import Pairs, make_pairs, mnist_pairs
 from .errors import ConfigError, RelcompError
-from .losses import WEAK_LOSSES, siamese_loss, weak_relation_loss
+from .losses import WEAK_LOSSES, pair_predictions, relation_loss, siamese_loss, weak_relation_loss
 from .models import build_model, can_classify, is_relational
 from .utils import (append_jsonl, parse_count, read_jsonl, resolve_device, resolve_precision,
                     seed_everything, write_json_atomic)
@@ -45,7 +45,7 @@ class TrainingError(RelcompError):
 class TrainConfig:
     """Every setting of a training run; ``config.json`` in the run folder is this, resolved."""
 
-    model: str = "weak"                 # supervised | siamese | weak
+    model: str = "weak"                 # supervised | siamese | weak | ranker
     pairs: str = "50k"                  # size of the train pair set (relational models)
     epochs: float | None = None         # budget in passes over the training set ...
     samples: int | None = None          # ... or in samples seen (images or pairs); one of the two
@@ -75,6 +75,10 @@ class TrainConfig:
     channels: int = 1                   # ... and converted to 1 (grayscale) or 3 (RGB) channels
     val_fraction: float = 0.1           # share of distinct compared pairs held out for validation
     contradictions: str = "keep"        # pairs judged both ways: keep | drop | majority
+    # Beyond the paper.
+    relation: str = "gt"                # gt (A > B, ties dropped) | ge (ties a third outcome) | same (same class?)
+    flip_rate: float = 0.0              # corrupt this fraction of the train and val comparisons (seeded)
+    noise_correction: str = "none"      # none | given (forward correction with flip_rate) | estimate (from val)
 
     def validate(self) -> None:
         """Raises: ConfigError on an impossible setting."""
@@ -113,6 +117,22 @@ class TrainConfig:
 
         if self.contradictions not in CONTRADICTIONS:
             raise ConfigError(f"--contradictions must be one of {', '.join(CONTRADICTIONS)}")
+        from .data.pairs import RELATIONS
+
+        if self.relation not in RELATIONS:
+            raise ConfigError(f"--relation must be one of {', '.join(RELATIONS)}, got {self.relation!r}")
+        if self.relation != "gt" and (self.user_data or not self.relational):
+            raise ConfigError("--relation ge/same applies to relational models on MNIST (user comparisons are A > B judgements)")
+        if self.loss != "correct" and self.relation != "gt":
+            raise ConfigError("--loss paper-code exists for the gt relation only")
+        if not 0 <= self.flip_rate < 0.5:
+            raise ConfigError(f"--flip-rate must be in [0, 0.5), got {self.flip_rate}")
+        if self.noise_correction not in NOISE_CORRECTIONS:
+            raise ConfigError(f"--noise-correction must be one of {', '.join(NOISE_CORRECTIONS)}")
+        if self.noise_correction == "given" and self.flip_rate == 0:
+            raise ConfigError("--noise-correction given uses --flip-rate as the noise rate; give a --flip-rate > 0")
+        if self.noise_correction != "none" and self.loss != "correct":
+            raise ConfigError("noise correction applies to the correct loss")
         if self.num_classes < 2:
             raise ConfigError(f"--classes must be at least 2, got {self.num_classes}")
 
@@ -130,6 +150,9 @@ class TrainConfig:
 
     def resolved_batch_size(self) -> int:
         return self.batch_size or (128 if self.relational else 64)
+
+
+NOISE_CORRECTIONS = ("none", "given", "estimate")
 
 
 def default_budget(cfg: TrainConfig, n_train: int) -> int:
@@ -179,15 +202,22 @@ def prepare_data(cfg: TrainConfig, device: torch.device, mnist: MNIST | None = N
     mnist = mnist or load_mnist(cfg.data_dir)
     train, val = _subset(mnist.train, cfg.train_subset), _subset(mnist.val, cfg.val_subset)
     train_pairs = val_pairs = None
+    rel = cfg.relation
     if cfg.relational:
         if cfg.train_subset is None:
-            train_pairs = mnist_pairs(mnist, "train", cfg.n_pairs, cfg.pair_seed, data_dir=cfg.data_dir)
+            train_pairs = mnist_pairs(mnist, "train", cfg.n_pairs, cfg.pair_seed, rel, data_dir=cfg.data_dir)
         else:  # a subset's pairs are cheap and not the paper's: make them in memory
-            train_pairs = make_pairs(train.labels, cfg.n_pairs, cfg.pair_seed)
+            train_pairs = make_pairs(train.labels, cfg.n_pairs, cfg.pair_seed, rel)
     if cfg.val_subset is None:
-        val_pairs = mnist_pairs(mnist, "val", cfg.val_pairs, cfg.pair_seed, data_dir=cfg.data_dir)
+        val_pairs = mnist_pairs(mnist, "val", cfg.val_pairs, cfg.pair_seed, rel, data_dir=cfg.data_dir)
     else:
-        val_pairs = make_pairs(val.labels, cfg.val_pairs, cfg.pair_seed + 1)
+        val_pairs = make_pairs(val.labels, cfg.val_pairs, cfg.pair_seed + 1, rel)
+    if cfg.flip_rate > 0:
+        # Noisy annotators everywhere but in the test set: train and val outcomes are corrupted.
+        from .data.pairs import flip_outcomes
+
+        train_pairs = flip_outcomes(train_pairs, cfg.flip_rate, cfg.pair_seed + 7, rel)
+        val_pairs = flip_outcomes(val_pairs, cfg.flip_rate, cfg.pair_seed + 8, rel)
     return Data(to_tensor(train.images, device), torch.from_numpy(train.labels).to(device),
                 to_tensor(val.images, device), torch.from_numpy(val.labels).to(device),
                 train_pairs, val_pairs)
@@ -262,11 +292,19 @@ def score_outputs(model: torch.nn.Module, kind: str, out: torch.Tensor, y: torch
     result: dict[str, Any] = {}
     if pairs is not None and len(pairs):
         i, j, z, _ = pairs_to_device(pairs, out.device)
-        logit = model.pair_logit(out[i], out[j])
-        result["rel_acc"] = float(((logit > 0).float() == z).float().mean())
+        pred = torch.cat([pair_predictions(model.pair_logit(out[i[k:k + 65536]], out[j[k:k + 65536]]))
+                          for k in range(0, len(i), 65536)])
+        result["rel_acc"] = float((pred == z.long()).float().mean())
     if can_classify(kind):
         pred = out.argmax(1)
         labelled = y >= 0  # user data may label only some items (or none)
+        if getattr(model, "relation", "gt") == "same":
+            # Same/different comparisons identify classes only up to a permutation: map each
+            # predicted cluster to the class it overlaps most (a one-to-one best matching).
+            from .analysis import match_clusters
+
+            mapping = match_clusters(pred[labelled].cpu().numpy(), y[labelled].cpu().numpy(), out.shape[1])
+            pred = torch.from_numpy(mapping).to(pred.device)[pred]
         if labelled.any():
             result["cls_acc"] = float((pred[labelled] == y[labelled]).float().mean())
         result["pred"] = pred.cpu().numpy()
@@ -282,9 +320,9 @@ def selection_metric(kind: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
-def _loss_and_correct(model, cfg: TrainConfig, data: Data, idx: torch.Tensor, pair_t, raw=None):
+def _loss_and_correct(model, cfg: TrainConfig, data: Data, idx: torch.Tensor, pair_t, raw=None, noise: float = 0.0):
     """Forward one batch; return (loss, number correct). ``raw`` is the unwrapped model when
-    ``model`` is a DistributedDataParallel wrapper."""
+    ``model`` is a DistributedDataParallel wrapper; ``noise`` the forward-correction rate."""
     raw = raw or model
     if not cfg.relational:
         x, y = data.train_x[idx], data.train_y[idx]
@@ -294,14 +332,19 @@ def _loss_and_correct(model, cfg: TrainConfig, data: Data, idx: torch.Tensor, pa
     a, b, z = pi[idx], pj[idx], pz[idx]
     w = None if pw is None else pw[idx]
     xa, xb = data.train_x[a], data.train_x[b]
-    if cfg.model == "siamese":
-        logit = model(xa, xb)
-        return siamese_loss(logit, z, w), ((logit > 0).float() == z).sum()
+    if cfg.model != "weak":  # Siamese and ranker: forward gives the pair output
+        out = model(xa, xb)
+        loss = siamese_loss(out, z, w) if cfg.relation == "gt" and noise == 0 else relation_loss(out, z, noise, w)
+        return loss, (pair_predictions(out.detach()) == z.long()).sum()
     la, lb = model(xa, xb)
-    loss = weak_relation_loss(la, lb, z, cfg.loss, w)
-    with torch.no_grad():
-        correct = ((raw.pair_logit(la, lb) > 0).float() == z).sum()
-    return loss, correct
+    if cfg.relation == "gt" and noise == 0:  # the paper's relation: the log-space loss (or the paper's bug)
+        loss = weak_relation_loss(la, lb, z, cfg.loss, w)
+        with torch.no_grad():
+            out = raw.pair_logit(la, lb)
+    else:
+        out = raw.pair_logit(la, lb)
+        loss = relation_loss(out, z, noise, w)
+    return loss, (pair_predictions(out.detach()) == z.long()).sum()
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -314,13 +357,13 @@ def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
 
 def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
     return {"relcomp_model": cfg.model, "num_classes": cfg.num_classes, "in_channels": cfg.channels,
-            "image_size": cfg.image_size, "format": "relcomp-weights/1"}
+            "image_size": cfg.image_size, "relation": cfg.relation, "format": "relcomp-weights/1"}
 
 
 def build_run_model(cfg: TrainConfig) -> torch.nn.Module:
     """The (untrained) model a config describes."""
     return build_model(cfg.model, cfg.num_classes, in_channels=cfg.channels, image_size=cfg.image_size,
-                       dropout=cfg.dropout)
+                       dropout=cfg.dropout, relation=cfg.relation)
 
 
 def _val_metrics(model, cfg: TrainConfig, data: Data, precision: str, info: DistInfo) -> dict[str, Any]:
@@ -410,7 +453,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
         write_json_atomic(config_path, resolved)
 
     state = {"step": 0, "samples": 0, "best": -1.0, "best_samples": 0, "finished": False, "elapsed": 0.0,
-             "eval_time": 0.0}
+             "eval_time": 0.0, "noise": cfg.flip_rate if cfg.noise_correction == "given" else 0.0}
     barrier(info)  # rank 0 may have created the folder; everyone now sees the same files
     if resume and has_checkpoint(out):
         if main:
@@ -462,7 +505,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
                 take = min(bs, n - offset, total - state["samples"], next_eval - state["samples"])
                 idx = local_slice(order[offset:offset + take], info).to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=(precision == "bf16")):
-                    loss, correct = _loss_and_correct(fwd, cfg, data, idx, pair_t, raw=model)
+                    loss, correct = _loss_and_correct(fwd, cfg, data, idx, pair_t, raw=model,
+                                                      noise=state.get("noise", 0.0))
                 # Each rank holds len(idx) of the take samples; scaling by world x share makes the
                 # DDP average of the ranks' gradients equal to the gradient of the global mean.
                 scaled = loss * (len(idx) * info.world / take) if info.enabled else loss
@@ -487,6 +531,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
             if state["samples"] % eval_every == 0 or state["samples"] >= total:
                 t_eval = time.perf_counter()
                 m = _val_metrics(model, cfg, data, precision, info)
+                if cfg.noise_correction == "estimate" and m.get("rel_acc") is not None:
+                    # The val outcomes are as noisy as the train ones; a model that is right on the
+                    # clean relation disagrees with about a fraction e of them (capped below 1/2).
+                    state["noise"] = min(max(1.0 - m["rel_acc"], 0.0), 0.45)
                 run_loss, run_correct, run_seen = sum_values([run_loss, run_correct, run_seen], info, device)
                 state["elapsed"] = time.perf_counter() - t0
                 state["eval_time"] = state.get("eval_time", 0.0) + time.perf_counter() - t_eval
@@ -495,6 +543,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False, mnist:
                        "val_rel_acc": m.get("rel_acc"), "val_cls_acc": m.get("cls_acc"),
                        "time_s": round(state["elapsed"], 3),  # wall time, evaluations included
                        "train_time_s": round(state["elapsed"] - state["eval_time"], 3)}  # steps only
+                if cfg.noise_correction != "none":
+                    row["noise_rate"] = state["noise"]  # the rate the loss corrects for from here on
                 if main:  # metrics.jsonl holds no clock readings, so a rerun reproduces it byte for byte
                     append_jsonl(out / "metrics.jsonl", {k: v for k, v in row.items() if k not in _TIMING})
                     append_jsonl(out / "timing.jsonl", {k: row[k] for k in ("step", "samples", *_TIMING)})

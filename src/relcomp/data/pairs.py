@@ -17,7 +17,9 @@ from filelock import FileLock
 from ..errors import DataError, ProvenanceError
 from ..utils import atomic_path, format_count
 
-RELATIONS = ("gt",)
+# gt: z = 1 where A > B, pairs with equal labels dropped (the paper). ge: ties kept as a third
+# outcome, z = 0 (A < B), 1 (A > B) or 2 (tie). same: z = 1 where A and B share a class.
+RELATIONS = ("gt", "ge", "same")
 FORMAT = "relcomp-pairs/1"
 
 
@@ -40,10 +42,11 @@ class Pairs:
 
 
 def make_pairs(labels: np.ndarray, n: int, seed: int, relation: str = "gt") -> Pairs:
-    """Sample ``n`` pairs uniformly at random with ``i != j`` and equal labels omitted (the paper).
+    """Sample ``n`` pairs uniformly at random with ``i != j``; for ``gt`` equal labels are omitted
+    (the paper), for ``ge`` and ``same`` they are kept (see :data:`RELATIONS` for the codes).
 
     Vectorised rejection sampling with a numpy ``Generator``: the same seed gives the same pairs
-    on any machine. ``z = 1`` where ``labels[i] > labels[j]``.
+    on any machine.
 
     Raises:
         DataError: unknown relation, or fewer than two distinct labels to compare.
@@ -63,14 +66,40 @@ def make_pairs(labels: np.ndarray, n: int, seed: int, relation: str = "gt") -> P
         k = int((n - have) * 1.2) + 64
         i = rng.integers(0, m, size=k)
         j = rng.integers(0, m, size=k)
-        keep = (i != j) & (labels[i] != labels[j])
+        keep = (i != j) & (labels[i] != labels[j]) if relation == "gt" else (i != j)
         parts_i.append(i[keep])
         parts_j.append(j[keep])
         have += int(keep.sum())
     i = np.concatenate(parts_i)[:n].astype(np.int32)
     j = np.concatenate(parts_j)[:n].astype(np.int32)
-    z = (labels[i] > labels[j]).astype(np.uint8)
+    li, lj = labels[i], labels[j]
+    if relation == "gt":
+        z = (li > lj).astype(np.uint8)
+    elif relation == "ge":
+        z = np.where(li > lj, 1, np.where(li < lj, 0, 2)).astype(np.uint8)
+    else:
+        z = (li == lj).astype(np.uint8)
     return Pairs(i, j, z, {"n": int(n), "seed": int(seed), "relation": relation, "split_size": int(m)})
+
+
+def flip_outcomes(pairs: Pairs, rate: float, seed: int, relation: str = "gt") -> Pairs:
+    """Corrupt exactly ``round(rate * n)`` outcomes chosen at random by ``seed``: a binary outcome
+    is inverted, a three-way (``ge``) one replaced by one of the other two at random.
+
+    Raises:
+        DataError: a rate outside [0, 0.5).
+    """
+    if not 0 <= rate < 0.5:
+        raise DataError(f"flip rate must be in [0, 0.5), got {rate}")
+    rng = np.random.default_rng(seed)
+    n = len(pairs)
+    idx = rng.choice(n, size=int(round(rate * n)), replace=False)
+    z = pairs.z.copy()
+    if relation == "ge":
+        z[idx] = (z[idx] + rng.integers(1, 3, size=len(idx))) % 3
+    else:
+        z[idx] = 1 - z[idx]
+    return Pairs(pairs.i, pairs.j, z, dict(pairs.meta, flip_rate=rate, flip_seed=seed), pairs.w)
 
 
 def save_pairs(path: str | os.PathLike, pairs: Pairs) -> None:

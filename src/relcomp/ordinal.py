@@ -1,0 +1,108 @@
+"""Classes from relations without a classifier head.
+
+* Cut-points: a ranker gives each image one score; K ordered classes are K - 1 increasing
+  thresholds on it. With k labelled images per class, the threshold between classes c and c + 1
+  is the midpoint of their median scores; with none and a known K, thresholds come from a 1-D
+  k-means of the scores (``kmeans``) or from equal class proportions (``quantile``).
+* Ordinal anchors: a relation head compares a test image with k labelled anchors of every class;
+  the class is the one whose position best explains which anchors the image beats.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DataError
+
+ZERO_SHOT = ("kmeans", "quantile")
+
+
+def fit_cutpoints(scores: np.ndarray, num_classes: int, labels: np.ndarray | None = None,
+                  method: str = "kmeans", seed: int = 0) -> np.ndarray:
+    """K - 1 increasing thresholds on ``scores``.
+
+    With ``labels`` (the classes of ``scores``; every class present): midpoints of adjacent class
+    medians. Without: ``kmeans`` (midpoints of the sorted 1-D k-means centres) or ``quantile``
+    (equal class proportions).
+
+    Raises:
+        DataError: a class without labelled scores. ConfigError: unknown method.
+    """
+    scores = np.asarray(scores, np.float64)
+    if labels is not None:
+        labels = np.asarray(labels)
+        missing = [c for c in range(num_classes) if not (labels == c).any()]
+        if missing:
+            raise DataError(f"no labelled score for class(es) {missing}")
+        med = np.array([np.median(scores[labels == c]) for c in range(num_classes)])
+        cuts = (med[:-1] + med[1:]) / 2
+        return np.maximum.accumulate(cuts)  # ordered, even if two medians came out swapped
+    if method == "quantile":
+        return np.quantile(scores, np.arange(1, num_classes) / num_classes)
+    if method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=num_classes, n_init=10, random_state=seed).fit(scores[:, None])
+        c = np.sort(km.cluster_centers_[:, 0])
+        return (c[:-1] + c[1:]) / 2
+    raise ConfigError(f"unknown zero-shot cut-point method {method!r}; choose from {', '.join(ZERO_SHOT)}")
+
+
+def apply_cutpoints(scores: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Class of each score: the number of thresholds below it."""
+    return np.searchsorted(cuts, scores, side="right")
+
+
+def cutpoint_accuracy(train_scores: np.ndarray, train_labels: np.ndarray, eval_scores: np.ndarray,
+                      eval_labels: np.ndarray, shots: Sequence[int], num_classes: int, draws: int = 10,
+                      seed: int = 0) -> dict:
+    """Accuracy of cut-point classification for each k in ``shots`` (k = 0: both zero-shot methods,
+    fitted on the eval scores without their labels); {"k" or "0 (method)": accuracies (draws,)}."""
+    from .fewshot import draw_shots
+
+    out: dict[str, np.ndarray] = {}
+    for k in shots:
+        if k == 0:
+            for method in ZERO_SHOT:
+                cuts = fit_cutpoints(eval_scores, num_classes, method=method, seed=seed)
+                out[f"0 ({method})"] = np.array([np.mean(apply_cutpoints(eval_scores, cuts) == eval_labels)])
+            continue
+        accs = []
+        for d in range(draws):
+            idx = draw_shots(train_labels, k, num_classes, seed=(seed, k, d))
+            cuts = fit_cutpoints(train_scores[idx], num_classes, train_labels[idx])
+            accs.append(np.mean(apply_cutpoints(eval_scores, cuts) == eval_labels))
+        out[str(k)] = np.array(accs)
+    return out
+
+
+@torch.no_grad()
+def anchor_predict(model: torch.nn.Module, eval_out: torch.Tensor, anchor_out: torch.Tensor,
+                   anchor_labels: np.ndarray, num_classes: int, chunk: int = 256) -> np.ndarray:
+    """Ordinal-anchor classification with the model's own relation head.
+
+    For each image x and class c, s_c = mean over the anchors a of class c of
+    (P(x > a) + 1 - P(a > x)) / 2 (both orders, as the head need not be antisymmetric). If x is
+    in class y it should beat every anchor below y and none above, so the prediction is the y
+    with the smallest cost sum_{c < y} (1 - s_c) + sum_{c > y} s_c (anchors of y itself are not
+    counted: the ``gt`` relation never saw equal labels).
+    """
+    lab = torch.as_tensor(anchor_labels, device=eval_out.device)
+    onehot = torch.nn.functional.one_hot(lab.long(), num_classes).float()          # (m, K)
+    onehot = onehot / onehot.sum(0, keepdim=True).clamp(min=1)
+    m = len(anchor_out)
+    preds = []
+    for k in range(0, len(eval_out), chunk):
+        x = eval_out[k:k + chunk]
+        n = len(x)
+        xa = x.repeat_interleave(m, 0)
+        aa = anchor_out.repeat(n, 1)
+        p_fwd = torch.sigmoid(model.pair_logit(xa, aa)).view(n, m)
+        p_bwd = torch.sigmoid(model.pair_logit(aa, xa)).view(n, m)
+        s = ((p_fwd + 1 - p_bwd) / 2) @ onehot                                        # (n, K)
+        below = torch.cumsum(1 - s, 1) - (1 - s)        # sum_{c < y} (1 - s_c)
+        above = s.sum(1, keepdim=True) - torch.cumsum(s, 1)  # sum_{c > y} s_c
+        preds.append((below + above).argmin(1))
+    return torch.cat(preds).cpu().numpy()
