@@ -79,3 +79,26 @@ def test_rerun_reuses_finished_runs(smoke, data_dir):
     assert {p: p.stat().st_mtime_ns for p in sorted(out.glob("runs/*/ckpt/*.safetensors"))} == before
     assert again["tables"] == first["tables"]
     assert time.perf_counter() - t < first["wall_time_s"]
+
+
+def test_beyond_smoke_profile_end_to_end(data_dir, tmp_path):
+    """`relcomp reproduce --profile beyond-smoke`: every study, table, figure and report file."""
+    from relcomp.cli import main
+
+    out = tmp_path / "beyond"
+    assert main(["reproduce", "--profile", "beyond-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["kind"] == "beyond" and r["n_runs"] == 9 + 4 + 2  # relations, noise (2 models x 1 rate x 2), sizes
+    assert set(r["relations"]) == {f"{m}/{rel}" for m in ("weak", "siamese", "ranker") for rel in ("gt", "ge", "same")}
+    assert set(r["ranker"]["cutpoints"]) == {"0 (kmeans)", "0 (quantile)", "1", "3"}
+    assert set(r["siamese_k"]["anchors"]) == {"1", "3"}
+    assert {(v["rate"], v["correction"]) for v in r["noise"].values()} == {(0.0, "none"), (0.2, "none"), (0.2, "given")}
+    assert len(r["efficiency"]) == 4 and all(0 <= v["accuracy"]["mean"] <= 100 for v in r["efficiency"].values())
+    assert [t[0][:8] for t in r["tables"]] == ["Table 4.", "Table 5.", "Table 6."]
+    for name in ("noise.png", "efficiency.png"):
+        assert (out / "figures" / name).stat().st_size > 10_000
+    html = (out / "report.html").read_text()
+    assert "Table 6." in html and html.count("data:image/png;base64,") == 2
+    t = time.perf_counter()
+    assert main(["reproduce", "--profile", "beyond-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
+    assert time.perf_counter() - t < 60  # every run reused

@@ -176,7 +176,7 @@ def _tables(res: dict, prof: dict) -> list[tuple[str, list[str], list[list[str]]
     sk = res["siamese_k"]
     t5 = ("Table 5. Siamese classification with k labelled images per class (%): linear head vs ordinal anchors",
           ["k", "linear head on the frozen backbone (the paper)", "ordinal anchors through the relation head"],
-          [[k, _f(sk["linear"].get(k)), _f(sk["anchors"].get(k))] for k in sk["linear"]])
+          [[k, _f(sk["linear"].get(k)), _f(sk["anchors"].get(k))] for k in sorted(sk["linear"], key=int)])
     rels = prof["relations"]["relations"]
     rows = []
     for m in prof["relations"]["models"]:
@@ -209,9 +209,16 @@ def _figures(res: dict, prof: dict, out: Path) -> dict[str, str]:
             series[label] = (rates, [p["accuracy"]["mean"] for p in pts], [p["accuracy"]["std"] for p in pts])
         panels.append({"title": title, "xlabel": "flip rate e (train and val outcomes)", "ylabel": "accuracy (%)",
                        "series": series})
+    rel_series = {}
+    for m in prof["noise"]["models"]:
+        for corr, label in (("none", "without correction"), ("given", "with correction")):
+            pts = [res["noise"].get(f"{m}/{e:g}/{corr}") or res["noise"].get(f"{m}/{e:g}/none") for e in rates]
+            rel_series[f"{m}, {label}"] = (rates, [p["relational_accuracy"] * 100 for p in pts], None)
+    panels.append({"title": "relational test accuracy (clean test pairs)", "xlabel": "flip rate e",
+                   "ylabel": "accuracy (%)", "series": rel_series})
     plot_lines(panels, out / "figures" / "noise.png")
-    figs["noise.png"] = ("Noisy annotators: test classification accuracy against the fraction of flipped "
-                         "comparisons, with and without forward correction (Siamese: mean ± std over draws).")
+    figs["noise.png"] = ("Noisy annotators: test accuracy against the fraction of flipped comparisons, with and "
+                         "without forward correction (Siamese 1-shot: mean ± std over draws; one training seed).")
     sizes = prof["efficiency"]["sizes"]
     series = {}
     for m, label in (("weak", "weak (argmax, no labels)"), ("ranker", "ranker (3-shot cut-points)")):
@@ -219,7 +226,7 @@ def _figures(res: dict, prof: dict, out: Path) -> dict[str, str]:
             pts = [res["efficiency"][f"{m}/{s}"]["accuracy"] for s in sizes]
             series[label] = ([parse_count(s) for s in sizes], [p["mean"] for p in pts], [p["std"] for p in pts])
     sk = res["siamese_k"]
-    ks = [int(k) for k in sk["linear"]]
+    ks = sorted(int(k) for k in sk["linear"])
     plot_lines([{"title": "classification vs distinct training pairs", "xlabel": "training pairs", "logx": True,
                  "ylabel": "test accuracy (%)", "series": series},
                 {"title": "Siamese: few-shot accuracy vs k", "xlabel": "labelled images per class (k)",

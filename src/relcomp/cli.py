@@ -15,24 +15,17 @@ from . import __version__
 from .errors import RelcompError
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return vals
-
-
-def _shots(text: str) -> list[int]:
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals or min(vals) < 0:
-        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
-    return vals
+def _int_list(minimum: int):
+    """An argparse type: comma-separated integers, each >= ``minimum``."""
+    def parse(text: str) -> list[int]:
+        try:
+            vals = [int(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if not vals or min(vals) < minimum:
+            raise argparse.ArgumentTypeError(f"expected integers >= {minimum}, got {text!r}")
+        return vals
+    return parse
 
 
 def _count(text: str) -> int:
@@ -147,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "train images per class, drawn at random --draws times; print mean, std, min, max of "
                         "the test accuracy over draws.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     fs.add_argument("run_dir")
-    fs.add_argument("--shots", type=_shots, default=[1, 3],
+    fs.add_argument("--shots", type=_int_list(0), default=[1, 3],
                     help="comma-separated k values (0 allowed with --method cutpoints: no labels, known K)")
     fs.add_argument("--method", choices=["linear", "anchors", "cutpoints"], default=None,
                     help="linear: a Linear(128, K) head on the frozen backbone (the paper; default). anchors: no head, "

@@ -5,6 +5,7 @@ What an exported model computes (inputs are float32 (B, C, H, W) in [0, 1], the 
 - weak / supervised: ``logits = model(x)``, shape (B, K); softmax gives the class probabilities,
   and P(A > B) = sum_{i > j} p_A[i] p_B[j].
 - siamese: ``logit = model(a, b)``, shape (B,); sigmoid gives P(A > B).
+- ranker: ``score = model(x)``, shape (B,); P(A > B) = sigmoid(score(A) - score(B)).
 
 Formats: ``onnx`` and ``torchscript`` hold the graph and weights (no relcomp, no Python class
 needed: onnxruntime or ``torch.jit.load``); ``safetensors`` holds the weights and, in its
@@ -32,29 +33,24 @@ from .utils import atomic_path, write_json_atomic
 FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".pt"}
 
 
-class _Classify(nn.Module):
-    def __init__(self, model: nn.Module):
+class _Exported(nn.Module):
+    """The model with one of its methods as ``forward`` (what gets traced)."""
+
+    def __init__(self, model: nn.Module, method: str):
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.classify(x)
-
-
-class _Relate(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.model(a, b)
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.method)(*x)
 
 
 def export_module(model: nn.Module, kind: str) -> tuple[nn.Module, list[str], list[str]]:
     """The module to export (eval mode), its input names and output names."""
     if can_classify(kind):
-        return _Classify(model).eval(), ["x"], ["logits"]
-    return _Relate(model).eval(), ["a", "b"], ["logit"]
+        return _Exported(model, "classify").eval(), ["x"], ["logits"]
+    if kind == "ranker":
+        return _Exported(model, "score").eval(), ["x"], ["score"]
+    return _Exported(model, "forward").eval(), ["a", "b"], ["logit"]
 
 
 def example_inputs(cfg: TrainConfig, n_inputs: int, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -107,8 +103,9 @@ def description_path(path: Path) -> Path:
 
 def describe(cfg: TrainConfig, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
     shape = ["batch", cfg.channels, cfg.image_size, cfg.image_size]
-    meaning = ("class logits (batch, K); softmax gives probabilities; classes are ordered, 0 the lowest"
-               if outputs == ["logits"] else "logit of P(A > B), shape (batch,); sigmoid gives the probability")
+    meaning = {"logits": "class logits (batch, K); softmax gives probabilities; classes are ordered, 0 the lowest",
+               "score": "score (batch,); P(A > B) = sigmoid(score(A) - score(B))",
+               "logit": "logit of P(A > B), shape (batch,); sigmoid gives the probability"}[outputs[0]]
     return {"model": cfg.model, "num_classes": cfg.num_classes if can_classify(cfg.model) else None,
             "inputs": {n: {"shape": shape, "dtype": "float32", "range": [0.0, 1.0]} for n in inputs},
             "outputs": {outputs[0]: meaning}, "relcomp_format": "relcomp-export/1"}

@@ -4,6 +4,7 @@ Images are converted exactly as in training (the run's image size and channel co
 needs one score per image; every relational model defines P(A > B), so the score of an image is
 its mean P(image > reference) over a set of reference images (the folder itself, or a seeded
 sample of it): a Borda count, which orders images the way the model's pairwise judgements do.
+A ranker's own score is used as it is.
 """
 from __future__ import annotations
 
@@ -41,13 +42,22 @@ class Predictor:
 
     @torch.no_grad()
     def prob_greater(self, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
-        """P(A > B) for rows of item outputs."""
-        return torch.sigmoid(self.model.pair_logit(out_a, out_b))
+        """P(A > B) for rows of item outputs (for a ``ge`` model: the A > B share of the three outcomes).
+
+        Raises:
+            ConfigError: a model trained on the ``same`` relation (it knows no order).
+        """
+        if getattr(self.model, "relation", "gt") == "same":
+            raise ConfigError("this model was trained on same/different comparisons: it has no order to compare or rank by")
+        out = self.model.pair_logit(out_a, out_b)
+        return out.softmax(-1)[:, 1] if out.ndim == 2 else torch.sigmoid(out)
 
     @torch.no_grad()
     def scores(self, out: torch.Tensor, references: int = 512, seed: int = 0, chunk: int = 65_536) -> np.ndarray:
         """Each item's mean P(item > reference) over ``references`` items sampled by ``seed`` (all
         items when there are no more than that), never comparing an item with itself."""
+        if getattr(self.model, "kind", "") == "ranker" and self.model.relation == "gt":
+            return out[:, 0].cpu().numpy()  # the ranker's own score orders the items directly
         n = len(out)
         refs = np.arange(n) if n <= references else np.sort(np.random.default_rng(seed).choice(n, references, False))
         ref_t = torch.from_numpy(refs).to(out.device)

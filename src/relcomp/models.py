@@ -118,6 +118,10 @@ class SiameseModel(nn.Module):
         return e
 
     def pair_logit(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
+        if self.relation == "same":
+            # A symmetric question gets symmetric features: on concat(ea, eb) the head did not
+            # learn at all in 60k pairs (loss stayed at log 2); |ea - eb| and ea * eb it learns at once.
+            return self.head(torch.cat([(ea - eb).abs(), ea * eb], dim=1)).squeeze(1)
         out = self.head(torch.cat([ea, eb], dim=1))
         return out if self.relation == "ge" else out.squeeze(1)
 
