@@ -96,6 +96,10 @@ def test_cutpoints_recover_known_thresholds():
         assert np.all(np.diff(cuts) > 0) and np.abs(cuts - truth).max() < 0.2, cuts
         assert (apply_cutpoints(scores, cuts) == labels).mean() > 0.97
     assert apply_cutpoints(np.array([-1.0, 0.7, 9.0]), truth).tolist() == [0, 1, 4]
+    # unequal known proportions: class c has c + 1 parts
+    uneven = np.concatenate([c + rng.uniform(-0.35, 0.35, 100 * (c + 1)) for c in range(k_cls)])
+    cuts = fit_cutpoints(uneven, k_cls, method="quantile", proportions=np.arange(1, k_cls + 1))
+    assert np.abs(cuts - truth).max() < 0.2, cuts
 
 
 class _PerfectRelation(torch.nn.Module):

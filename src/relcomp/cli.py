@@ -136,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # fewshot ---------------------------------------------------------------------------------
     fs = sub.add_parser("fewshot", help="few-shot classification on a run's frozen backbone",
-                        description="Freeze the run's backbone and train a fresh Linear(128,10) on k labelled "
-                        "train images per class, drawn at random --draws times; print mean, std, min, max of "
-                        "the test accuracy over draws.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        description="Classify with k labelled train images per class, drawn at random --draws "
+                        "times; print mean, std, min, max of the test accuracy over draws. The paper's method "
+                        "(--method linear) freezes the backbone and trains a fresh Linear(128, K) head; see "
+                        "--method for the two ordinal alternatives.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     fs.add_argument("run_dir")
     fs.add_argument("--shots", type=_int_list(0), default=[1, 3],
                     help="comma-separated k values (0 allowed with --method cutpoints: no labels, known K)")

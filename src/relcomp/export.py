@@ -104,8 +104,12 @@ def description_path(path: Path) -> Path:
 def describe(cfg: TrainConfig, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
     shape = ["batch", cfg.channels, cfg.image_size, cfg.image_size]
     meaning = {"logits": "class logits (batch, K); softmax gives probabilities; classes are ordered, 0 the lowest",
-               "score": "score (batch,); P(A > B) = sigmoid(score(A) - score(B))",
-               "logit": "logit of P(A > B), shape (batch,); sigmoid gives the probability"}[outputs[0]]
+               "score": "score (batch,); higher means greater",
+               "logit": {"gt": "logit of P(A > B), shape (batch,); sigmoid gives the probability",
+                         "ge": "logits (batch, 3) over [A < B, A > B, tie]; softmax gives the probabilities",
+                         "same": "logit of P(A and B share a class), shape (batch,)"}[cfg.relation]}[outputs[0]]
+    if cfg.model == "weak" and cfg.relation == "same":
+        meaning += " (learned from same/different comparisons: classes are clusters in no particular order)"
     return {"model": cfg.model, "num_classes": cfg.num_classes if can_classify(cfg.model) else None,
             "inputs": {n: {"shape": shape, "dtype": "float32", "range": [0.0, 1.0]} for n in inputs},
             "outputs": {outputs[0]: meaning}, "relcomp_format": "relcomp-export/1"}

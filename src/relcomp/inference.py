@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .evaluate import load_run_model
 from .models import can_classify, is_relational
 from .train import item_outputs, to_tensor
-from .utils import atomic_path, resolve_device, resolve_precision
+from .utils import atomic_path, resolve_device
 
 
 class Predictor:
@@ -30,7 +30,9 @@ class Predictor:
     def __init__(self, run_dir: str | os.PathLike, device: str = "auto"):
         self.device = resolve_device(device)
         self.model, self.cfg = load_run_model(run_dir, self.device)
-        self.precision = resolve_precision(self.cfg.precision, self.device)
+        # fp32 even where training used bf16: a bf16 score has 8 significant bits, and ranking
+        # thousands of images on it would make ties.
+        self.precision = "fp32"
 
     def load(self, paths: Sequence[str | os.PathLike]) -> ImageSet:
         """Image files, folders and .npy arrays, converted to the run's input format."""

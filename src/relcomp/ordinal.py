@@ -20,12 +20,12 @@ ZERO_SHOT = ("kmeans", "quantile")
 
 
 def fit_cutpoints(scores: np.ndarray, num_classes: int, labels: np.ndarray | None = None,
-                  method: str = "kmeans", seed: int = 0) -> np.ndarray:
+                  method: str = "kmeans", seed: int = 0, proportions: Sequence[float] | None = None) -> np.ndarray:
     """K - 1 increasing thresholds on ``scores``.
 
     With ``labels`` (the classes of ``scores``; every class present): midpoints of adjacent class
     medians. Without: ``kmeans`` (midpoints of the sorted 1-D k-means centres) or ``quantile``
-    (equal class proportions).
+    (class proportions as given, lowest class first; equal when None).
 
     Raises:
         DataError: a class without labelled scores. ConfigError: unknown method.
@@ -40,7 +40,12 @@ def fit_cutpoints(scores: np.ndarray, num_classes: int, labels: np.ndarray | Non
         cuts = (med[:-1] + med[1:]) / 2
         return np.maximum.accumulate(cuts)  # ordered, even if two medians came out swapped
     if method == "quantile":
-        return np.quantile(scores, np.arange(1, num_classes) / num_classes)
+        if proportions is None:
+            return np.quantile(scores, np.arange(1, num_classes) / num_classes)
+        p = np.asarray(proportions, np.float64)
+        if len(p) != num_classes or (p < 0).any() or p.sum() <= 0:
+            raise ConfigError(f"proportions must be {num_classes} non-negative numbers")
+        return np.quantile(scores, np.cumsum(p / p.sum())[:-1])
     if method == "kmeans":
         from sklearn.cluster import KMeans
 
