@@ -4,7 +4,8 @@ Every model exposes the same three-step protocol, which lets one evaluator serve
 ``embed(x)`` (the 128-d backbone output), ``item_output(e)`` (what one image contributes: class
 logits, the embedding itself for the Siamese head, a scalar score for the ranker) and
 ``pair_logit(oa, ob)`` (the pair output for the model's relation: the logit of P(A > B) for
-``gt``, of P(same class) for ``same``, or logits over [A < B, A > B, tie] for ``ge``). Evaluating 20k pairs then costs one backbone pass over the split, not 40k images.
+``gt``, of P(same class) for ``same``, or logits over [A < B, A > B, tie] for ``ge``).
+Evaluating 20k pairs then costs one backbone pass over the split, not 40k images.
 Relational models run both images of a training pair through the backbone in *one* batched
 call (``torch.cat``): half the kernel launches of two calls, the same result.
 """
