@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -230,3 +231,47 @@ def test_cli_check_exit_codes(tmp_path, items, capsys):
     err = capsys.readouterr().err
     assert err.startswith("relcomp: error: ") and f"{bad}:3: column outcome: unknown value '??'" in err
     assert "Traceback" not in err
+
+
+def _check(tmp_path, rows, header=("a", "b", "outcome"), images=None, extra=()):
+    comp = _csv(tmp_path / "cases.csv", rows, header)
+    return main(["data", "check", "--images", str(images or tmp_path / "x.npy"), "--comparisons", str(comp), *extra])
+
+
+GOOD = [(i, j, "1") for i in range(6) for j in range(i)]
+
+
+@pytest.mark.parametrize("case, rows, header, message", [
+    ("unknown outcome", GOOD + [(0, 1, "yes")], None, "cases.csv:17: column outcome: unknown value 'yes'"),
+    ("self-comparison", GOOD + [(3, 3, "1")], None, "cases.csv:17: self-comparison: a and b are both '3'"),
+    ("unknown item", GOOD + [(0, 77, "1")], None, "cases.csv:17: column b: unknown item '77'"),
+    ("bad weight", [(0, 1, "1", "heavy")], ("a", "b", "outcome", "weight"), "cases.csv:2: column weight: 'heavy'"),
+    ("missing column", [(0, 1)], ("a", "b"), "missing column(s) outcome"),
+    ("short line", GOOD + [(0,)], None, "cases.csv:17: 1 fields where the header has 3"),
+])
+def test_cli_each_error_case_exits_2(tmp_path, items, capsys, case, rows, header, message):
+    assert _check(tmp_path, rows, header or ("a", "b", "outcome")) == 2, case
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, (case, err)
+
+
+def test_cli_missing_files_and_unreadable_images_exit_2(tmp_path, items, capsys):
+    assert main(["data", "check", "--images", str(tmp_path / "x.npy"), "--comparisons", str(tmp_path / "no.csv")]) == 2
+    assert "no.csv: file not found" in capsys.readouterr().err
+    assert _check(tmp_path, GOOD, images=tmp_path / "nowhere") == 2
+    assert "nowhere: no such file or folder" in capsys.readouterr().err
+    d = _folder(tmp_path)
+    (d / "bad.png").write_bytes(b"not a png")
+    assert main(["data", "check", "--images", str(d), "--comparisons", str(_csv(tmp_path / "c.csv", [("c1.jpg", "c3.jpg", "a")]))]) == 2
+    assert "bad.png: unreadable image" in capsys.readouterr().err
+
+
+def test_cli_warnings_are_reported_not_fatal(tmp_path, items, capsys):
+    rows = [(1, 0, "1"), (1, 0, "1"), (2, 1, "1"), (1, 2, "1"), (3, 2, ">"), (4, 3, "a"), (2, 4, "<")]
+    assert _check(tmp_path, rows, extra=("--val-fraction", "0.3")) == 0
+    out = capsys.readouterr().out
+    assert "1 duplicate judgement(s)" in out and "1 pair(s) judged both ways in 2 judgements (kept" in out
+    assert "1 item(s) never compared (5)" in out
+    assert _check(tmp_path, rows, extra=("--val-fraction", "0.3", "--contradictions", "drop", "--json")) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["stats"]["comparisons_used"] == 5 and report["stats"]["contradicting_pairs"] == 1
