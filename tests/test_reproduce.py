@@ -88,7 +88,8 @@ def test_beyond_smoke_profile_end_to_end(data_dir, tmp_path):
     out = tmp_path / "beyond"
     assert main(["reproduce", "--profile", "beyond-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
     r = json.loads((out / "results.json").read_text())
-    assert r["kind"] == "beyond" and r["n_runs"] == 9 + 4 + 2  # relations, noise (2 models x 1 rate x 2), sizes
+    # relations 3 x 3, noise 2 models x 1 rate x 2 corrections, sizes 2 models x 2 (own budget)
+    assert r["kind"] == "beyond" and r["n_runs"] == 9 + 4 + 4 and r["efficiency_samples"] == 1500
     assert set(r["relations"]) == {f"{m}/{rel}" for m in ("weak", "siamese", "ranker") for rel in ("gt", "ge", "same")}
     assert set(r["ranker"]["cutpoints"]) == {"0 (kmeans)", "0 (quantile)", "1", "3"}
     assert set(r["siamese_k"]["anchors"]) == {"1", "3"}
