@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from relcomp.cli import main
-from relcomp.data.comparisons import ValidationError, load_comparisons, load_labels
+from relcomp.data.comparisons import ValidationError, largest_label, load_comparisons, load_labels
 from relcomp.data.images import load_image_file, load_images, load_inputs
 from relcomp.data.user import load_user_data
 from relcomp.errors import DataError
@@ -179,6 +179,7 @@ def test_split_keeps_pairs_together_and_is_seeded(tmp_path):
 def test_labels(tmp_path, items):
     y = load_labels(_csv(tmp_path / "l.csv", [(0, 3), (2, 1)], ("item", "label")), items)
     assert list(y) == [3, -1, 1, -1, -1, -1]
+    assert largest_label(tmp_path / "l.csv") == 3  # without the images (how --classes defaults)
     with pytest.raises(ValidationError) as e:
         load_labels(_csv(tmp_path / "b.csv", [(0, "x"), (9, 1), (1, 2), (1, 3), (2, -1)], ("item", "label")), items)
     t = str(e.value)

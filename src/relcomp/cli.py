@@ -313,10 +313,10 @@ def _num_classes(args) -> int:
     if not args.images:
         return 10
     if args.labels:
-        from .data.comparisons import load_labels
-        from .data.images import load_images
+        from .data.comparisons import largest_label
 
-        return int(load_labels(args.labels, load_images(args.images, args.image_size, args.channels)).max()) + 1
+        top = largest_label(args.labels)  # the images are decoded once, by train, which validates the file
+        return max(top or 0, 1) + 1
     if args.model == "weak":
         raise RelcompError("the weak model on your own data needs --classes K (the number of ordered classes) "
                            "or a --labels file")

@@ -31,7 +31,7 @@ from .distributed import setup as dist_setup
 from .data.mnist import MNIST, Split, load_mnist
 from .data.pairs import Pairs, make_pairs, mnist_pairs
 from .errors import ConfigError, RelcompError
-from .losses import WEAK_LOSSES, pair_predictions, relation_loss, siamese_loss, weak_relation_loss
+from .losses import WEAK_LOSSES, pair_predictions, relation_loss, weak_relation_loss
 from .models import build_model, can_classify, is_relational
 from .utils import (append_jsonl, parse_count, read_jsonl, resolve_device, resolve_precision,
                     seed_everything, write_json_atomic)
@@ -334,7 +334,7 @@ def _loss_and_correct(model, cfg: TrainConfig, data: Data, idx: torch.Tensor, pa
     xa, xb = data.train_x[a], data.train_x[b]
     if cfg.model != "weak":  # Siamese and ranker: forward gives the pair output
         out = model(xa, xb)
-        loss = siamese_loss(out, z, w) if cfg.relation == "gt" and noise == 0 else relation_loss(out, z, noise, w)
+        loss = relation_loss(out, z, noise, w)
         return loss, (pair_predictions(out.detach()) == z.long()).sum()
     la, lb = model(xa, xb)
     if cfg.relation == "gt" and noise == 0:  # the paper's relation: the log-space loss (or the paper's bug)

@@ -374,3 +374,21 @@ def load_labels(path: str | os.PathLike, items: ImageSet) -> np.ndarray:
         report.error("2", "no labels")
     report.raise_if_errors()
     return labels
+
+
+def largest_label(path: str | os.PathLike) -> int | None:
+    """The largest integer in a labels file's ``label`` column (None if there is none), read without
+    the images; :func:`load_labels` validates the file in full when the data is loaded.
+
+    Raises:
+        DataError: a missing or unreadable file, or missing columns.
+    """
+    _, rows = _read_rows(Path(path), ("item", "label"))
+    best = None
+    for _, row in rows:
+        try:
+            y = int(_text(row.get("label")))
+        except ValueError:
+            continue
+        best = y if best is None else max(best, y)
+    return best
