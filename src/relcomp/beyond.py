@@ -20,18 +20,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .reproduce import _cached_json, _log
 from .utils import format_count, parse_count, write_json_atomic, write_text_atomic
-
-
-def _log(msg: str) -> None:
-    print(f"relcomp: {msg}", file=sys.stderr, flush=True)
 
 
 def _pct(values) -> dict[str, Any]:
@@ -83,11 +79,8 @@ class Study:
         _log(f"[{self.n_runs}] {tag} -> {folder}")
         summary = train(cfg, folder, resume=True, mnist=self.mnist)
         self.train_times[str(folder)] = summary["train_time_s"]
-        ev_path = folder / "eval.json"
-        if ev_path.exists() and ev_path.stat().st_mtime >= (folder / "best.safetensors").stat().st_mtime:
-            ev = json.loads(ev_path.read_text())
-        else:
-            ev = evaluate_run(folder, mnist=self.mnist, device=self.device)
+        ev = (_cached_json(folder / "eval.json", folder / "best.safetensors")
+              or evaluate_run(folder, mnist=self.mnist, device=self.device))
         return {"folder": str(folder), "train_time_s": summary["train_time_s"],
                 "eval": {k: v for k, v in ev.items() if k not in ("run_dir", "confusion_matrix")}}
 
@@ -95,12 +88,12 @@ class Study:
         from .fewshot import fewshot_eval
 
         name = "fewshot.json" if method == "linear" else f"fewshot-{method}.json"
-        path = Path(rec["folder"]) / name
+        folder = Path(rec["folder"])
         draws = int(self.prof["fewshot"]["draws"])
-        if path.exists():
-            r = json.loads(path.read_text())
-            if r["draws"] == draws and all(str(k) in r["shots"] or k == 0 for k in shots):
-                return r["shots"]
+        cached = _cached_json(folder / name, folder / "best.safetensors",
+                              lambda r: r["draws"] == draws and all(str(k) in r["shots"] or k == 0 for k in shots))
+        if cached:
+            return cached["shots"]
         r = fewshot_eval(rec["folder"], shots=shots, draws=draws, mnist=self.mnist, device=self.device, method=method)
         return r["shots"]
 
