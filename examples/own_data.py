@@ -5,8 +5,8 @@ import sys
 import relcomp
 
 images, comparisons, labels, run = sys.argv[1:5]
-cfg = relcomp.TrainConfig(model="weak", images=images, comparisons=comparisons, labels=labels,
-                          num_classes=10, samples=20_000)
+data = relcomp.UserSource(images=images, comparisons=comparisons, labels=labels)
+cfg = relcomp.TrainConfig(model="weak", num_classes=10, samples=20_000, data=data)
 relcomp.train(cfg, run)                                   # validates the files first
 print(relcomp.evaluate_run(run))                          # held-out comparisons, labelled items
 print(relcomp.predict(run, [images])[:3])                 # class + probabilities per image

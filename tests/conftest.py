@@ -69,3 +69,15 @@ def write_user_data(root: Path, images, labels, n_comparisons: int, seed: int = 
         w.writerow(["item", "label"])
         w.writerows([names[k], int(labels[k])] for k in range(n_labelled if n_labelled is not None else len(names)))
     return {"images": folder, "comparisons": comp, "labels": lab}
+
+
+def mnist_cfg(**kw):
+    """A TrainConfig on MNIST from flat keywords: the MnistSource fields go into ``data``."""
+    import dataclasses
+
+    from relcomp.config import TrainConfig
+    from relcomp.data.sources import MnistSource
+
+    names = {f.name for f in dataclasses.fields(MnistSource)}
+    data = MnistSource(**{k: kw.pop(k) for k in list(kw) if k in names})
+    return TrainConfig(**kw, data=data)

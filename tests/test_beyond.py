@@ -151,17 +151,19 @@ def test_every_option_from_the_cli(tmp_path, data_dir, capsys):
 
     ranker = _train(tmp_path, data_dir, "ranker", "ranker")
     ev = json.loads((ranker / "eval.json").read_text())
-    assert ev["relation"] == "gt" and -1 <= ev["spearman_rho"] <= 1 and ev["classification_accuracy"] is None
+    # the score orders the digits after 3000 pairs (a constant or random score gives rho near 0)
+    assert ev["relation"] == "gt" and ev["spearman_rho"] > 0.3 and ev["classification_accuracy"] is None
     assert main(["fewshot", str(ranker), "--shots", "0,1", "--draws", "2", "--json"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["method"] == "cutpoints" and set(r["shots"]) == {"0 (kmeans)", "0 (quantile)", "1"}
     for relation in ("ge", "same"):
         run = _train(tmp_path, data_dir, f"weak-{relation}", "weak", "--relation", relation)
         ev = json.loads((run / "eval.json").read_text())
-        assert ev["relation"] == relation and 0 <= ev["classification_accuracy"] <= 1
+        cm = np.array(ev["confusion_matrix"])  # same: classes matched to labels one-to-one first
+        assert ev["relation"] == relation and ev["classification_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
     siam = _train(tmp_path, data_dir, "siam-noisy", "siamese", "--flip-rate", "0.2", "--noise-correction", "given")
     cfg = json.loads((siam / "config.json").read_text())
-    assert cfg["flip_rate"] == 0.2 and cfg["noise_correction"] == "given"
+    assert cfg["data"]["flip_rate"] == 0.2 and cfg["noise_correction"] == "given"
     assert all(row["noise_rate"] == 0.2 for row in map(json.loads, (siam / "metrics.jsonl").read_text().splitlines()))
     assert main(["fewshot", str(siam), "--method", "anchors", "--shots", "1", "--draws", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["method"] == "anchors"
@@ -179,9 +181,14 @@ def test_every_option_from_the_cli(tmp_path, data_dir, capsys):
 def test_options_from_the_python_api(tmp_path, data_dir, mnist):
     import relcomp
 
-    cfg = relcomp.TrainConfig(model="ranker", relation="ge", flip_rate=0.1, noise_correction="given",
-                              train_subset=3000, val_subset=1000, val_pairs=2000, samples=2000, pairs="5k",
-                              progress=False, data_dir=str(data_dir))
-    relcomp.train(cfg, tmp_path / "r", mnist=mnist)
-    ev = relcomp.evaluate_run(tmp_path / "r", mnist=mnist)
-    assert ev["relation"] == "ge" and 0 < ev["relational_accuracy"] <= 1
+    data = relcomp.MnistSource(pairs="5k", train_subset=3000, val_subset=1000, val_pairs=2000, flip_rate=0.1,
+                               data_dir=str(data_dir))
+    cfg = relcomp.TrainConfig(model="ranker", relation="ge", noise_correction="given", samples=2000, progress=False,
+                              data=data)
+    relcomp.train(cfg, tmp_path / "r")
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all(r["noise_rate"] == 0.1 for r in rows)  # the given rate is what the loss corrects for
+    assert relcomp.load_config(tmp_path / "r").semantic() == cfg.semantic()  # config.json round-trips
+    ev = relcomp.evaluate_run(tmp_path / "r")
+    # three-way accuracy: uniform guessing gives 1/3; the clean test order is learned well past it
+    assert ev["relation"] == "ge" and ev["relational_accuracy"] > 0.5

@@ -14,7 +14,8 @@ from relcomp.data.comparisons import ValidationError, largest_label, load_compar
 from relcomp.data.images import load_image_file, load_images, load_inputs
 from relcomp.data.user import load_user_data
 from relcomp.errors import DataError
-from relcomp.losses import siamese_loss, weak_relation_loss
+from relcomp.losses import relation_loss
+from relcomp.models import build_model
 
 
 def _folder(tmp_path, n=6):
@@ -215,12 +216,13 @@ def test_user_data_fingerprint_and_class_check(tmp_path, items):
 def test_weighted_losses_match_explicit_loop():
     torch.manual_seed(0)
     la, lb, z, w = torch.randn(6, 4), torch.randn(6, 4), torch.randint(0, 2, (6,)).float(), torch.rand(6)
-    per = torch.stack([weak_relation_loss(la[k:k + 1], lb[k:k + 1], z[k:k + 1]) for k in range(6)])
-    assert torch.allclose(weak_relation_loss(la, lb, z, weight=w), (per * w).mean(), atol=1e-6)
+    weak = build_model("weak")
+    per = torch.stack([relation_loss(weak.pair_logit(la[k:k + 1], lb[k:k + 1]), z[k:k + 1]) for k in range(6)])
+    assert torch.allclose(relation_loss(weak.pair_logit(la, lb), z, w), (per * w).mean(), atol=1e-6)
     logit = torch.randn(6)
-    per = torch.stack([siamese_loss(logit[k:k + 1], z[k:k + 1]) for k in range(6)])
-    assert torch.allclose(siamese_loss(logit, z, w), (per * w).mean(), atol=1e-6)
-    assert torch.allclose(siamese_loss(logit, z, torch.ones(6)), siamese_loss(logit, z))
+    per = torch.stack([relation_loss(logit[k:k + 1], z[k:k + 1]) for k in range(6)])
+    assert torch.allclose(relation_loss(logit, z, w), (per * w).mean(), atol=1e-6)
+    assert torch.allclose(relation_loss(logit, z, torch.ones(6)), relation_loss(logit, z))
 
 
 def test_cli_check_exit_codes(tmp_path, items, capsys):

@@ -53,8 +53,12 @@ def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
 
     w_ddp = read_weights(tmp_path / "ddp" / "best.safetensors")[0]
     w_one = read_weights(tmp_path / "one" / "best.safetensors")[0]
+    # The same global batches: the weights agree up to float noise. Element-wise tolerances do not
+    # hold across CPUs: Adam turns float-level differences of near-zero gradients into steps of
+    # about lr, so compare each tensor by its relative difference (different data gives ~1).
     for k in w_one:
-        assert np.allclose(w_ddp[k].numpy(), w_one[k].numpy(), atol=2e-4, rtol=1e-3), k
+        a, b = w_ddp[k].double(), w_one[k].double()
+        assert (a - b).norm() <= 2e-2 * b.norm() + 1e-6, (k, float((a - b).norm() / b.norm()))
     m_ddp, m_one = read_jsonl(tmp_path / "ddp" / "metrics.jsonl"), read_jsonl(tmp_path / "one" / "metrics.jsonl")
     for a, b in zip(m_ddp, m_one):
         assert a["samples"] == b["samples"] and a["step"] == b["step"]

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import mnist_cfg
+from relcomp.engine import train
 from relcomp.errors import ConfigError, DataError
 from relcomp.fewshot import draw_shots, fewshot_eval, fit_heads
-from relcomp.train import TrainConfig, train
 
 
 def test_draw_shots():
@@ -30,10 +31,10 @@ def test_fit_heads_separates_separable_points():
 
 @pytest.mark.mnist
 def test_fewshot_on_a_tiny_siamese_run(mnist, data_dir, tmp_path):
-    cfg = TrainConfig(model="siamese", pairs="4000", samples=2000, train_subset=2000, val_subset=500, val_pairs=1000,
+    cfg = mnist_cfg(model="siamese", pairs="4000", samples=2000, train_subset=2000, val_subset=500, val_pairs=1000,
                       precision="fp32", progress=False, data_dir=str(data_dir))
-    train(cfg, tmp_path / "s", mnist=mnist)
-    r = fewshot_eval(tmp_path / "s", shots=[1, 3], draws=4, mnist=mnist)
+    train(cfg, tmp_path / "s")
+    r = fewshot_eval(tmp_path / "s", shots=[1, 3], draws=4)
     for k in ("1", "3"):
         s = r["shots"][k]
         assert s["n"] == 4 and len(s["accuracies"]) == 4
@@ -42,4 +43,4 @@ def test_fewshot_on_a_tiny_siamese_run(mnist, data_dir, tmp_path):
         assert np.array(s["confusion_matrix"]).sum() == 4 * 10_000
     assert (tmp_path / "s" / "fewshot.json").exists() and (tmp_path / "s" / "confusion-3shot.png").exists()
     with pytest.raises(ConfigError):
-        fewshot_eval(tmp_path / "s", shots=[], mnist=mnist)
+        fewshot_eval(tmp_path / "s", shots=[])

@@ -1,8 +1,16 @@
-import torch
 import pytest
+import torch
 
 from relcomp.errors import ConfigError
-from relcomp.losses import log_prob_first_greater, prob_first_greater, siamese_loss, weak_relation_loss
+from relcomp.losses import get_loss, log_prob_first_greater, prob_first_greater, relation_loss
+from relcomp.models import build_model
+
+WEAK = build_model("weak")
+
+
+def weak_relation_loss(la, lb, z, name="correct", weight=None):
+    """The weak model's loss as the engine computes it: a loss of the registry on its pair output."""
+    return get_loss(name)(WEAK.pair_logit(la, lb), z, weight)
 
 
 def brute_force(p_a, p_b):
@@ -65,9 +73,15 @@ def test_paper_code_loss_is_a_double_sigmoid():
     assert torch.allclose(weak_relation_loss(la, lb, z, "paper-code"), expected, atol=1e-6)
     assert weak_relation_loss(la, lb, z, "paper-code") > -torch.log(torch.sigmoid(torch.tensor(1.0)))
     with pytest.raises(ConfigError):
-        weak_relation_loss(la, lb, z, "other")
+        get_loss("other")
 
 
 def test_siamese_loss():
     logit, z = torch.tensor([10.0, -10.0]), torch.tensor([1.0, 0.0])
-    assert siamese_loss(logit, z) < 1e-4
+    assert relation_loss(logit, z) < 1e-4
+
+
+def test_supervised_loss_is_cross_entropy():
+    g = torch.Generator().manual_seed(2)
+    logits, y = torch.randn(16, 10, generator=g), torch.randint(0, 10, (16,), generator=g)
+    assert torch.allclose(relation_loss(logits, y), torch.nn.functional.cross_entropy(logits, y), atol=1e-6)

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from relcomp.errors import ConfigError
-from relcomp.models import BaseModel, build_model
+from relcomp.losses import relation_loss
+from relcomp.models import MODELS, BaseModel, build_model
 
 
 def test_base_model_is_the_papers():
@@ -14,37 +15,36 @@ def test_base_model_is_the_papers():
     assert m(torch.rand(3, 1, 28, 28)).shape == (3, 128)
 
 
-@pytest.mark.parametrize("kind", ["supervised", "siamese", "weak"])
-def test_shapes_and_gradients(kind):
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_one_contract_shapes_and_gradients(kind):
+    """forward gives what the loop needs: class logits (supervised) or the pair output (every
+    relational model), and the item/pair protocol computes the same thing in eval mode."""
     torch.manual_seed(0)
     m = build_model(kind)
     xa, xb = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
-    if kind == "supervised":
-        out = m(xa)
-        assert out.shape == (4, 10)
-        loss = out.logsumexp(1).mean()
-    elif kind == "siamese":
-        out = m(xa, xb)
-        assert out.shape == (4,)
-        loss = out.mean()
-    else:
-        la, lb = m(xa, xb)
-        assert la.shape == lb.shape == (4, 10)
-        loss = m.pair_logit(la, lb).mean()
-    loss.backward()
+    out = m(xa, xb) if m.relational else m(xa)
+    assert out.shape == ((4,) if m.relational else (4, 10))
+    relation_loss(out, torch.ones(4) if m.relational else torch.zeros(4, dtype=torch.long)).backward()
     for name, p in m.named_parameters():
-        if kind == "siamese" or "head" in name or "backbone" in name:
-            assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    # the item/pair protocol agrees with the direct forward in eval mode
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
     m.eval()
     with torch.no_grad():
         oa, ob = m.item_output(m.embed(xa)), m.item_output(m.embed(xb))
-        pl = m.pair_logit(oa, ob)
-        assert pl.shape == (4,)
-        if kind == "siamese":
-            assert torch.allclose(pl, m(xa, xb), atol=1e-5)
-        else:  # a classifier's P(A > B) and P(B > A) cannot both exceed one half
+        if m.relational:
+            assert torch.allclose(m.pair_logit(oa, ob), m(xa, xb), atol=1e-5)
+        else:
+            assert torch.allclose(oa, m(xa), atol=1e-5)
+        if m.classifies:  # a classifier's P(A > B) and P(B > A) cannot both exceed one half
             assert not torch.any((m.pair_logit(oa, ob) > 0) & (m.pair_logit(ob, oa) > 0))
+
+
+def test_capabilities_are_declared_by_the_classes():
+    caps = {k: (c.relational, c.classifies, c.scores, c.selection_metric, c.fewshot_method, c.export.method)
+            for k, c in MODELS.items()}
+    assert caps == {"supervised": (False, True, False, "val_cls_acc", "linear", "classify"),
+                    "siamese": (True, False, False, "val_rel_acc", "linear", "forward"),
+                    "weak": (True, True, False, "val_rel_acc", "linear", "classify"),
+                    "ranker": (True, False, True, "val_rel_acc", "cutpoints", "score")}
 
 
 def test_batched_backbone_equals_two_calls():

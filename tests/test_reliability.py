@@ -12,24 +12,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import importlib
-
+import relcomp.engine as T
+from conftest import mnist_cfg
 from relcomp.checkpoint import load_checkpoint, load_state, read_weights, save_weights
 from relcomp.data.idx import parse_idx, write_idx
 from relcomp.data.pairs import load_pairs, make_pairs, save_pairs
-from relcomp.errors import CheckpointError, RelcompError
+from relcomp.engine import train
+from relcomp.errors import CheckpointError, RelcompError, TrainingError
 from relcomp.models import build_model
-from relcomp.train import TrainConfig, TrainingError, train
 from relcomp.utils import read_jsonl
-
-T = importlib.import_module("relcomp.train")
 
 
 def tiny(**kw):
     base = dict(model="weak", pairs="4000", samples=3000, train_subset=2000, val_subset=500, val_pairs=1000,
                 eval_every=1000, precision="fp32", progress=False)
     base.update(kw)
-    return TrainConfig(**base)
+    return mnist_cfg(**base)
 
 
 def _cli(*args):
@@ -51,7 +49,7 @@ def test_sigkill_at_random_moments_then_resume_to_the_same_result(data_dir, tmp_
     run = tmp_path / "run"
     rng = np.random.default_rng(0)
     kills = 0
-    for attempt in range(4):
+    for _ in range(4):
         cmd = _cli("train", "--resume", str(run), "--quiet", "--no-eval") if (run / "config.json").exists() else \
             _cli("train", *KILL_ARGS, "--data-dir", str(data_dir), "--out", str(run))
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -107,7 +105,7 @@ def test_failed_write_keeps_the_previous_checkpoint(mnist, data_dir, tmp_path, m
 
     monkeypatch.setattr("relcomp.checkpoint.save_state", disk_full)
     with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint is intact"):
-        train(tiny(data_dir=str(data_dir)), tmp_path / "r", mnist=mnist)
+        train(tiny(data_dir=str(data_dir)), tmp_path / "r")
     state = load_checkpoint(tmp_path / "r", build_model("weak"))
     assert state["state"]["samples"] == 1000
 
@@ -116,16 +114,18 @@ def test_failed_write_keeps_the_previous_checkpoint(mnist, data_dir, tmp_path, m
 def test_non_finite_loss_stops_with_the_step(mnist, data_dir, tmp_path, monkeypatch):
     import torch
 
-    real, calls = T.weak_relation_loss, {"n": 0}
+    import relcomp.losses
+
+    real, calls = relcomp.losses.LOSSES["correct"], {"n": 0}
 
     def nan_at_step_10(*a, **k):
         calls["n"] += 1
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] == 10 else loss
 
-    monkeypatch.setattr(T, "weak_relation_loss", nan_at_step_10)
+    monkeypatch.setitem(relcomp.losses.LOSSES, "correct", nan_at_step_10)
     with pytest.raises(TrainingError, match=r"loss became nan at step 9 .*last good checkpoint"):
-        train(tiny(data_dir=str(data_dir)), tmp_path / "r", mnist=mnist)
+        train(tiny(data_dir=str(data_dir)), tmp_path / "r")
     assert load_checkpoint(tmp_path / "r", build_model("weak"))["state"]["samples"] == 1000
     assert torch.isfinite(read_weights(tmp_path / "r" / "best.safetensors")[0]["head.weight"]).all()
 
@@ -317,5 +317,5 @@ def test_image_and_array_loaders_mutated_files(tmp_path, positions, values, cut)
 @pytest.mark.mnist
 def test_same_seed_same_metrics(mnist, data_dir, tmp_path):
     for name in ("a", "b"):  # the default path: bf16 where the CPU has it, channels-last
-        train(tiny(precision="auto", data_dir=str(data_dir)), tmp_path / name, mnist=mnist)
+        train(tiny(precision="auto", data_dir=str(data_dir)), tmp_path / name)
     assert (tmp_path / "a" / "metrics.jsonl").read_text() == (tmp_path / "b" / "metrics.jsonl").read_text()

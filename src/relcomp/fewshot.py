@@ -9,36 +9,24 @@ embedded once and the heads of all draws are trained together, batched, on those
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix
 
-from .data.mnist import MNIST, load_mnist
+from .data.sources import to_tensor
 from .errors import ConfigError, DataError
-from .evaluate import load_run_model
-from .train import item_outputs, run_title, to_tensor
+from .metrics import draw_shots, item_outputs
+from .ordinal import anchor_predict, apply_cutpoints, cutpoint_accuracy, fit_cutpoints
+from .plots import plot_confusion
+from .run import load_run_model, run_title
 from .utils import resolve_device, resolve_precision, write_json_atomic
 
-
-def draw_shots(labels: np.ndarray, k: int, num_classes: int, seed: int | Sequence[int]) -> np.ndarray:
-    """Indices of ``k`` examples of each class, drawn without replacement by ``seed``.
-
-    Raises:
-        DataError: a class has fewer than ``k`` examples.
-    """
-    rng = np.random.default_rng(seed)
-    picks = []
-    for c in range(num_classes):
-        pool = np.flatnonzero(labels == c)
-        if len(pool) < k:
-            raise DataError(f"class {c} has {len(pool)} labelled examples, fewer than the {k} asked for")
-        picks.append(rng.choice(pool, size=k, replace=False))
-    return np.concatenate(picks)
-
+__all__ = ["METHODS", "draw_shots", "fewshot_accuracy", "fewshot_eval", "fit_heads", "ordinal_accuracy"]
 
 def fit_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int = 300, lr: float = 1e-3,
               weight_decay: float = 1e-4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,15 +96,13 @@ def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarr
     Raises:
         ConfigError: a method the model cannot use.
     """
-    from .ordinal import anchor_predict, apply_cutpoints, cutpoint_accuracy, fit_cutpoints
-
     dev = next(model.parameters()).device
-    if getattr(model, "relation", "gt") != "gt":
+    if model.relation != "gt":
         raise ConfigError(f"--method {method} needs a model trained on the gt relation")
     _, eval_out = item_outputs(model, to_tensor(eval_images, dev), precision)
     if method == "cutpoints":
-        if model.kind != "ranker":
-            raise ConfigError("--method cutpoints needs a ranker (one score per image)")
+        if not model.scores:
+            raise ConfigError("--method cutpoints needs a model with one score per image (a ranker)")
         _, train_out = item_outputs(model, to_tensor(train_images, dev), precision)
         ts, es = train_out[:, 0].cpu().numpy(), eval_out[:, 0].cpu().numpy()
         accs = cutpoint_accuracy(ts, train_labels, es, eval_labels, shots, num_classes, draws, seed)
@@ -147,19 +133,9 @@ def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarr
     return results
 
 
-def fewshot_eval(
-    run_dir: str | os.PathLike,
-    shots: Sequence[int] = (1, 3),
-    draws: int = 10,
-    seed: int = 0,
-    mnist: MNIST | None = None,
-    device: str = "auto",
-    steps: int = 300,
-    lr: float = 1e-3,
-    write: bool = True,
-    labels: str | os.PathLike | None = None,
-    method: str | None = None,
-) -> dict[str, Any]:
+def fewshot_eval(run_dir: str | os.PathLike, shots: Sequence[int] = (1, 3), draws: int = 10, seed: int = 0,
+                 device: str = "auto", steps: int = 300, lr: float = 1e-3, write: bool = True,
+                 labels: str | os.PathLike | None = None, method: str | None = None) -> dict[str, Any]:
     """Few-shot test accuracy of a run's frozen backbone for each k in ``shots``; writes
     ``fewshot.json`` and ``confusion-<k>shot.png`` (pooled over draws) into the run folder when ``write``.
 
@@ -176,57 +152,41 @@ def fewshot_eval(
     """
     dev = resolve_device(device)
     model, cfg = load_run_model(run_dir, dev)
-    method = method or ("cutpoints" if cfg.model == "ranker" else "linear")
+    method = method or model.fewshot_method
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if not shots or min(shots) < (0 if method == "cutpoints" else 1) or draws < 1:
         raise ConfigError("--shots must list positive integers (0 too for cutpoints) and --draws must be >= 1")
     precision = resolve_precision(cfg.precision, dev)
-    if cfg.user_data or labels is not None:
-        # A user's labelled items are both the shot pool and the test set (each draw is scored
-        # on the items it did not train on).
-        from .data.comparisons import load_labels
-        from .data.images import load_images
-
-        if not cfg.user_data:
-            raise ConfigError("--labels applies to runs trained on user data")
-        labels = labels or cfg.labels
-        if labels is None:
-            raise ConfigError(f"{run_dir} was trained without a labels file; pass --labels FILE (columns item,label)")
-        items = load_images(cfg.images, cfg.image_size, cfg.channels)
-        y_all = load_labels(labels, items)
-        have = np.flatnonzero(y_all >= 0)
-        train_x = test_x = items.images[have]
-        train_y = test_y = y_all[have]
-        k_cls = cfg.num_classes if cfg.model == "weak" else int(test_y.max()) + 1
-        same_pool = True
-    else:
-        mnist = mnist or load_mnist(cfg.data_dir)
-        train_x, train_y, test_x, test_y = mnist.train.images, mnist.train.labels, mnist.test.images, mnist.test.labels
-        k_cls, same_pool = cfg.num_classes, False
-    result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": cfg.pairs, "method": method,
-                              "draws": draws, "seed": seed, "steps": steps, "lr": lr, "shots": {}}
+    pool = cfg.data.shot_pool(None if labels is None else str(labels))
+    k_cls = cfg.num_classes if model.classifies else int(pool.test_y.max()) + 1
     if method == "linear":
-        per_k = fewshot_accuracy(model, train_x, train_y, test_x, test_y, shots, draws, seed, k_cls, precision, steps,
-                                 lr, same_pool=same_pool)
-    elif same_pool:
+        per_k = fewshot_accuracy(model, pool.train_x, pool.train_y, pool.test_x, pool.test_y, shots, draws, seed,
+                                 k_cls, precision, steps, lr, same_pool=pool.same_pool)
+    elif pool.same_pool:
         raise ConfigError(f"--method {method} is for MNIST runs")
     else:
-        per_k = ordinal_accuracy(model, method, train_x, train_y, test_x, test_y, shots, draws, seed, k_cls, precision)
-    for k, (accs, pred) in per_k.items():
-        k = str(k)
-        draws_k = len(accs)
-        cm = sum(confusion_matrix(test_y[p >= 0], p[p >= 0], labels=list(range(k_cls))) for p in pred)
-        result["shots"][str(k)] = {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if draws_k > 1 else 0.0,
-                                   "min": float(accs.min()), "max": float(accs.max()), "n": draws_k,
-                                   "accuracies": [float(a) for a in accs], "confusion_matrix": cm.tolist()}
-        if write:
-            from .plots import plot_confusion
-
-            slug = f"{k}shot" if method == "linear" else f"{method}-{k.replace(' (', '-').rstrip(')')}shot"
-            plot_confusion(cm, Path(run_dir) / f"confusion-{slug}.png",
-                           title=f"{run_title(cfg)} + {k}-shot {method}, {len(pred)} draw(s) pooled")
+        per_k = ordinal_accuracy(model, method, pool.train_x, pool.train_y, pool.test_x, pool.test_y, shots, draws,
+                                 seed, k_cls, precision)
+    result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": getattr(cfg.data, "pairs", None),
+                              "method": method, "draws": draws, "seed": seed, "steps": steps, "lr": lr,
+                              "shots": {str(k): shot_summary(accs, pred, pool.test_y, k_cls)
+                                        for k, (accs, pred) in per_k.items()}}
     if write:
+        for k, s in result["shots"].items():
+            slug = f"{k}shot" if method == "linear" else f"{method}-{k.replace(' (', '-').rstrip(')')}shot"
+            plot_confusion(np.array(s["confusion_matrix"]), Path(run_dir) / f"confusion-{slug}.png",
+                           title=f"{run_title(cfg)} + {k}-shot {method}, {s['n_pred']} draw(s) pooled")
         name = "fewshot.json" if method == "linear" else f"fewshot-{method}.json"
         write_json_atomic(Path(run_dir) / name, result)
     return result
+
+
+def shot_summary(accs: np.ndarray, pred: np.ndarray, test_y: np.ndarray, k_cls: int) -> dict[str, Any]:
+    """Mean, std (over draws), min, max, every accuracy, and the confusion matrix pooled over the
+    draws' predictions (-1: not scored)."""
+    cm = sum(confusion_matrix(test_y[p >= 0], p[p >= 0], labels=list(range(k_cls))) for p in pred)
+    n = len(accs)
+    return {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if n > 1 else 0.0, "min": float(accs.min()),
+            "max": float(accs.max()), "n": n, "accuracies": [float(a) for a in accs], "confusion_matrix": cm.tolist(),
+            "n_pred": len(pred)}

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .data.images import ImageSet, load_images, load_inputs
+from .data.sources import to_tensor
 from .errors import ConfigError
-from .evaluate import load_run_model
-from .models import can_classify, is_relational
-from .train import item_outputs, to_tensor
+from .metrics import item_outputs
+from .run import load_run_model
 from .utils import atomic_path, resolve_device
 
 
@@ -36,7 +37,7 @@ class Predictor:
 
     def load(self, paths: Sequence[str | os.PathLike]) -> ImageSet:
         """Image files, folders and .npy arrays, converted to the run's input format."""
-        return load_inputs(paths, self.cfg.image_size, self.cfg.channels)
+        return load_inputs(paths, self.cfg.data.image_size, self.cfg.data.channels)
 
     def outputs(self, images: np.ndarray) -> torch.Tensor:
         """Item outputs (class logits, or embeddings for the Siamese model) of uint8 images."""
@@ -49,7 +50,7 @@ class Predictor:
         Raises:
             ConfigError: a model trained on the ``same`` relation (it knows no order).
         """
-        if getattr(self.model, "relation", "gt") == "same":
+        if self.model.relation == "same":
             raise ConfigError("this model was trained on same/different comparisons: it has no order to compare or rank by")
         out = self.model.pair_logit(out_a, out_b)
         return out.softmax(-1)[:, 1] if out.ndim == 2 else torch.sigmoid(out)
@@ -58,8 +59,8 @@ class Predictor:
     def scores(self, out: torch.Tensor, references: int = 512, seed: int = 0, chunk: int = 65_536) -> np.ndarray:
         """Each item's mean P(item > reference) over ``references`` items sampled by ``seed`` (all
         items when there are no more than that), never comparing an item with itself."""
-        if getattr(self.model, "kind", "") == "ranker" and self.model.relation == "gt":
-            return out[:, 0].cpu().numpy()  # the ranker's own score orders the items directly
+        if self.model.scores and self.model.relation == "gt":
+            return out[:, 0].cpu().numpy()  # a scoring model's own score orders the items directly
         n = len(out)
         refs = np.arange(n) if n <= references else np.sort(np.random.default_rng(seed).choice(n, references, False))
         ref_t = torch.from_numpy(refs).to(out.device)
@@ -83,7 +84,7 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], dev
         DataError: an unreadable image.
     """
     p = Predictor(run_dir, device)
-    if not can_classify(p.cfg.model):
+    if not p.model.classifies:
         raise ConfigError(f"a {p.cfg.model} model outputs relations, not classes; use `relcomp compare` or "
                           "`relcomp rank`, or `relcomp fewshot` with a few labels")
     items = p.load(images)
@@ -115,16 +116,16 @@ def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.Pa
         DataError: a missing folder or unreadable images.
     """
     p = Predictor(run_dir, device)
-    if not is_relational(p.cfg.model) and not can_classify(p.cfg.model):
+    if not p.model.relational and not p.model.classifies:
         raise ConfigError(f"cannot rank with a {p.cfg.model} model")
-    items = load_images(folder, p.cfg.image_size, p.cfg.channels)
+    items = load_images(folder, p.cfg.data.image_size, p.cfg.data.channels)
     outs = p.outputs(items.images)
     score = p.scores(outs, references, seed)
     order = np.argsort(-score, kind="stable")
     out = Path(out) if out else Path(run_dir) / f"rank-{Path(folder).resolve().name}"
     out.mkdir(parents=True, exist_ok=True)
     extra: dict[str, np.ndarray] = {}
-    if can_classify(p.cfg.model):
+    if p.model.classifies:
         prob = outs.softmax(1)
         extra["expected_class"] = (prob * torch.arange(prob.shape[1], device=prob.device)).sum(1).cpu().numpy()
         extra["predicted_class"] = prob.argmax(1).cpu().numpy()

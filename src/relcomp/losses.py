@@ -1,17 +1,23 @@
-"""Losses for learning from relational comparisons.
+"""Losses for learning from relational comparisons: one contract, ``loss(out, z, weight, noise)``.
+
+``out`` is a model's ``forward`` output: the logit of the binary relation (B,) (``gt``: A > B;
+``same``: same class), or logits (B, C) over C outcomes (``ge``: [A < B, A > B, tie]; the
+supervised model: K classes). :func:`relation_loss` is the likelihood of the observed outcome
+codes ``z`` for every model and relation; :func:`paper_code_loss` is the one exception, kept
+explicit: the paper's original bug.
 
 The weak model turns two class distributions into P(A > B) = sum_{i > j} p_A[i] p_B[j]. The
 paper computes it with a K x K outer product and a triangular mask; here it is O(K) through the
-cumulative distribution of B: P(A > B) = sum_i p_A[i] * P(B < i).
+cumulative distribution of B: P(A > B) = sum_i p_A[i] * P(B < i), in log space.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
-
-WEAK_LOSSES = ("correct", "paper-code")
 
 
 def prob_first_greater(p_a: torch.Tensor, p_b: torch.Tensor) -> torch.Tensor:
@@ -39,11 +45,6 @@ def log_prob_first_greater(logp_a: torch.Tensor, logp_b: torch.Tensor) -> tuple[
     return lp_gt, lp_le
 
 
-def _mean(per_pair: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Batch mean, each pair's loss multiplied by its weight (user comparisons may carry one)."""
-    return per_pair.mean() if weight is None else (per_pair * weight).mean()
-
-
 def log_prob_relations(logp_a: torch.Tensor, logp_b: torch.Tensor) -> torch.Tensor:
     """log [P(A < B), P(A > B), P(A = B)] of shape (B, 3) from two class log-distributions (B, K).
 
@@ -59,44 +60,18 @@ def log_prob_relations(logp_a: torch.Tensor, logp_b: torch.Tensor) -> torch.Tens
     return torch.stack([lp_lt, lp_gt, lp_eq], -1)
 
 
-def weak_relation_loss(logits_a: torch.Tensor, logits_b: torch.Tensor, z: torch.Tensor,
-                       mode: str = "correct", weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Binary cross-entropy of the weak model's P(A > B) against ``z`` (1 where A > B), mean over
-    the batch (each pair's term multiplied by ``weight`` where given).
-
-    ``mode="correct"``: -[z log P + (1 - z) log (1 - P)] in log space.
-    ``mode="paper-code"``: the paper's original bug, ``BCEWithLogits`` applied to the probability P,
-    i.e. a second sigmoid: the target P(A > B) = sigmoid(P) can never pass 0.73, gradients are weak.
-
-    Raises:
-        ConfigError: unknown mode.
-    """
-    la, lb = logits_a.float().log_softmax(-1), logits_b.float().log_softmax(-1)
-    z = z.float()
-    if mode == "correct":
-        lp_gt, lp_le = log_prob_first_greater(la, lb)
-        return _mean(-(z * lp_gt + (1 - z) * lp_le), weight)
-    if mode == "paper-code":
-        p = prob_first_greater(la.exp(), lb.exp())
-        return _mean(F.binary_cross_entropy_with_logits(p, z, reduction="none"), weight)
-    raise ConfigError(f"unknown weak-model loss {mode!r}; choose from {', '.join(WEAK_LOSSES)}")
+def weighted_mean(per_pair: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Batch mean, each pair's loss multiplied by its weight (user comparisons may carry one)."""
+    return per_pair.mean() if weight is None else (per_pair * weight).mean()
 
 
-def siamese_loss(logit: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Binary cross-entropy on the relation logit (each pair's term multiplied by ``weight`` where given)."""
-    return _mean(F.binary_cross_entropy_with_logits(logit.float(), z.float(), reduction="none"), weight)
+def relation_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
+                  noise: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of an output against outcome codes ``z``, mean over the batch.
 
-
-# ----------------------------------------------------------------------------------------------
-# Every relation, every model: the pair output is a logit (B,) for the binary relations (gt: A > B;
-# same: same class) or logits (B, 3) over [A < B, A > B, tie] for ge.
-
-from .data.pairs import RELATIONS  # noqa: E402 - the codes live with the pair sets
-
-
-def relation_loss(out: torch.Tensor, z: torch.Tensor, noise: float = 0.0,
-                  weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy of a pair output against outcome codes ``z``, mean over the batch.
+    A binary output (B,) is a logit: binary cross-entropy. For the weak model on ``gt`` that
+    logit is log P(A > B) - log P(A <= B), so this is exactly -[z log P(A > B) + (1 - z) log P(A <= B)].
+    An output (B, C) is C logits: softmax cross-entropy (the supervised model's loss too).
 
     ``noise`` = e > 0 applies forward correction for annotators who flip a fraction e of the
     outcomes at random: the model's clean probabilities P are mapped to the observed ones,
@@ -108,18 +83,38 @@ def relation_loss(out: torch.Tensor, z: torch.Tensor, noise: float = 0.0,
     if out.ndim == 1:  # binary: logit of P(outcome 1)
         z = z.float()
         if noise <= 0:
-            return _mean(F.binary_cross_entropy_with_logits(out, z, reduction="none"), weight)
+            return weighted_mean(F.binary_cross_entropy_with_logits(out, z, reduction="none"), weight)
         log_e, log_keep = torch.log(torch.tensor(noise)), torch.log(torch.tensor(1 - 2 * noise))
         lp1 = torch.logaddexp(log_e, log_keep + F.logsigmoid(out))
         lp0 = torch.logaddexp(log_e, log_keep + F.logsigmoid(-out))
-        return _mean(-(z * lp1 + (1 - z) * lp0), weight)
+        return weighted_mean(-(z * lp1 + (1 - z) * lp0), weight)
     logp = out.log_softmax(-1)
     if noise > 0:
         # (1 - e) P + e/2 (1 - P) = e/2 + (1 - 3e/2) P
         logp = torch.logaddexp(torch.log(torch.tensor(noise / 2)), torch.log(torch.tensor(1 - 1.5 * noise)) + logp)
-    return _mean(F.nll_loss(logp, z.long(), reduction="none"), weight)
+    return weighted_mean(F.nll_loss(logp, z.long(), reduction="none"), weight)
+
+
+def paper_code_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
+                    noise: float = 0.0) -> torch.Tensor:
+    """The paper's original bug, for the weak model on ``gt``: ``BCEWithLogits`` applied to the
+    probability P(A > B) = sigmoid(out), i.e. a second sigmoid. The target sigmoid(P) can never
+    pass 0.73 and the gradients are weak. ``noise`` is not supported (validated by the config)."""
+    p = torch.sigmoid(out.float())
+    return weighted_mean(F.binary_cross_entropy_with_logits(p, z.float(), reduction="none"), weight)
+
+
+# The registry of losses (``--loss``). "correct" is the log-space likelihood of the observed outcome.
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"correct": relation_loss, "paper-code": paper_code_loss}
+
+
+def get_loss(name: str) -> Callable[..., torch.Tensor]:
+    """Raises: ConfigError for an unknown name."""
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    return LOSSES[name]
 
 
 def pair_predictions(out: torch.Tensor) -> torch.Tensor:
-    """Predicted outcome codes from pair outputs: logit > 0 (binary) or the argmax (three-way)."""
+    """Predicted outcome codes from outputs: logit > 0 (binary) or the argmax (several outcomes)."""
     return out.argmax(-1) if out.ndim == 2 else (out > 0).long()

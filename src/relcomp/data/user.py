@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -55,7 +54,3 @@ def load_user_data(images: str | os.PathLike, comparisons: str | os.PathLike, la
         fingerprint["labels"] = sha256_file(labels)
     return UserData(image_set, y, comps, train, val, fingerprint)
 
-
-def absolute(path: str | os.PathLike | None) -> str | None:
-    """A path as an absolute string (run configs must not depend on the working directory)."""
-    return None if path is None else str(Path(path).expanduser().resolve())

@@ -17,84 +17,77 @@ studies where the config is the same) and are reused or resumed on a rerun.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
+import html
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .reproduce import _cached_json, _log
-from .utils import format_count, parse_count, write_json_atomic, write_text_atomic
-
-
-def _pct(values) -> dict[str, Any]:
-    v = np.asarray(values, float) * 100
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+from ..config import TrainConfig
+from ..data.sources import MnistSource
+from ..engine import train
+from ..evaluate import evaluate_run
+from ..fewshot import fewshot_eval
+from ..plots import plot_lines
+from ..utils import format_count, parse_count, write_json_atomic, write_text_atomic
+from .common import (
+    cached_json,
+    fmt,
+    html_figures,
+    html_head,
+    html_table,
+    log,
+    machine_info,
+    md_figures,
+    md_table,
+    pct,
+    run_folder,
+)
 
 
 def _f(cell: dict | float | None) -> str:
-    if cell is None:
-        return "—"
-    if isinstance(cell, dict):
-        return f"{cell['mean']:.2f}" + (f" ± {cell['std']:.2f}" if cell["n"] > 1 else "")
-    return f"{cell:.2f}"
+    return fmt(cell) if isinstance(cell, dict) or cell is None else f"{cell:.2f}"
 
 
 class Study:
     """Trains (or reuses) runs and caches their evaluations."""
 
     def __init__(self, prof: dict, out: Path, device: str, data_dir: str | None, progress: bool):
-        from .data.mnist import load_mnist
-
         self.prof, self.out, self.device, self.data_dir, self.progress = prof, out, device, data_dir, progress
-        self.mnist = load_mnist(data_dir)
         self.n_runs = 0
         self.train_times: dict[str, float] = {}  # folder -> training seconds (runs shared by studies count once)
 
-    def config(self, **kw):
-        from .train import TrainConfig
-
+    def config(self, pairs: str | None = None, flip_rate: float = 0.0, **kw) -> TrainConfig:
         b, d = self.prof["budget"], self.prof.get("data", {})
-        base = dict(samples=parse_count(b["samples"]), eval_every=parse_count(b["eval_every"]), pairs=b["pairs"],
-                    train_subset=d.get("train_subset"), val_subset=d.get("val_subset"),
-                    val_pairs=d.get("val_pairs", 20_000), device=self.device, data_dir=self.data_dir,
-                    progress=self.progress)
+        source = MnistSource(pairs=pairs or b["pairs"], train_subset=d.get("train_subset"),
+                             val_subset=d.get("val_subset"), val_pairs=d.get("val_pairs", 20_000),
+                             flip_rate=flip_rate, data_dir=self.data_dir)
+        base = dict(samples=parse_count(b["samples"]), eval_every=parse_count(b["eval_every"]), device=self.device,
+                    progress=self.progress, data=source)
         return TrainConfig(**{**base, **kw})
 
     def run(self, **kw) -> dict[str, Any]:
         """Train the run (or reuse it) and evaluate it on the test split."""
-        from .evaluate import evaluate_run
-        from .train import train
-
         cfg = self.config(**kw)
-        d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "device", "data_dir")}
-        h = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
-        tag = "-".join(str(v) for v in (cfg.model, cfg.pairs, cfg.relation) if v) + \
+        tag = "-".join(str(v) for v in (cfg.model, cfg.data.pairs, cfg.relation) if v) + \
             (f"-flip{cfg.flip_rate:g}-{cfg.noise_correction}" if cfg.flip_rate else "")
-        folder = self.out / "runs" / f"{tag}-{h}"
+        folder = run_folder(self.out, tag, cfg)
         self.n_runs += 1
-        _log(f"[{self.n_runs}] {tag} -> {folder}")
-        summary = train(cfg, folder, resume=True, mnist=self.mnist)
+        log(f"[{self.n_runs}] {tag} -> {folder}")
+        summary = train(cfg, folder, resume=True)
         self.train_times[str(folder)] = summary["train_time_s"]
-        ev = (_cached_json(folder / "eval.json", folder / "best.safetensors")
-              or evaluate_run(folder, mnist=self.mnist, device=self.device))
+        ev = cached_json(folder / "eval.json", folder / "best.safetensors") or evaluate_run(folder, device=self.device)
         return {"folder": str(folder), "train_time_s": summary["train_time_s"],
                 "eval": {k: v for k, v in ev.items() if k not in ("run_dir", "confusion_matrix")}}
 
     def fewshot(self, rec: dict, shots: list[int], method: str) -> dict[str, dict]:
-        from .fewshot import fewshot_eval
-
         name = "fewshot.json" if method == "linear" else f"fewshot-{method}.json"
         folder = Path(rec["folder"])
         draws = int(self.prof["fewshot"]["draws"])
-        cached = _cached_json(folder / name, folder / "best.safetensors",
+        cached = cached_json(folder / name, folder / "best.safetensors",
                               lambda r: r["draws"] == draws and all(str(k) in r["shots"] or k == 0 for k in shots))
         if cached:
             return cached["shots"]
-        r = fewshot_eval(rec["folder"], shots=shots, draws=draws, mnist=self.mnist, device=self.device, method=method)
+        r = fewshot_eval(rec["folder"], shots=shots, draws=draws, device=self.device, method=method)
         return r["shots"]
 
 
@@ -102,8 +95,6 @@ def run_beyond(prof: dict, out: str | Path | None, device: str = "auto", data_di
                progress: bool = True) -> dict[str, Any]:
     """Run the four studies of a ``kind = "beyond"`` profile; write results.json, report.md,
     report.html and figures/ into ``out``; return the results."""
-    from .reproduce import machine_info
-
     t0 = time.perf_counter()
     out = Path(out) if out else Path("runs") / f"reproduce-{prof['name']}"
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -118,9 +109,9 @@ def run_beyond(prof: dict, out: str | Path | None, device: str = "auto", data_di
     ranker, siam = runs[("ranker", "gt")], runs[("siamese", "gt")]
     res["ranker"] = {"relational_accuracy": ranker["eval"]["relational_accuracy"],
                      "spearman_rho": ranker["eval"]["spearman_rho"],
-                     "cutpoints": {k: _pct(v["accuracies"]) for k, v in st.fewshot(ranker, [0, 1, 3], "cutpoints").items()}}
+                     "cutpoints": {k: pct(v["accuracies"]) for k, v in st.fewshot(ranker, [0, 1, 3], "cutpoints").items()}}
     ks = list(prof["efficiency"]["shots"])
-    res["siamese_k"] = {method: {k: _pct(v["accuracies"]) for k, v in st.fewshot(siam, ks, method).items()}
+    res["siamese_k"] = {method: {k: pct(v["accuracies"]) for k, v in st.fewshot(siam, ks, method).items()}
                         for method in ("linear", "anchors")}
 
     # 3. Noise.
@@ -130,9 +121,9 @@ def run_beyond(prof: dict, out: str | Path | None, device: str = "auto", data_di
             for corr in (["none"] if e == 0 else ["none", "given"]):
                 rec = runs[(m, "gt")] if e == 0 else st.run(model=m, flip_rate=e, noise_correction=corr)
                 if m == "siamese":
-                    acc = _pct(st.fewshot(rec, [1], "linear")["1"]["accuracies"])
+                    acc = pct(st.fewshot(rec, [1], "linear")["1"]["accuracies"])
                 else:
-                    acc = _pct([rec["eval"]["classification_accuracy"]])
+                    acc = pct([rec["eval"]["classification_accuracy"]])
                 res["noise"][f"{m}/{e:g}/{corr}"] = {"model": m, "rate": e, "correction": corr, "accuracy": acc,
                                                      "relational_accuracy": rec["eval"]["relational_accuracy"]}
 
@@ -147,9 +138,9 @@ def run_beyond(prof: dict, out: str | Path | None, device: str = "auto", data_di
             else:
                 rec = st.run(model=m, pairs=size, samples=eff_samples)
             if m == "ranker":
-                acc = _pct(st.fewshot(rec, [3], "cutpoints")["3"]["accuracies"])
+                acc = pct(st.fewshot(rec, [3], "cutpoints")["3"]["accuracies"])
             else:
-                acc = _pct([rec["eval"]["classification_accuracy"]])
+                acc = pct([rec["eval"]["classification_accuracy"]])
             res["efficiency"][f"{m}/{size}"] = {"model": m, "pairs": size, "accuracy": acc,
                                                 "relational_accuracy": rec["eval"]["relational_accuracy"]}
 
@@ -193,8 +184,6 @@ def _tables(res: dict, prof: dict) -> list[tuple[str, list[str], list[list[str]]
 
 
 def _figures(res: dict, prof: dict, out: Path) -> dict[str, str]:
-    from .plots import plot_lines
-
     figs = {}
     rates = prof["noise"]["rates"]
     panels = []
@@ -266,10 +255,6 @@ NOTES = [
 
 
 def _write_reports(res: dict, out: Path) -> None:
-    import html
-
-    from .reproduce import html_figures, html_head, html_table, md_figures, md_table
-
     m = res["machine"]
     b = res["budget"]
     intro = (f"Machine: {m['cpu']}, {m['cores']} cores{', GPU ' + m['gpu'] if m['gpu'] else ''}; torch {m['torch']}. "

@@ -1,0 +1,142 @@
+"""Every setting of a training run, and the registries the CLI reads its choices from.
+
+``config.json`` in a run folder is a :class:`TrainConfig`, resolved. Settings that apply to every
+run are plain fields; where the data comes from is one nested part, a data source
+(:class:`~relcomp.data.sources.MnistSource` or :class:`~relcomp.data.sources.UserSource`), which
+validates its own fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data.comparisons import CONTRADICTIONS
+from .data.pairs import RELATIONS
+from .data.sources import SOURCES, MnistSource, UserSource, source_from_dict, source_to_dict
+from .errors import ConfigError
+from .losses import LOSSES
+from .models import MODELS, model_class
+
+NOISE_CORRECTIONS = ("none", "given", "estimate")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+__all__ = ["CONTRADICTIONS", "LOSSES", "MODELS", "NOISE_CORRECTIONS", "PRECISIONS", "RELATIONS", "SOURCES",
+           "TrainConfig"]
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run."""
+
+    model: str = "weak"                 # a name of relcomp.models.MODELS
+    relation: str = "gt"                # gt (A > B, ties dropped) | ge (ties a third outcome) | same (same class?)
+    loss: str = "correct"               # a name of relcomp.losses.LOSSES (paper-code: weak model on gt only)
+    num_classes: int = 10               # K ordered classes of the weak model (and the supervised head)
+    dropout: float = 0.2                # the paper's; 0 makes runs comparable step for step (tests)
+    epochs: float | None = None         # budget in passes over the training set ...
+    samples: int | None = None          # ... or in samples seen (images or pairs); default: the model's
+    eval_every: int | None = None       # samples between evaluations; None: one epoch, at most 100k
+    batch_size: int | None = None       # None: the model's default (64 supervised, 128 relational)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    noise_correction: str = "none"      # none | given (forward correction with the flip rate) | estimate (from val)
+    seed: int = 0                       # model seed: initialisation, batch order, dropout
+    device: str = "auto"
+    precision: str = "auto"             # auto | bf16 | fp32 (bf16 autocast, fp32 master weights)
+    channels_last: bool = True          # NHWC activations: about 1.4x faster with bf16 on CPU, same math
+    deterministic: bool = False
+    progress: bool = True
+    data: MnistSource | UserSource = field(default_factory=MnistSource)
+
+    def validate(self) -> None:
+        """Raises: ConfigError on an impossible setting."""
+        cls = model_class(self.model)
+        _choice("--loss", self.loss, LOSSES)
+        _choice("--relation", self.relation, RELATIONS)
+        _choice("--noise-correction", self.noise_correction, NOISE_CORRECTIONS)
+        _choice("--precision", self.precision, PRECISIONS)
+        if self.epochs is not None and self.samples is not None:
+            raise ConfigError("give --epochs or --samples, not both")
+        for name in ("epochs", "samples", "batch_size", "eval_every"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.num_classes < 2:
+            raise ConfigError(f"--classes must be at least 2, got {self.num_classes}")
+        if self.loss == "paper-code" and (self.model != "weak" or self.relation != "gt"):
+            raise ConfigError("--loss paper-code is the paper's bug in the weak model on the gt relation only")
+        if self.relation != "gt" and not cls.relational:
+            raise ConfigError(f"--relation {self.relation} applies to models trained on pairs")
+        self._validate_noise()
+        self.data.validate(cls.relational, self.relation)
+
+    def _validate_noise(self) -> None:
+        if self.noise_correction == "none":
+            return
+        if self.loss != "correct":
+            raise ConfigError("noise correction applies to the correct loss")
+        if self.noise_correction == "given" and self.flip_rate == 0:
+            raise ConfigError("--noise-correction given uses --flip-rate as the noise rate; give a --flip-rate > 0")
+
+    @property
+    def flip_rate(self) -> float:
+        """The simulated flip rate of the source (0 for your own data)."""
+        return getattr(self.data, "flip_rate", 0.0)
+
+    @property
+    def relational(self) -> bool:
+        return model_class(self.model).relational
+
+    def resolved_batch_size(self) -> int:
+        return self.batch_size or model_class(self.model).batch_size
+
+    def budget(self, n_train: int) -> int:
+        """Samples to train for: explicit --samples, else --epochs x set size, else the model's
+        default (5 epochs supervised, 150k pairs relational: about a minute on a 2-core CPU)."""
+        cls = model_class(self.model)
+        if self.samples is not None:
+            return int(self.samples)
+        epochs = self.epochs if self.epochs is not None else cls.default_epochs
+        if epochs is not None:
+            return int(round(epochs * n_train))
+        return int(cls.default_samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "data"}
+        return {**d, "data": source_to_dict(self.data)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config from ``to_dict`` output; a flat config.json of relcomp 0.1 is read too."""
+        d = dict(d)
+        data = d.pop("data", None)
+        if not isinstance(data, dict):
+            data = {"source": "user" if d.get("images") else "mnist", **d}
+        names = {f.name for f in dataclasses.fields(cls)} - {"data"}
+        return cls(**{k: v for k, v in d.items() if k in names}, data=source_from_dict(data))
+
+    def semantic(self) -> dict[str, Any]:
+        """The settings that change what is learned (a run may be resumed with other values of the
+        rest); their hash names study run folders."""
+        d = {k: v for k, v in self.to_dict().items() if k not in NON_SEMANTIC}
+        d["data"] = {k: v for k, v in d["data"].items() if k not in NON_SEMANTIC}
+        return d
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+# Settings that do not change what is learned.
+NON_SEMANTIC = frozenset({"progress", "device", "data_dir", "resolved"})
+
+
+def _choice(option: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{option} must be one of {', '.join(choices)}, got {value!r}")

@@ -1,0 +1,303 @@
+"""Data sources: where a run's images, pairs and (optional) labels come from.
+
+A source is the ``data`` part of a :class:`~relcomp.config.TrainConfig` *and* knows how to load
+itself, so training, evaluation, few-shot transfer and the CLI never ask which source they have:
+
+- :class:`MnistSource`: the paper's MNIST splits and pair sets (optionally with simulated noise);
+- :class:`UserSource`: a user's image folder or ``.npy`` and comparisons file (+ optional labels).
+
+Each gives :class:`Data` for training (one float tensor per split; batches are index gathers
+into it), a :class:`TestSplit` for evaluation and a :class:`ShotPool` for few-shot transfer.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..utils import parse_count
+from .comparisons import CONTRADICTIONS
+from .mnist import Split, load_mnist
+from .pairs import Pairs, flip_outcomes, make_pairs, mnist_pairs
+
+N_TEST_PAIRS = 20_000
+
+
+def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W) in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    return x.to(device=device, dtype=torch.float32).div_(255.0)
+
+
+def pairs_to_device(pairs: Pairs, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(i, j, z, w) tensors; ``w`` is None when the pairs carry no weights."""
+    return (torch.from_numpy(pairs.i.astype(np.int64)).to(device),
+            torch.from_numpy(pairs.j.astype(np.int64)).to(device),
+            torch.from_numpy(pairs.z.astype(np.float32)).to(device),
+            None if pairs.w is None else torch.from_numpy(pairs.w.astype(np.float32)).to(device))
+
+
+@dataclass
+class Data:
+    """What the training loop consumes: images as float tensors, train pairs (or labels) and the
+    val split it selects the best checkpoint on."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    train_pairs: Pairs | None         # None: the model learns from the labels train_y
+    val_pairs: Pairs | None
+    fingerprint: dict | None = None   # user data: hashes of the inputs, checked on resume
+    report: dict | None = None        # user data: the validation report
+    _index: tuple | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_pairs) if self.train_pairs is not None else len(self.train_y)
+
+    def batch(self, idx: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor | None]:
+        """(model inputs, targets, weights) of the training samples ``idx``: an image pair and its
+        outcome code, or an image and its label."""
+        if self.train_pairs is None:
+            return (self.train_x[idx],), self.train_y[idx], None
+        if self._index is None:
+            self._index = pairs_to_device(self.train_pairs, self.train_x.device)
+        i, j, z, w = self._index
+        a, b = i[idx], j[idx]
+        return (self.train_x[a], self.train_x[b]), z[idx], None if w is None else w[idx]
+
+
+@dataclass
+class TestSplit:
+    """What a run is evaluated on: uint8 images, labels (-1 where unknown) and pairs."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    pairs: Pairs
+
+
+@dataclass
+class ShotPool:
+    """Labelled images to draw k shots per class from, and those to test on. ``same_pool``: the
+    shots come from the test items themselves (a user's few labels)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    same_pool: bool
+
+
+class DataSource(Protocol):
+    kind: ClassVar[str]
+    pair_seed: int
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def image_size(self) -> int: ...
+
+    def validate(self, relational: bool, relation: str) -> None: ...
+
+    def resolved(self) -> DataSource: ...
+
+    def load(self, device: torch.device, relational: bool, relation: str, num_classes: int | None,
+             progress: bool) -> Data: ...
+
+    def test_split(self, relation: str) -> TestSplit: ...
+
+    def shot_pool(self, labels: str | None = None) -> ShotPool: ...
+
+    def tag(self) -> str: ...
+
+
+def _subset(split: Split, n: int | None) -> Split:
+    return split if n is None else Split(split.name, split.images[:n], split.labels[:n])
+
+
+@dataclass
+class MnistSource:
+    """The paper's MNIST: 50k train / 10k val / 10k test images, pair sets stored as indices."""
+
+    kind: ClassVar[str] = "mnist"
+    pairs: str = "50k"                  # size of the train pair set (relational models)
+    val_pairs: int = 20_000
+    train_subset: int | None = None     # use only the first N train images (tests, smoke profile)
+    val_subset: int | None = None       # use only the first N val images
+    pair_seed: int = 42                 # seed of the pair sets, separate from the model seed
+    flip_rate: float = 0.0              # simulated annotators: flip this share of train and val outcomes
+    data_dir: str | None = None         # MNIST and pair cache (default $RELCOMP_DATA_DIR or ~/.cache/relcomp)
+
+    channels: ClassVar[int] = 1
+    image_size: ClassVar[int] = 28
+
+    @property
+    def n_pairs(self) -> int:
+        return parse_count(self.pairs)
+
+    def validate(self, relational: bool, relation: str) -> None:
+        parse_count(self.pairs)
+        for name in ("val_pairs", "train_subset", "val_subset"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
+        if not 0 <= self.flip_rate < 0.5:
+            raise ConfigError(f"--flip-rate must be in [0, 0.5), got {self.flip_rate}")
+
+    def resolved(self) -> MnistSource:
+        return self
+
+    def load(self, device: torch.device, relational: bool, relation: str, num_classes: int | None = None,
+             progress: bool = False) -> Data:
+        mnist = load_mnist(self.data_dir)
+        train, val = _subset(mnist.train, self.train_subset), _subset(mnist.val, self.val_subset)
+        train_pairs = self._pairs(mnist, train, "train", self.n_pairs, self.train_subset, relation) if relational else None
+        val_pairs = self._pairs(mnist, val, "val", self.val_pairs, self.val_subset, relation)
+        if self.flip_rate > 0:
+            # Noisy annotators everywhere but in the test set: train and val outcomes are corrupted.
+            train_pairs = flip_outcomes(train_pairs, self.flip_rate, self.pair_seed + 7, relation)
+            val_pairs = flip_outcomes(val_pairs, self.flip_rate, self.pair_seed + 8, relation)
+        return Data(to_tensor(train.images, device), torch.from_numpy(train.labels).to(device),
+                    to_tensor(val.images, device), torch.from_numpy(val.labels).to(device), train_pairs, val_pairs)
+
+    def _pairs(self, mnist, split: Split, name: str, n: int, subset: int | None, relation: str) -> Pairs:
+        if subset is None:
+            return mnist_pairs(mnist, name, n, self.pair_seed, relation, data_dir=self.data_dir)
+        # a subset's pairs are cheap and not the paper's: made in memory
+        return make_pairs(split.labels, n, self.pair_seed + (name == "val"), relation)
+
+    def test_split(self, relation: str) -> TestSplit:
+        mnist = load_mnist(self.data_dir)
+        pairs = mnist_pairs(mnist, "test", N_TEST_PAIRS, self.pair_seed, relation, data_dir=self.data_dir)
+        return TestSplit("MNIST test", mnist.test.images, mnist.test.labels, pairs)
+
+    def shot_pool(self, labels: str | None = None) -> ShotPool:
+        if labels is not None:
+            raise ConfigError("--labels applies to runs trained on your own data")
+        m = load_mnist(self.data_dir)
+        return ShotPool(m.train.images, m.train.labels, m.test.images, m.test.labels, same_pool=False)
+
+    def tag(self) -> str:
+        return self.pairs + (f"-flip{self.flip_rate:g}" if self.flip_rate else "")
+
+
+@dataclass
+class UserSource:
+    """A user's images and pairwise judgements (see :mod:`relcomp.data.comparisons` for the formats)."""
+
+    kind: ClassVar[str] = "user"
+    images: str = ""                    # image folder or .npy array
+    comparisons: str = ""               # CSV/Parquet: a, b, outcome[, annotator, weight]
+    labels: str | None = None           # optional CSV/Parquet: item, label (evaluation and few-shot)
+    image_size: int = 28                # every image is resized to image_size x image_size ...
+    channels: int = 1                   # ... and converted to 1 (grayscale) or 3 (RGB) channels
+    val_fraction: float = 0.1           # share of distinct compared pairs held out for validation
+    contradictions: str = "keep"        # pairs judged both ways: keep | drop | majority
+    pair_seed: int = 42                 # seed of the train/val split
+
+    def validate(self, relational: bool, relation: str) -> None:
+        if not self.images or not self.comparisons:
+            raise ConfigError("your own data needs both --images and --comparisons")
+        if not relational:
+            raise ConfigError("this model needs labels for every image; train a relational model on comparisons")
+        if relation != "gt":
+            raise ConfigError("--relation ge/same applies to MNIST (your comparisons are A > B judgements)")
+        if self.image_size < 4 or self.image_size % 4:
+            raise ConfigError(f"--image-size must be a positive multiple of 4, got {self.image_size}")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"--channels must be 1 or 3, got {self.channels}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.contradictions not in CONTRADICTIONS:
+            raise ConfigError(f"--contradictions must be one of {', '.join(CONTRADICTIONS)}")
+
+    def resolved(self) -> UserSource:
+        """The same source with absolute paths: a run folder must not depend on the directory it
+        was started from."""
+        return dataclasses.replace(self, images=_absolute(self.images), comparisons=_absolute(self.comparisons),
+                                   labels=_absolute(self.labels))
+
+    def read(self, num_classes: int | None = None, progress: bool = False):
+        """The user's data, loaded and validated (:class:`~relcomp.data.user.UserData`)."""
+        from .user import load_user_data
+
+        return load_user_data(self.images, self.comparisons, self.labels, self.image_size, self.channels,
+                              self.val_fraction, self.pair_seed, self.contradictions, num_classes, progress=progress)
+
+    def load(self, device: torch.device, relational: bool, relation: str, num_classes: int | None = None,
+             progress: bool = False) -> Data:
+        """All images form one tensor that the train pairs index; validation embeds only the items
+        that the held-out pairs (or the labels) touch, re-indexed."""
+        ud = self.read(num_classes, progress)
+        n = len(ud.images)
+        y = ud.labels if ud.labels is not None else np.full(n, -1, np.int64)
+        touched = np.zeros(n, bool)
+        touched[ud.val.i] = touched[ud.val.j] = True
+        rows = np.flatnonzero(touched | (y >= 0))
+        remap = np.full(n, -1, np.int32)
+        remap[rows] = np.arange(len(rows), dtype=np.int32)
+        val = Pairs(remap[ud.val.i], remap[ud.val.j], ud.val.z, dict(ud.val.meta, split_size=len(rows)), ud.val.w)
+        x = to_tensor(ud.images.images, device)
+        yt = torch.from_numpy(y).to(device)
+        keep = torch.from_numpy(rows).to(device)
+        return Data(x, yt, x[keep], yt[keep], ud.train, val, fingerprint=ud.fingerprint, report=ud.report())
+
+    def test_split(self, relation: str) -> TestSplit:
+        """The held-out comparisons (the val split, which picked the best checkpoint: the figure is
+        slightly optimistic) and the labelled items (never seen in training)."""
+        ud = self.read()
+        labels = ud.labels if ud.labels is not None else np.full(len(ud.images), -1, np.int64)
+        return TestSplit("held-out comparisons and labelled items", ud.images.images, labels, ud.val)
+
+    def shot_pool(self, labels: str | None = None) -> ShotPool:
+        """A user's labelled items are both the shot pool and the test set (each draw is scored on
+        the items it did not train on)."""
+        from .comparisons import load_labels
+        from .images import load_images
+
+        labels = labels or self.labels
+        if labels is None:
+            raise ConfigError("this run was trained without a labels file; pass --labels FILE (columns item,label)")
+        items = load_images(self.images, self.image_size, self.channels)
+        y_all = load_labels(labels, items)
+        have = np.flatnonzero(y_all >= 0)
+        return ShotPool(items.images[have], y_all[have], items.images[have], y_all[have], same_pool=True)
+
+    def tag(self) -> str:
+        return Path(self.comparisons).stem
+
+
+SOURCES: dict[str, type] = {"mnist": MnistSource, "user": UserSource}
+
+
+def source_to_dict(source: Any) -> dict[str, Any]:
+    return {"source": source.kind, **dataclasses.asdict(source)}
+
+
+def source_from_dict(d: dict[str, Any]) -> MnistSource | UserSource:
+    """The source a ``config.json`` describes.
+
+    Raises:
+        ConfigError: an unknown source kind.
+    """
+    d = dict(d)
+    kind = d.pop("source", "mnist")
+    if kind not in SOURCES:
+        raise ConfigError(f"unknown data source {kind!r}; choose from {', '.join(SOURCES)}")
+    cls = SOURCES[kind]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())

@@ -1,0 +1,148 @@
+"""What the studies share: profiles, the run cache, table cells, report writers, machine facts.
+
+A study run lives in ``<out>/runs/<tag>-<hash>``, where the hash covers every setting that changes
+what is learned (:meth:`relcomp.config.TrainConfig.digest`): a rerun reuses finished runs and
+continues interrupted ones, and two studies that need the same run share it.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import platform
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+def run_folder(out: Path, tag: str, cfg) -> Path:
+    """Where a study keeps the run of ``cfg``: named by a tag and the hash of its settings."""
+    return out / "runs" / f"{tag}-{cfg.digest()}"
+
+
+def profile_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("relcomp").joinpath("configs").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """A named profile (``quick``, ``paper``, ``smoke``) or the path of a TOML file.
+
+    Raises:
+        ConfigError: unknown name, unreadable file or missing keys.
+    """
+    path = Path(name)
+    try:
+        if path.suffix == ".toml" and path.exists():
+            text = path.read_text()
+        elif name in profile_names():
+            text = resources.files("relcomp").joinpath("configs", f"{name}.toml").read_text()
+        else:
+            raise ConfigError(f"unknown profile {name!r}; choose from {', '.join(profile_names())} or give a .toml file")
+        prof = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"profile {name}: invalid TOML ({e})") from None
+    prof["name"] = path.stem if path.suffix == ".toml" else name
+    if prof.get("kind") == "beyond":
+        return prof
+    for section, key in (("supervised", "epochs"), ("relational", "sizes"), ("relational", "samples"),
+                         ("fewshot", "shots"), ("fewshot", "draws")):
+        if key not in prof.get(section, {}):
+            raise ConfigError(f"profile {name}: missing [{section}] {key}")
+    prof.setdefault("weak", {}).setdefault("losses", ["paper-code", "correct"])
+    prof.setdefault("analysis", {}).setdefault("tsne_points", 2000)
+    prof.setdefault("data", {})
+    return prof
+
+
+def cached_json(path: Path, newer_than: Path, check=lambda d: True) -> dict | None:
+    if path.exists() and path.stat().st_mtime >= newer_than.stat().st_mtime:
+        try:
+            d = json.loads(path.read_text())
+            return d if check(d) else None
+        except json.JSONDecodeError:
+            return None
+    return None
+
+
+def pct(values, paper: float | None = None) -> dict[str, Any]:
+    """A table cell in percent: mean, std (sample, 0 for one value), n, the values (and the paper's number)."""
+    v = np.asarray(values, dtype=float) * 100
+    cell = {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "n": int(len(v)), "values": [float(x) for x in v]}
+    return cell if paper is None else {**cell, "paper": paper}
+
+
+def log(msg: str) -> None:
+    print(f"relcomp: {msg}", file=sys.stderr, flush=True)
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def fmt(cell: dict | None) -> str:
+    if not cell or cell.get("mean") is None:
+        return "—"
+    return f"{cell['mean']:.2f}" + (f" ± {cell['std']:.2f}" if cell["n"] > 1 else "")
+
+
+def fmt_paper(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def md_figures(figures: dict[str, str]) -> list[str]:
+    lines = []
+    for name, caption in figures.items():
+        lines += [f"![{caption}](figures/{name})", "", f"*{caption}*", ""]
+    return lines
+
+
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = html.escape
+    return ("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>" +
+            "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+
+
+def html_head(title: str) -> list[str]:
+    return ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title><style>",
+            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}",
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}",
+            "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}img{max-width:100%}",
+            "figure{margin:1.5em 0}figcaption{color:#555;font-style:italic}</style></head><body>"]
+
+
+def html_figures(figures: dict[str, str], out: Path) -> list[str]:
+    """Every figure embedded as base64 PNG, so the page is self-contained."""
+    esc = html.escape
+    parts = []
+    for name, caption in figures.items():
+        data = base64.b64encode((out / "figures" / name).read_bytes()).decode()
+        parts.append(f"<figure><img alt='{esc(caption)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return parts
+
+

@@ -1,0 +1,392 @@
+"""``relcomp reproduce``: rerun the paper's whole study and report it beside the paper's numbers.
+
+Plan: one supervised run, one Siamese run per pair-set size, and two weak runs per size (the
+paper's original ``paper-code`` loss and the correct loss), each with every seed asked for. Each
+run lives in its own folder named by a hash of its config, so a rerun reuses finished runs and
+continues interrupted ones. Then: test evaluation, few-shot transfer of the Siamese backbones,
+the ordinal analysis of the embeddings, and the tables, figures and report.
+"""
+from __future__ import annotations
+
+import html
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..analysis import pc1_ordering, stratified_subsample, tsne_2d
+from ..config import TrainConfig
+from ..data.mnist import load_mnist
+from ..data.sources import MnistSource
+from ..engine import train
+from ..evaluate import evaluate_run, test_embeddings
+from ..fewshot import fewshot_eval
+from ..plots import plot_bars, plot_embeddings, plot_relational_curves
+from ..utils import format_count, parse_count, read_jsonl, write_json_atomic, write_text_atomic
+from .common import (
+    cached_json,
+    fmt,
+    fmt_paper,
+    html_figures,
+    html_head,
+    html_table,
+    log,
+    machine_info,
+    md_figures,
+    md_table,
+    pct,
+    run_folder,
+)
+
+# The paper's numbers (percent), by pair-set size: a profile's size that the paper did not run
+# (the smoke profile's 1k, say) gets "—", never a neighbour's number.
+PAPER_SIZES = ["50k", "500k", "5M"]
+PAPER = {
+    "siamese_rel": [99.33, 99.40, 99.45],
+    "weak_rel": [95.90, 98.23, 96.89],
+    "supervised_cls": 99.23,
+    "siamese_cls": {1: [97.80, 98.42, 98.73], 3: [97.63, 98.41, 98.72]},
+    "weak_cls": [20.28, 83.33, 71.19],
+    "rho": {"supervised": 0.193, "siamese": 0.962, "weak": 0.818},
+    "ordering": {"supervised": "2→7→3→1→9→8→4→0→5→6", "siamese": "0→1→2→3→4→6→5→8→7→9"},
+}
+
+
+# The runs the paper measured its rho and ordering on: a Siamese model of 50k pairs and a weak
+# model of 500k pairs trained with its (buggy) loss. Only these rows show the paper's figure.
+PAPER_RHO_RUN = {"supervised": "supervised", "siamese-50k": "siamese", "weak-500k-paper-code": "weak"}
+
+FEWSHOT_STEPS, FEWSHOT_LR = 300, 1e-3
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+@dataclass
+class RunSpec:
+    key: str          # e.g. "weak-500k-correct"
+    group: str        # supervised | siamese | weak
+    size: str | None  # pair-set size
+    loss: str
+    seed: int
+    cfg: TrainConfig
+
+    def folder(self, out: Path) -> Path:
+        return run_folder(out, f"{self.key}-s{self.seed}", self.cfg)
+
+
+def plan(prof: dict[str, Any], seeds: list[int], device: str = "auto", data_dir: str | None = None) -> list[RunSpec]:
+    d = prof["data"]
+
+    def source(pairs: str = "50k") -> MnistSource:
+        return MnistSource(pairs=pairs, train_subset=d.get("train_subset"), val_subset=d.get("val_subset"),
+                           val_pairs=d.get("val_pairs", 20_000), data_dir=data_dir)
+
+    rel = prof["relational"]
+    specs = []
+    for seed in seeds:
+        specs.append(RunSpec("supervised", "supervised", None, "correct", seed,
+                             TrainConfig(model="supervised", epochs=prof["supervised"]["epochs"], seed=seed,
+                                         eval_every=prof["supervised"].get("eval_every"), device=device,
+                                         data=source())))
+        for size in rel["sizes"]:
+            relational = dict(samples=parse_count(rel["samples"]), eval_every=rel.get("eval_every"), seed=seed,
+                              device=device, data=source(size))
+            specs.append(RunSpec(f"siamese-{size}", "siamese", size, "correct", seed,
+                                 TrainConfig(model="siamese", **relational)))
+            for loss in prof["weak"]["losses"]:
+                specs.append(RunSpec(f"weak-{size}-{loss}", "weak", size, loss, seed,
+                                     TrainConfig(model="weak", loss=loss, **relational)))
+    return specs
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+def _cell(values: list[float], paper: float | None = None) -> dict[str, Any]:
+    """A table cell in percent with the paper's number (None where the paper has no such row)."""
+    return {**pct(values), "paper": paper}
+
+
+def reproduce_paper(prof: dict[str, Any], out: Path, seeds: int = 1, device: str = "auto",
+                    data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the paper's study of profile ``prof`` into ``out``; return the content of ``results.json``."""
+    t_start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    specs = plan(prof, list(range(seeds)), device, data_dir)
+    for s in specs:
+        s.cfg.progress = progress
+    shots = list(prof["fewshot"]["shots"])
+    log(f"profile {prof['name']}: {len(specs)} training runs into {out}")
+    runs = {f"{spec.key}/s{spec.seed}": train_and_evaluate(spec, out, n, len(specs), prof, device)
+            for n, spec in enumerate(specs, 1)}
+    log("ordinal analysis (PC1, Spearman rho) and t-SNE of the test embeddings")
+    ordinal, panels = ordinal_analysis(prof, specs, runs, device, data_dir)
+    sizes = prof["relational"]["sizes"]
+    results = _tables(prof, runs, seeds, shots)
+    results.update({
+        "profile": prof["name"], "description": prof.get("description", ""),
+        "budgets": {"supervised_epochs": prof["supervised"]["epochs"],
+                    "relational_samples": parse_count(prof["relational"]["samples"]), "sizes": sizes,
+                    "fewshot_shots": shots, "fewshot_draws": int(prof["fewshot"]["draws"]), "data": prof["data"]},
+        "seeds": list(range(seeds)), "ordinal": ordinal, "runs": runs, "machine": machine_info(),
+        "command": "relcomp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("relcomp") else None,
+        # Training time of every run, whether trained now or earlier and reused from the cache.
+        "train_time_s_total": round(sum(r["train"]["train_time_s"] for r in runs.values()), 1),
+    })
+    results["figures"] = _figures(out, results, runs, panels, prof)
+    results["wall_time_s"] = round(time.perf_counter() - t_start, 1)
+    write_json_atomic(out / "results.json", results)
+    write_text_atomic(out / "report.md", render_markdown(results))
+    write_text_atomic(out / "report.html", render_html(results, out))
+    return results
+
+
+def train_and_evaluate(spec: RunSpec, out: Path, n: int, total: int, prof: dict, device: str) -> dict[str, Any]:
+    """Train one run (or reuse it), evaluate it on the test split, and few-shot a Siamese backbone."""
+    folder = spec.folder(out)
+    shots, draws = list(prof["fewshot"]["shots"]), int(prof["fewshot"]["draws"])
+    log(f"[{n}/{total}] {spec.key} seed {spec.seed} -> {folder}")
+    summary = train(spec.cfg, folder, resume=True)
+    ev = cached_json(folder / "eval.json", folder / "best.safetensors") or evaluate_run(folder, device=device)
+    rec = {"key": spec.key, "group": spec.group, "size": spec.size, "loss": spec.loss, "seed": spec.seed,
+           "folder": str(folder), "train": summary, "eval": {k: v for k, v in ev.items() if k != "run_dir"}}
+    if spec.group == "siamese":
+        fs = cached_json(folder / "fewshot.json", folder / "best.safetensors",
+                         lambda d: d["draws"] == draws and sorted(d["shots"]) == sorted(map(str, shots))
+                         and (d.get("steps"), d.get("lr")) == (FEWSHOT_STEPS, FEWSHOT_LR))
+        rec["fewshot"] = fs or fewshot_eval(folder, shots=shots, draws=draws, seed=spec.seed, device=device,
+                                            steps=FEWSHOT_STEPS, lr=FEWSHOT_LR)
+    return rec
+
+
+def ordinal_analysis(prof: dict, specs: list[RunSpec], runs: dict, device: str,
+                     data_dir: str | None) -> tuple[dict, list[dict]]:
+    """PC1 / Spearman rho of the test embeddings of every seed-0 model; t-SNE panels of a few.
+    The paper's rho and ordering sit only beside the models the paper measured them on."""
+    sizes = prof["relational"]["sizes"]
+    tsne_keys = ["supervised", f"siamese-{sizes[-1]}"] + [f"weak-{sizes[-1]}-{loss}"
+                                                          for loss in reversed(prof["weak"]["losses"])]
+    test_labels = load_mnist(data_dir).test.labels
+    sub = stratified_subsample(test_labels, int(prof["analysis"]["tsne_points"]), seed=0)
+    ordinal, panels = {}, []
+    for key in [s.key for s in specs if s.seed == 0]:
+        rec = runs[f"{key}/s0"]
+        outs = test_embeddings(rec["folder"], device=device)
+        o = pc1_ordering(outs["embeddings"], outs["labels"])
+        paper_key = PAPER_RHO_RUN.get(key)
+        ordinal[key] = {"rho": o["rho"], "rho_raw": o["rho_raw"], "ordering": o["ordering"],
+                        "paper_rho": PAPER["rho"][paper_key] if paper_key else None,
+                        "paper_ordering": PAPER["ordering"].get(paper_key) if paper_key else None}
+        if key in tsne_keys:
+            panels.append({"key": key, "title": _pretty(rec), "tsne": tsne_2d(outs["embeddings"][sub]),
+                           "labels": outs["labels"][sub], "pc1": o["projection"], "pc1_labels": outs["labels"],
+                           "rho": o["rho"], "ordering": o["ordering"]})
+    panels.sort(key=lambda p: tsne_keys.index(p["key"]))
+    return ordinal, panels
+
+
+def _pretty(rec: dict) -> str:
+    if rec["group"] == "supervised":
+        return "Supervised"
+    if rec["group"] == "siamese":
+        return f"Siamese ({rec['size']})"
+    return f"Weak ({rec['size']}, {'paper-code' if rec['loss'] == 'paper-code' else 'correct'} loss)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+def _tables(prof: dict, runs: dict, seeds: int, shots: list[int]) -> dict[str, Any]:
+    sizes = prof["relational"]["sizes"]
+    losses = prof["weak"]["losses"]
+
+    def collect(key: str, get) -> list[float]:
+        return [get(runs[f"{key}/s{s}"]) for s in range(seeds) if f"{key}/s{s}" in runs]
+
+    def paper_at(values: list[float], size: str) -> float | None:
+        return values[PAPER_SIZES.index(size)] if size in PAPER_SIZES and values else None
+
+    t1, t2, t3 = [], [], []
+    for size in sizes:
+        t1.append({"row": f"Siamese ({size})", "size": size, "paper_size": (size if size in PAPER_SIZES else None),
+                   "relcomp": _cell(collect(f"siamese-{size}", lambda r: r["eval"]["relational_accuracy"]),
+                                    paper_at(PAPER["siamese_rel"], size))})
+        row = {"row": f"Weak ({size})", "size": size, "paper_size": (size if size in PAPER_SIZES else None),
+               "paper": paper_at(PAPER["weak_rel"], size)}
+        for loss in losses:
+            row[loss] = _cell(collect(f"weak-{size}-{loss}", lambda r: r["eval"]["relational_accuracy"]),
+                              paper_at(PAPER["weak_rel"], size) if loss == "paper-code" else None)
+        t2.append(row)
+    t3.append({"row": "Supervised", "paper": PAPER["supervised_cls"],
+               "relcomp": _cell(collect("supervised", lambda r: r["eval"]["classification_accuracy"]), PAPER["supervised_cls"])})
+    for size in sizes:
+        for shot in shots:
+            vals = [a for r in collect(f"siamese-{size}", lambda r, k=str(shot): r["fewshot"]["shots"][k]["accuracies"])
+                    for a in r]
+            paper = paper_at(PAPER["siamese_cls"].get(shot, []), size)
+            t3.append({"row": f"Siamese ({size}), {shot}-shot", "paper": paper, "relcomp": _cell(vals, paper)})
+    for size in sizes:
+        row = {"row": f"Weakly supervised ({size})", "paper": paper_at(PAPER["weak_cls"], size)}
+        for loss in losses:
+            row[loss] = _cell(collect(f"weak-{size}-{loss}", lambda r: r["eval"]["classification_accuracy"]),
+                              row["paper"] if loss == "paper-code" else None)
+        t3.append(row)
+    return {"tables": {"table1": t1, "table2": t2, "table3": t3}}
+
+
+def table_rows(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The three tables as (title, header, rows) of strings, for the console, Markdown and HTML."""
+    t = results["tables"]
+    out = []
+    out.append(("Table 1. Siamese, relational test accuracy (%)", ["model", "paper", "relcomp"],
+                [[r["row"], fmt_paper(r["relcomp"]["paper"]), fmt(r["relcomp"])] for r in t["table1"]]))
+    out.append(("Table 2. Weakly supervised, relational test accuracy (%)",
+                ["model", "paper", "relcomp, paper-code loss", "relcomp, correct loss"],
+                [[r["row"], fmt_paper(r["paper"]), fmt(r.get("paper-code")), fmt(r.get("correct"))] for r in t["table2"]]))
+    rows3 = []
+    for r in t["table3"]:
+        if "relcomp" in r:
+            rows3.append([r["row"], fmt_paper(r["paper"]), fmt(r["relcomp"]), ""])
+        else:
+            rows3.append([r["row"], fmt_paper(r["paper"]), fmt(r.get("paper-code")), fmt(r.get("correct"))])
+    out.append(("Table 3. Classification test accuracy (%)",
+                ["model", "paper", "relcomp (same method; weak: paper-code loss)", "relcomp, correct loss"], rows3))
+    return out
+
+
+def format_console(results: dict) -> str:
+    lines = []
+    for title, header, rows in table_rows(results):
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+        lines += ["", title, "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+                  "  ".join("-" * w for w in widths)]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines += ["", "Ordinal structure of the test embeddings (PC1 projection, |Spearman rho|):"]
+    for key, o in results["ordinal"].items():
+        paper = f"   paper {o['paper_rho']:.3f}" if o.get("paper_rho") is not None else ""
+        lines.append(f"  {key:<24} |rho| {o['rho']:.3f}  {o['ordering']}{paper}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+def _figures(out: Path, results: dict, runs: dict, panels: list[dict], prof: dict) -> dict[str, str]:
+    sizes = prof["relational"]["sizes"]
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    figs: dict[str, str] = {}
+
+    def copy(src: Path, name: str, caption: str) -> None:
+        if src.exists():
+            shutil.copyfile(src, fig_dir / name)
+            figs[name] = caption
+
+    sup = Path(runs["supervised/s0"]["folder"])
+    copy(sup / "curves.png", "fig2_supervised_curves.png", "Figure 2. Loss and accuracy of the supervised model.")
+    curves = {_pretty(r): read_jsonl(Path(r["folder"]) / "metrics.jsonl") for k, r in runs.items()
+              if k.endswith("/s0") and r["group"] != "supervised"}
+    plot_relational_curves(curves, fig_dir / "curves_relational.png")
+    figs["curves_relational.png"] = "Validation accuracy of every relational run against pairs seen (same budget for every size)."
+    copy(sup / "confusion.png", "fig4_confusion_supervised.png", "Figure 4. Confusion matrix of the supervised model.")
+    mid = sizes[min(1, len(sizes) - 1)]
+    if 3 in prof["fewshot"]["shots"]:
+        copy(Path(runs[f"siamese-{mid}/s0"]["folder"]) / "confusion-3shot.png", "fig5_confusion_siamese_3shot.png",
+             f"Figure 5. Siamese ({mid}) + 3-shot head, pooled over draws.")
+    for letter, loss in zip("ab", prof["weak"]["losses"]):
+        copy(Path(runs[f"weak-{mid}-{loss}/s0"]["folder"]) / "confusion.png", f"fig6_confusion_weak_{loss}.png",
+             f"Figure 6{letter}. Weakly supervised ({mid}), {loss} loss.")
+    plot_embeddings(panels, fig_dir / "fig7_embeddings.png")
+    figs["fig7_embeddings.png"] = ("Figure 7. Top: t-SNE of the 128-d test embeddings, digit medians labelled. "
+                                   "Bottom: projection on the first principal component (oriented so rho > 0) per digit.")
+    groups = {}
+    for r in results["tables"]["table3"]:
+        g = {"paper": r["paper"]} if r["paper"] is not None else {}
+        if "relcomp" in r:
+            g["relcomp, paper's method"] = r["relcomp"]["mean"]
+        else:
+            g["relcomp, paper's method"] = (r.get("paper-code") or {}).get("mean")
+            g["relcomp, correct loss"] = (r.get("correct") or {}).get("mean")
+        groups[r["row"]] = {k: v for k, v in g.items() if v is not None}
+    plot_bars(groups, fig_dir / "classification.png", "Classification test accuracy: paper vs relcomp", "accuracy (%)")
+    figs["classification.png"] = "Table 3 as a chart: the paper's numbers beside relcomp's."
+    return figs
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+def _budget_text(results: dict) -> str:
+    b = results["budgets"]
+    sizes = b["sizes"]
+    per = ", ".join(f"{b['relational_samples'] / parse_count(s):g} epochs of {s}" for s in sizes)
+    data = f" Data subsets: {b['data']}." if b["data"] else ""
+    return (f"Supervised: {b['supervised_epochs']} epochs of 50k images, batch 64. Each relational run: "
+            f"{format_count(b['relational_samples'])} pairs ({per}), batch 128. Adam, lr 1e-3, weight decay 1e-4; "
+            f"the best val checkpoint is evaluated. Few-shot: {b['fewshot_draws']} random draws of k images per class "
+            f"for k in {b['fewshot_shots']}. Seeds: {len(results['seeds'])}.{data}")
+
+
+def time_text(results: dict) -> str:
+    return (f"{results['wall_time_s'] or 0:.0f} s wall time for this invocation; "
+            f"{results['train_time_s_total']:.0f} s of training summed over all runs (including runs reused from the cache)")
+
+
+NOTES = [
+    "Figures are numbered as in the paper. Its Figures 1 and 3 are drawings of the architectures, which "
+    "relcomp's code states exactly (src/relcomp/models.py); they are not redrawn here.",
+    "The paper's weak model fed a probability into a loss that expects logits (`BCEWithLogits` on P(A > B): "
+    "a double sigmoid). The `paper-code` column reproduces that bug; the `correct` column uses the log-space "
+    "binary cross-entropy of P(A > B).",
+    "Spearman rho: the sign of a principal component is arbitrary, so the projection is oriented to make rho "
+    "positive and |rho| is reported; the ordering lists the digits by the median of the oriented projection.",
+    "Few-shot cells are the mean ± standard deviation over the random draws of the labelled images (and seeds); "
+    "the paper reports a single draw.",
+]
+
+
+def render_markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"# relcomp reproduction: profile `{results['profile']}`", "",
+             f"{results.get('description', '')}", "",
+             f"- Machine: {m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m["gpu"] else "") +
+             f"; torch {m['torch']}, Python {m['python']}",
+             f"- Time: {time_text(results)}",
+             f"- Budgets: {_budget_text(results)}", ""]
+    for title, header, rows in table_rows(results):
+        lines += [f"## {title}", ""] + md_table(header, rows) + [""]
+    lines += ["## Ordinal structure (PC1 of the test embeddings)", "",
+              "| model | abs. Spearman rho | discovered ordering | paper rho | paper ordering |", "|---|---|---|---|---|"]
+    for key, o in results["ordinal"].items():
+        pr = "—" if o.get("paper_rho") is None else f"{o['paper_rho']:.3f}"
+        lines.append(f"| {key} | {o['rho']:.3f} | {o['ordering']} | {pr} | {o.get('paper_ordering') or '—'} |")
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES] + ["", "## Figures", ""] + md_figures(results["figures"])
+    return "\n".join(lines)
+
+
+def render_html(results: dict, out: Path) -> str:
+    """A self-contained page: the tables and every figure embedded as base64 PNG."""
+    esc = html.escape
+    m = results["machine"]
+    parts = html_head(f"relcomp reproduction: {results['profile']}") + [
+             f"<h1>relcomp reproduction: profile <code>{esc(results['profile'])}</code></h1>",
+             f"<p>{esc(results.get('description', ''))}</p><ul>",
+             f"<li>Machine: {esc(m['cpu'])}, {m['cores']} cores{', GPU ' + esc(m['gpu']) if m['gpu'] else ''}; "
+             f"torch {esc(m['torch'])}, Python {esc(m['python'])}</li>",
+             f"<li>Time: {esc(time_text(results))}</li><li>Budgets: {esc(_budget_text(results))}</li></ul>"]
+    for title, header, rows in table_rows(results):
+        parts.append(f"<h2>{esc(title)}</h2>" + html_table(header, rows))
+    parts.append("<h2>Ordinal structure (PC1 of the test embeddings)</h2><table><tr><th>model</th><th>|rho|</th>"
+                 "<th>discovered ordering</th><th>paper rho</th><th>paper ordering</th></tr>")
+    for key, o in results["ordinal"].items():
+        pr = "—" if o.get("paper_rho") is None else f"{o['paper_rho']:.3f}"
+        parts.append(f"<tr><td>{esc(key)}</td><td>{o['rho']:.3f}</td><td>{esc(o['ordering'])}</td><td>{pr}</td>"
+                     f"<td>{esc(o.get('paper_ordering') or '—')}</td></tr>")
+    parts.append("</table><h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in NOTES) + "</ul><h2>Figures</h2>")
+    parts += html_figures(results["figures"], out)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
