@@ -146,6 +146,7 @@ def _train(tmp_path, data_dir, name, *args):
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_every_option_from_the_cli(tmp_path, data_dir, capsys):
     from relcomp.cli import main
 

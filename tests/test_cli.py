@@ -12,6 +12,7 @@ def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "relcomp", *args], capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_help_explains_every_command():
     r = run_cli("--help")
     assert r.returncode == 0
@@ -34,6 +35,7 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, capsys):
     assert needle in err and "Traceback" not in err and err.startswith("relcomp: error:")
 
 
+@pytest.mark.slow
 def test_bad_count_is_an_argparse_error():
     r = run_cli("train", "weak", "--samples", "lots")
     assert r.returncode == 2 and "not a count" in r.stderr and "Traceback" not in r.stderr
@@ -48,6 +50,7 @@ def test_corrupt_weights_are_a_clear_error(tmp_path, capsys):
     assert "not a valid safetensors" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fetch_failure_is_a_clear_error(tmp_path):
     import os
 
@@ -87,6 +90,7 @@ def test_train_and_eval_json(mnist, data_dir, tmp_path, capsys):
     (["train", "weak", "--relation", "lt"], "invalid choice"),
     (["nosuchcommand"], "invalid choice"),
 ])
+@pytest.mark.slow
 def test_bad_arguments_are_one_line_and_exit_2(args, needle):
     r = run_cli(*args)
     lines = r.stderr.strip().splitlines()
@@ -94,6 +98,7 @@ def test_bad_arguments_are_one_line_and_exit_2(args, needle):
     assert lines[0].startswith("relcomp") and needle in lines[0] and "--help" in lines[0]
 
 
+@pytest.mark.slow
 def test_help_shows_defaults_without_clutter():
     text = " ".join(run_cli("train", "--help").stdout.split())
     assert "(default: None)" not in text and "(default: False)" not in text

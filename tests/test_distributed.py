@@ -31,6 +31,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
     common = ["train", "weak", "--pairs", "3000", "--samples", "1536", "--train-subset", "1000", "--val-subset", "300",
               "--val-pairs", "500", "--eval-every", "768", "--precision", "fp32", "--dropout", "0",
@@ -68,6 +69,7 @@ def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_distributed_resume_after_sigkill(data_dir, tmp_path):
     import signal
     import time

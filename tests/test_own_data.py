@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 from conftest import write_user_data
 from relcomp.cli import main
 
-pytestmark = pytest.mark.mnist
+pytestmark = [pytest.mark.mnist, pytest.mark.slow]  # a module fixture trains on 1,200 PNGs
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 1200
 
@@ -117,6 +117,7 @@ def test_siamese_fewshot_and_predict_refusal(user, capsys):
     assert "max |difference|" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_python_api_example(user, tmp_path):
     """The README's example, run as a user would."""
     r = subprocess.run([sys.executable, str(ROOT / "examples" / "own_data.py"), str(user["images"]),

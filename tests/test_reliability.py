@@ -41,6 +41,7 @@ KILL_ARGS = ["siamese", "--pairs", "8000", "--samples", "16000", "--train-subset
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_to_the_same_result(data_dir, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     ref = subprocess.run(_cli("train", *KILL_ARGS, "--data-dir", str(data_dir), "--out", str(tmp_path / "ref")),
@@ -77,6 +78,7 @@ def test_sigkill_at_random_moments_then_resume_to_the_same_result(data_dir, tmp_
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_says_how_to_resume(data_dir, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(_cli("train", *KILL_ARGS, "--data-dir", str(data_dir), "--out", str(run)),
@@ -131,6 +133,7 @@ def test_non_finite_loss_stops_with_the_step(mnist, data_dir, tmp_path, monkeypa
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_concurrent_pair_building_does_not_corrupt_the_cache(data_dir, tmp_path):
     shutil.copytree(data_dir / "mnist", tmp_path / "mnist")
     code = ("import sys; from relcomp.data import load_mnist, mnist_pairs; d = sys.argv[1]; "
@@ -162,6 +165,7 @@ def test_crafted_state_file_is_refused_and_never_executed(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_crafted_checkpoint_via_cli_resume_is_exit_2(tmp_path):
     import json
 
@@ -315,6 +319,7 @@ def test_image_and_array_loaders_mutated_files(tmp_path, positions, values, cut)
 # --- determinism -------------------------------------------------------------------------------
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_same_seed_same_metrics(mnist, data_dir, tmp_path):
     for name in ("a", "b"):  # the default path: bf16 where the CPU has it, channels-last
         train(tiny(precision="auto", data_dir=str(data_dir)), tmp_path / name)

@@ -9,7 +9,7 @@ from relcomp.errors import ConfigError
 from relcomp.studies import format_console, load_profile, profile_names, reproduce
 from relcomp.studies.paper import plan
 
-pytestmark = pytest.mark.mnist
+pytestmark = [pytest.mark.mnist, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
