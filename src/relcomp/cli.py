@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,10 @@ def _count(text: str) -> int:
 
 
 def _sub(sub, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=description or help, formatter_class=Formatter)
+    """A subcommand; prose paragraphs of its description are wrapped, lists (lines) kept as written."""
+    paragraphs = (description or help).split("\n\n")
+    text = "\n\n".join(p if "\n" in p else textwrap.fill(p, 100) for p in paragraphs)
+    return sub.add_parser(name, help=help, description=text, formatter_class=Formatter)
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:

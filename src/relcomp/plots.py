@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from .utils import atomic_path  # noqa: E402
+from .utils import atomic_path
 
 
 def _save(fig, path: str | os.PathLike) -> None:
