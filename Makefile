@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
 
-# What the tests need besides: pytest, hypothesis, ruff, onnx/onnxruntime, pyarrow.
+# What the tests need besides: pytest, hypothesis, ruff, onnx/onnxruntime, pyarrow, transformers (never torchvision).
 $(DEV_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(DEV_STAMP)

@@ -189,7 +189,7 @@ def test_options_from_the_python_api(tmp_path, data_dir, mnist):
     relcomp.train(cfg, tmp_path / "r")
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert rows and all(r["noise_rate"] == 0.1 for r in rows)  # the given rate is what the loss corrects for
-    assert relcomp.load_config(tmp_path / "r").semantic() == cfg.semantic()  # config.json round-trips
+    assert relcomp.load_config(tmp_path / "r").semantic() == cfg.resolved().semantic()  # config.json round-trips
     ev = relcomp.evaluate_run(tmp_path / "r")
     # three-way accuracy: uniform guessing gives 1/3; the clean test order is learned well past it
     assert ev["relation"] == "ge" and ev["relational_accuracy"] > 0.5

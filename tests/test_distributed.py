@@ -56,10 +56,11 @@ def test_two_gloo_processes_match_one_process(data_dir, tmp_path):
     w_one = read_weights(tmp_path / "one" / "best.safetensors")[0]
     # The same global batches: the weights agree up to float noise. Element-wise tolerances do not
     # hold across CPUs: Adam turns float-level differences of near-zero gradients into steps of
-    # about lr, so compare each tensor by its relative difference (different data gives ~1).
+    # about lr, so compare each tensor by its relative difference (different data gives ~1; measured
+    # up to 0.022 on a 2-core AMD EPYC with AVX512-BF16, in fp32, where 0.02 failed at 0.2.0 too).
     for k in w_one:
         a, b = w_ddp[k].double(), w_one[k].double()
-        assert (a - b).norm() <= 2e-2 * b.norm() + 1e-6, (k, float((a - b).norm() / b.norm()))
+        assert (a - b).norm() <= 5e-2 * b.norm() + 1e-6, (k, float((a - b).norm() / b.norm()))
     m_ddp, m_one = read_jsonl(tmp_path / "ddp" / "metrics.jsonl"), read_jsonl(tmp_path / "one" / "metrics.jsonl")
     for a, b in zip(m_ddp, m_one):
         assert a["samples"] == b["samples"] and a["step"] == b["step"]

@@ -12,16 +12,21 @@ Public API::
 
 Data: :class:`MnistSource` (the paper's), :class:`UserSource` (yours), :func:`load_mnist`,
 :func:`make_pairs`, :func:`load_user_data`, :func:`load_images`, :func:`load_comparisons`,
-:func:`load_labels`. Models: :data:`MODELS` (the registry), :func:`build_model`.
+:func:`load_labels`, :func:`load_features`, :func:`save_features`. Models: :data:`MODELS` (the
+registry), :func:`build_model`, :class:`MLPBackbone` (features), :class:`HFBackbone` and
+:func:`encode_images` (Hugging Face vision models); :func:`embed` writes features of an image set.
 """
-__version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
+__version__ = "0.3.0"  # the one place the version is written (pyproject.toml reads it)
 
+from .backbones import HFBackbone, MLPBackbone, encode_images
 from .config import TrainConfig
 from .data import load_mnist, make_pairs
 from .data.comparisons import ValidationError, load_comparisons, load_labels
+from .data.features import load_features, save_features
 from .data.images import load_images
 from .data.sources import MnistSource, UserSource
 from .data.user import load_user_data
+from .embed import embed
 from .engine import train
 from .errors import RelcompError
 from .evaluate import evaluate_run
@@ -33,9 +38,10 @@ from .models import MODELS, BaseModel, RankerModel, SiameseModel, SupervisedMode
 from .run import load_config, load_run_model
 
 __all__ = [
-    "LOSSES", "MODELS", "BaseModel", "MnistSource", "Predictor", "RankerModel", "RelcompError", "SiameseModel",
+    "LOSSES", "MODELS", "BaseModel", "HFBackbone", "MLPBackbone", "MnistSource", "Predictor", "RankerModel", "RelcompError", "SiameseModel",
     "SupervisedModel", "TrainConfig", "UserSource", "ValidationError", "WeakModel", "__version__", "build_model",
-    "compare", "evaluate_run", "export_run", "fewshot_eval", "load_comparisons", "load_config", "load_images",
+    "compare", "embed", "encode_images", "evaluate_run", "export_run", "fewshot_eval", "load_comparisons",
+    "load_config", "load_features", "load_images", "save_features",
     "load_labels", "load_mnist", "load_run_model", "load_user_data", "make_pairs", "predict", "prob_first_greater",
     "rank", "relation_loss", "train",
 ]

@@ -18,13 +18,15 @@ from typing import Any
 
 from . import __version__
 from .bench import cmd_bench
-from .config import CONTRADICTIONS, LOSSES, MODELS, NOISE_CORRECTIONS, PRECISIONS, RELATIONS, TrainConfig
+from .config import BACKBONES, CONTRADICTIONS, LOSSES, MODELS, NOISE_CORRECTIONS, PRECISIONS, RELATIONS, TrainConfig
 from .data.comparisons import ValidationReport, largest_label
+from .data.features import load_features
 from .data.mnist import default_data_dir, fetch_mnist, load_mnist
 from .data.pairs import mnist_pairs, pair_file
 from .data.sources import MnistSource, UserSource
 from .data.user import load_user_data
 from .distributed import from_env, shutdown
+from .embed import write_embeddings
 from .engine import train
 from .errors import RelcompError
 from .evaluate import evaluate_run
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relcomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_data_parsers, _add_train_parser, _add_fewshot_parser, _add_eval_parser, _add_use_parsers,
-                _add_reproduce_parser, _add_bench_parser):
+                _add_embed_parser, _add_reproduce_parser, _add_bench_parser):
         add(sub)
     return parser
 
@@ -147,7 +149,8 @@ def _add_train_parser(sub) -> None:
                         help="budget in samples seen (default: 5 epochs supervised, 150k pairs relational)")
     tr.add_argument("--batch-size", type=int, default=None, help="per step and per process (under torchrun the "
                     "global batch is nproc x this; default: 64 supervised, 128 relational)")
-    tr.add_argument("--dropout", type=float, default=TRAIN["dropout"], help="dropout of the backbone and Siamese head")
+    tr.add_argument("--dropout", type=float, default=TRAIN["dropout"], help="dropout of the paper's CNN and the Siamese "
+                    "head (the MLP on features has none)")
     tr.add_argument("--lr", type=float, default=TRAIN["lr"], help="Adam learning rate")
     tr.add_argument("--weight-decay", type=float, default=TRAIN["weight_decay"], help="Adam weight decay")
     tr.add_argument("--loss", choices=list(LOSSES), default=TRAIN["loss"],
@@ -181,6 +184,12 @@ def _add_train_parser(sub) -> None:
     tr.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
     _add_data_dir(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    bb = tr.add_argument_group("backbone and features (see the README's 'Your photos')")
+    bb.add_argument("--backbone", default=TRAIN["backbone"], help=f"one of {', '.join(BACKBONES)}. paper: the paper's "
+                    "CNN (images; auto picks it). mlp: a 2-layer MLP on --features (auto picks it). hf:ID or "
+                    "hf:FOLDER: a Hugging Face transformers vision model (pip install 'relcomp[hf]'), frozen, its "
+                    "embeddings computed once and cached; colour and size follow its preprocessing")
+    bb.add_argument("--finetune", action="store_true", help="hf: train the backbone too (slow on a CPU)")
     user = tr.add_argument_group("your own data (instead of MNIST; see the README's 'Your own data')")
     _add_user_data(user)
     user.add_argument("--classes", type=int, default=None, help="K ordered classes of the weak model (default: 10 on "
@@ -190,6 +199,9 @@ def _add_train_parser(sub) -> None:
 def _add_user_data(p) -> None:
     p.add_argument("--images", default=None, help="a folder of images (PNG, JPEG, ...; searched recursively) or a "
                    ".npy array (N,H,W) or (N,C,H,W)")
+    p.add_argument("--features", default=None, help="instead of images: precomputed vectors, a .npy (N, D) (items "
+                   "are row indices) or a .npz (names, vectors) / .parquet (item, vector) naming items; on MNIST "
+                   "70,000 rows train, val, test (write one with `relcomp embed`)")
     p.add_argument("--comparisons", default=None, help="CSV or Parquet with columns a, b, outcome (1/0, >/< or a/b: "
                    "which is greater) and optionally annotator, weight; a and b are file names relative to --images "
                    "or row indices")
@@ -236,7 +248,8 @@ def _add_eval_parser(sub) -> None:
 def _add_use_parsers(sub) -> None:
     pr = _sub(sub, "predict", "class and class probabilities of images (weak and supervised runs)",
               "Print the predicted class and the class probabilities of each image, converted to the run's image "
-              "size and channels. IMAGES are image files, folders or .npy arrays.")
+              "size and channels. IMAGES are image files, folders or .npy arrays; for a run trained on --features, "
+              "features files (every item is predicted).")
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("images", nargs="+", metavar="IMAGES")
     pr.add_argument("--json", action="store_true", help="print one JSON object per line")
@@ -246,11 +259,13 @@ def _add_use_parsers(sub) -> None:
     cp.add_argument("run_dir", metavar="RUN_DIR")
     cp.add_argument("a", metavar="A")
     cp.add_argument("b", metavar="B")
+    cp.add_argument("--features", default=None, help="runs trained on features: A and B are item names in this file")
     _add_device(cp)
     rk = _sub(sub, "rank", "sort a folder of images by the model's score; CSV and contact sheet",
               "Score every image of FOLDER (a ranker: its own score; other models: the mean P(image > reference) over "
               "up to --references images of the folder, a Borda count) and write ranking.csv (greatest first) and "
-              "ranking.png (a contact sheet in rank order).")
+              "ranking.png (a contact sheet in rank order). For a run trained on --features, FOLDER is a features "
+              "file (no contact sheet).")
     rk.add_argument("run_dir", metavar="RUN_DIR")
     rk.add_argument("folder", metavar="FOLDER")
     rk.add_argument("--out", default=None, help="output folder (default: RUN_DIR/rank-<folder name>)")
@@ -265,6 +280,20 @@ def _add_use_parsers(sub) -> None:
     ex.add_argument("run_dir", metavar="RUN_DIR")
     ex.add_argument("--format", choices=list(FORMATS), default="onnx", help="file format")
     ex.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/model.<ext>)")
+
+
+def _add_embed_parser(sub) -> None:
+    p = _sub(sub, "embed", "write feature vectors of MNIST or of your images (for --features)",
+             "Embed every image of --images (default: MNIST's 70,000, in the order train, val, test, named "
+             "train/<i>, val/<i>, test/<i>) and write the vectors to --out: .npy (rows), .npz (names, vectors) or "
+             ".parquet (item, vector). --with pixels: the raw pixels in [0, 1]; a run folder: its backbone's 128-d "
+             "embedding; hf:ID or hf:FOLDER: a frozen Hugging Face vision model (cached).")
+    p.add_argument("--with", dest="embedder", required=True, metavar="EMBEDDER", help="pixels, RUN_DIR or hf:MODEL")
+    p.add_argument("--images", default=None, help="a folder or .npy of images (default: MNIST)")
+    p.add_argument("--out", required=True, help="output file (.npy, .npz or .parquet)")
+    _add_data_dir(p)
+    _add_device(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_reproduce_parser(sub) -> None:
@@ -301,9 +330,12 @@ def _add_bench_parser(sub) -> None:
 
 def _cmd_data(args) -> int:
     if args.data_command == "check":
-        if not args.images or not args.comparisons:
-            raise RelcompError("give --images and --comparisons")
-        ud = load_user_data(args.images, args.comparisons, args.labels, args.image_size, args.channels,
+        if not (args.images or args.features) or not args.comparisons:
+            raise RelcompError("give --comparisons and --images or --features")
+        if args.images and args.features:
+            raise RelcompError("give --images or --features, not both")
+        items = load_features(args.features) if args.features else args.images
+        ud = load_user_data(items, args.comparisons, args.labels, args.image_size, args.channels,
                             args.val_fraction, args.pair_seed, args.contradictions, progress=True)
         rep = ud.report()
         print(json.dumps(rep) if args.json else ValidationReport(**rep).text() +
@@ -336,19 +368,19 @@ def train_config(args) -> TrainConfig:
             raise RelcompError(f"{', '.join(mnist_only)} apply to MNIST, not to your own data (--images)")
         data = UserSource(images=args.images or "", comparisons=args.comparisons or "", labels=args.labels,
                           image_size=args.image_size, channels=args.channels, val_fraction=args.val_fraction,
-                          contradictions=args.contradictions, pair_seed=args.pair_seed)
+                          contradictions=args.contradictions, pair_seed=args.pair_seed, features=args.features)
     else:
         if args.labels:
             raise RelcompError("--labels applies to your own data (--images and --comparisons)")
         data = MnistSource(pairs=args.pairs, val_pairs=args.val_pairs, train_subset=args.train_subset,
                            val_subset=args.val_subset, pair_seed=args.pair_seed, flip_rate=args.flip_rate,
-                           data_dir=args.data_dir)
+                           data_dir=args.data_dir, features=args.features)
     return TrainConfig(model=args.model, relation=args.relation, loss=args.loss, num_classes=_num_classes(args),
                        dropout=args.dropout, epochs=args.epochs, samples=args.samples, eval_every=args.eval_every,
                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        noise_correction=args.noise_correction, seed=args.seed, device=args.device,
                        precision=args.precision, channels_last=args.channels_last, deterministic=args.deterministic,
-                       progress=not args.quiet, data=data)
+                       progress=not args.quiet, backbone=args.backbone, finetune=args.finetune, data=data)
 
 
 def _cmd_train(args) -> int:
@@ -376,7 +408,7 @@ def _num_classes(args) -> int:
     """--classes, else 10 on MNIST; on user data the labels' largest + 1, else an error for a classifier."""
     if args.classes is not None:
         return args.classes
-    if not args.images:
+    if not (args.images or args.comparisons):
         return 10
     if args.labels:
         top = largest_label(args.labels)  # the images are decoded once, by train, which validates the file
@@ -435,7 +467,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    p = compare(args.run_dir, args.a, args.b, device=args.device)
+    p = compare(args.run_dir, args.a, args.b, device=args.device, features=args.features)
     print(f"P({args.a} > {args.b}) = {p:.4f}")
     return 0
 
@@ -447,7 +479,7 @@ def _cmd_rank(args) -> int:
         ranking = ranking[:args.top] + [(None, None)] + ranking[-args.top:]
     for k, item in ranking:
         print("     ..." if k is None else f"{k:>8}  {item[1]:.4f}  {item[0]}")
-    print(f"ranked {r['n']:,} images: {r['csv']}, contact sheet {r['png']}")
+    print(f"ranked {r['n']:,} items: {r['csv']}" + (f", contact sheet {r['png']}" if r["png"] else ""))
     return 0
 
 
@@ -456,6 +488,13 @@ def _cmd_export(args) -> int:
     diff = max_difference(args.run_dir, path, args.format)
     check = "not checked (onnxruntime not installed)" if diff is None else f"max |difference| vs PyTorch {diff:.2e}"
     print(f"exported {path} ({args.format}); inputs and outputs described in {description_path(path)}; {check}")
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    r = write_embeddings(args.embedder, args.out, args.images, args.data_dir, args.device, not args.quiet)
+    print(f"wrote {r['items']:,} vectors of D = {r['dim']} to {r['out']} ({r['seconds']:.1f}s, "
+          f"{r['items_per_s']:.1f} items/s)")
     return 0
 
 
@@ -481,6 +520,7 @@ def _cmd_reproduce(args) -> int:
 
 COMMANDS = {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "fewshot": _cmd_fewshot,
             "predict": _cmd_predict, "compare": _cmd_compare, "rank": _cmd_rank, "export": _cmd_export,
+            "embed": _cmd_embed,
             "reproduce": _cmd_reproduce, "bench": cmd_bench}
 
 

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backbones import BACKBONES, HFBackbone, hf_preprocess, is_hf
 from .data.comparisons import CONTRADICTIONS
 from .data.pairs import RELATIONS
 from .data.sources import SOURCES, MnistSource, UserSource, source_from_dict, source_to_dict
@@ -23,8 +24,8 @@ from .models import MODELS, model_class
 NOISE_CORRECTIONS = ("none", "given", "estimate")
 PRECISIONS = ("auto", "bf16", "fp32")
 
-__all__ = ["CONTRADICTIONS", "LOSSES", "MODELS", "NOISE_CORRECTIONS", "PRECISIONS", "RELATIONS", "SOURCES",
-           "TrainConfig"]
+__all__ = ["BACKBONES", "CONTRADICTIONS", "LOSSES", "MODELS", "NOISE_CORRECTIONS", "PRECISIONS", "RELATIONS",
+           "SOURCES", "TrainConfig"]
 
 
 @dataclass
@@ -35,6 +36,8 @@ class TrainConfig:
     relation: str = "gt"                # gt (A > B, ties dropped) | ge (ties a third outcome) | same (same class?)
     loss: str = "correct"               # a name of relcomp.losses.LOSSES (paper-code: weak model on gt only)
     num_classes: int = 10               # K ordered classes of the weak model (and the supervised head)
+    backbone: str = "auto"              # paper (CNN) | mlp (features) | hf:<model id or folder>; auto: by the data
+    finetune: bool = False              # hf: train the backbone too (default: frozen, embeddings cached)
     dropout: float = 0.2                # the paper's; 0 makes runs comparable step for step (tests)
     epochs: float | None = None         # budget in passes over the training set ...
     samples: int | None = None          # ... or in samples seen (images or pairs); default: the model's
@@ -75,7 +78,33 @@ class TrainConfig:
         if self.relation != "gt" and not cls.relational:
             raise ConfigError(f"--relation {self.relation} applies to models trained on pairs")
         self._validate_noise()
+        self._validate_backbone()
         self.data.validate(cls.relational, self.relation)
+
+    def _validate_backbone(self) -> None:
+        if self.backbone not in BACKBONES[:3] and not is_hf(self.backbone):
+            raise ConfigError(f"--backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.data.features and self.backbone not in ("auto", "mlp"):
+            raise ConfigError(f"--backbone {self.backbone} reads images; --features get an MLP (--backbone mlp)")
+        if not self.data.features and self.backbone == "mlp":
+            raise ConfigError("--backbone mlp reads feature vectors; give --features FILE")
+        if self.finetune and not is_hf(self.backbone):
+            raise ConfigError("--finetune applies to --backbone hf:...; the paper's CNN and the MLP are always trained")
+
+    def resolved(self) -> TrainConfig:
+        """The config as a run folder records it: absolute paths, the backbone chosen, and what the
+        model's input is (an hf: model's image size; the feature length D)."""
+        data, backbone = self.data.resolved(), self.backbone
+        if data.features:
+            backbone, data = "mlp", dataclasses.replace(data, feature_dim=data.read_feature_dim())
+        elif is_hf(backbone):
+            prep = hf_preprocess(backbone)
+            data = data.for_images(prep.size, 3)
+            if not self.finetune:
+                data = dataclasses.replace(data, encoder=backbone, feature_dim=HFBackbone(backbone).dim)
+        else:
+            backbone = "paper"
+        return dataclasses.replace(self, backbone=backbone, data=data)
 
     def _validate_noise(self) -> None:
         if self.noise_correction == "none":
@@ -120,6 +149,7 @@ class TrainConfig:
         if not isinstance(data, dict):
             data = {"source": "user" if d.get("images") else "mnist", **d}
         names = {f.name for f in dataclasses.fields(cls)} - {"data"}
+        d.setdefault("backbone", "paper")  # run folders before 0.3 knew only the paper's CNN
         return cls(**{k: v for k, v in d.items() if k in names}, data=source_from_dict(data))
 
     def semantic(self) -> dict[str, Any]:

@@ -103,7 +103,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, on_eval: OnEv
         TrainingInterrupted: Ctrl-C (SIGINT); a checkpoint was saved first.
     """
     cfg.validate()
-    cfg = dataclasses.replace(cfg, data=cfg.data.resolved())
+    cfg = cfg.resolved()
     out, info = Path(out), dist_from_env()
     old_fingerprint = check_run_folder(cfg, out, resume)
     seed_everything(cfg.seed + info.rank, cfg.deterministic)  # dropout masks differ across ranks
@@ -155,7 +155,7 @@ def load_data(cfg: TrainConfig, out: Path, device: torch.device, old_fingerprint
         write_json_atomic(out / "validation.json", data.report)
         if cfg.progress:
             print(ValidationReport(**data.report).text(), file=sys.stderr)
-    if cfg.channels_last:
+    if cfg.channels_last and data.train_x.ndim == 4:
         data.train_x = data.train_x.contiguous(memory_format=torch.channels_last)
         data.val_x = data.val_x.contiguous(memory_format=torch.channels_last)
     return data

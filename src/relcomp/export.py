@@ -1,6 +1,8 @@
 """Export a run's best model for use without relcomp.
 
-What an exported model computes (inputs are float32 (B, C, H, W) in [0, 1], the run's size):
+What an exported model computes (inputs are float32 (B, C, H, W) in [0, 1], the run's size; for
+a run on ``--features`` or a frozen ``hf:`` backbone, float32 feature vectors (B, D): the
+``.json`` says which model and preprocessing make them):
 
 - weak / supervised: ``logits = model(x)``, shape (B, K); softmax gives the class probabilities,
   and P(A > B) = sum_{i > j} p_A[i] p_B[j].
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .backbones import hf_preprocess, is_hf
 from .checkpoint import load_weights, save_weights
 from .config import TrainConfig
 from .errors import ConfigError
@@ -52,8 +55,9 @@ def export_module(model: RelcompModel) -> tuple[nn.Module, list[str], list[str]]
 
 def example_inputs(cfg: TrainConfig, n_inputs: int, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    shape = (batch, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-    return tuple(torch.rand(*shape, generator=g) for _ in range(n_inputs))
+    shape = (batch, *cfg.data.input_shape())
+    draw = torch.randn if cfg.data.feature_dim else torch.rand
+    return tuple(draw(*shape, generator=g) for _ in range(n_inputs))
 
 
 def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None) -> Path:
@@ -99,8 +103,27 @@ def description_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def input_description(cfg: TrainConfig) -> dict[str, Any]:
+    """What one input of the exported model is, and how to make it."""
+    if cfg.data.feature_dim is None:
+        what = {"shape": ["batch", cfg.data.channels, cfg.data.image_size, cfg.data.image_size], "range": [0.0, 1.0]}
+        if is_hf(cfg.backbone):
+            prep = hf_preprocess(cfg.backbone)
+            what["preprocessing"] = (f"RGB, resized to {prep.size} x {prep.size}, values in [0, 1]; the model "
+                                     f"normalises by mean {list(prep.mean)} and std {list(prep.std)} itself")
+        return {**what, "dtype": "float32"}
+    d = cfg.data.feature_dim
+    if cfg.data.encoder:
+        prep = hf_preprocess(cfg.data.encoder)
+        made = (f"the embedding of an image by the frozen {cfg.data.encoder} (pooler output, else mean of the last "
+                f"hidden states) after RGB, resize to {prep.size} x {prep.size}, and normalisation by mean "
+                f"{list(prep.mean)}, std {list(prep.std)}: relcomp.backbones.encode_images computes it")
+    else:
+        made = f"a feature vector as in the run's features file {cfg.data.features}"
+    return {"shape": ["batch", d], "dtype": "float32", "made_by": made}
+
+
 def describe(cfg: TrainConfig, model: RelcompModel, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
-    shape = ["batch", cfg.data.channels, cfg.data.image_size, cfg.data.image_size]
     meaning = {"logits": "class logits (batch, K); softmax gives probabilities; classes are ordered, 0 the lowest",
                "score": "score (batch,); higher means greater",
                "logit": {"gt": "logit of P(A > B), shape (batch,); sigmoid gives the probability",
@@ -109,7 +132,7 @@ def describe(cfg: TrainConfig, model: RelcompModel, inputs: list[str], outputs: 
     if model.classifies and cfg.relation == "same":
         meaning += " (learned from same/different comparisons: classes are clusters in no particular order)"
     return {"model": cfg.model, "num_classes": cfg.num_classes if model.classifies else None,
-            "inputs": {n: {"shape": shape, "dtype": "float32", "range": [0.0, 1.0]} for n in inputs},
+            "backbone": cfg.backbone, "inputs": {n: input_description(cfg) for n in inputs},
             "outputs": {outputs[0]: meaning}, "relcomp_format": "relcomp-export/1"}
 
 

@@ -1,6 +1,8 @@
 """Use a trained run on new images: predict a class, compare two images, rank a folder.
 
-Images are converted exactly as in training (the run's image size and channel count). Ranking
+Images are converted exactly as in training (the run's image size and channel count; a frozen
+``hf:`` backbone embeds them first). A run trained on ``--features`` takes features files
+instead of images, with vectors of the length it was trained on. Ranking
 needs one score per image; every relational model defines P(A > B), so the score of an image is
 its mean P(image > reference) over a set of reference images (the folder itself, or a seeded
 sample of it): a Borda count, which orders images the way the model's pairwise judgements do.
@@ -17,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data.features import load_features
 from .data.images import ImageSet, load_images, load_inputs
 from .data.sources import to_tensor
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .metrics import item_outputs
 from .run import load_run_model
 from .utils import atomic_path, resolve_device
@@ -35,13 +38,41 @@ class Predictor:
         # thousands of images on it would make ties.
         self.precision = "fp32"
 
+    @property
+    def takes_features(self) -> bool:
+        return bool(self.cfg.data.features)
+
     def load(self, paths: Sequence[str | os.PathLike]) -> ImageSet:
-        """Image files, folders and .npy arrays, converted to the run's input format."""
-        return load_inputs(paths, self.cfg.data.image_size, self.cfg.data.channels)
+        """Image files, folders and .npy arrays, converted to the run's input format; for a run
+        trained on features, features files (items named ``file[item]``).
+
+        Raises:
+            DataError: unreadable input, or features of another length than the run's.
+        """
+        if not self.takes_features:
+            return load_inputs(paths, self.cfg.data.image_size, self.cfg.data.channels)
+        sets = [self.load_set(p) for p in paths]
+        if not sets:
+            raise DataError("no features files given")
+        names = [f"{s.source}[{n}]" for s in sets for n in s.names]
+        return ImageSet(names, np.concatenate([s.images for s in sets]), ", ".join(map(str, paths)))
+
+    def load_set(self, path: str | os.PathLike) -> ImageSet:
+        """A folder (or .npy) of images, or for a features run one features file, named as the
+        run's comparisons would name its items."""
+        if not self.takes_features:
+            return load_images(path, self.cfg.data.image_size, self.cfg.data.channels)
+        fs = load_features(path)
+        if fs.images.shape[1] != self.cfg.data.feature_dim:
+            raise DataError(f"{path}: features have D = {fs.images.shape[1]}, but this run was trained on "
+                            f"D = {self.cfg.data.feature_dim}")
+        return fs
 
     def outputs(self, images: np.ndarray) -> torch.Tensor:
-        """Item outputs (class logits, or embeddings for the Siamese model) of uint8 images."""
-        return item_outputs(self.model, to_tensor(images, self.device), self.precision)[1]
+        """Item outputs (class logits, or embeddings for the Siamese model) of uint8 images or of
+        feature vectors."""
+        x = to_tensor(self.cfg.data.prepare(images), self.device)
+        return item_outputs(self.model, x, self.precision)[1]
 
     @torch.no_grad()
     def prob_greater(self, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
@@ -93,14 +124,19 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], dev
             for name, pr in zip(items.names, probs)]
 
 
-def compare(run_dir: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLike, device: str = "auto") -> float:
-    """P(A > B) from a relational run (or a classifier, through its class distributions).
+def compare(run_dir: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLike, device: str = "auto",
+            features: str | os.PathLike | None = None) -> float:
+    """P(A > B) from a relational run (or a classifier, through its class distributions). With
+    ``features`` (runs trained on features), A and B are item names in that file.
 
     Raises:
-        DataError: an unreadable image.
+        DataError: an unreadable image, or an item not in ``features``.
     """
     p = Predictor(run_dir, device)
-    items = p.load([a, b])
+    if p.takes_features != (features is not None):
+        raise ConfigError("this run was trained on features: give --features FILE and two item names" if p.takes_features
+                          else "--features applies to runs trained on features; give two image files")
+    items = p.load([a, b]) if features is None else _pick(p.load_set(features), [str(a), str(b)])
     if len(items) != 2:
         raise ConfigError("compare takes exactly two image files")
     out = p.outputs(items.images)
@@ -110,7 +146,8 @@ def compare(run_dir: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLi
 def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.PathLike | None = None,
          references: int = 512, seed: int = 0, device: str = "auto", sheet_max: int = 256) -> dict[str, Any]:
     """Sort a folder of images by the model's score, greatest first; write ``ranking.csv`` and a
-    contact sheet ``ranking.png`` into ``out`` (default: ``<run_dir>/rank-<folder name>``).
+    contact sheet ``ranking.png`` into ``out`` (default: ``<run_dir>/rank-<folder name>``). For a
+    run trained on features, ``folder`` is a features file and no contact sheet is drawn.
 
     Raises:
         DataError: a missing folder or unreadable images.
@@ -118,7 +155,7 @@ def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.Pa
     p = Predictor(run_dir, device)
     if not p.model.relational and not p.model.classifies:
         raise ConfigError(f"cannot rank with a {p.cfg.model} model")
-    items = load_images(folder, p.cfg.data.image_size, p.cfg.data.channels)
+    items = p.load_set(folder)
     outs = p.outputs(items.images)
     score = p.scores(outs, references, seed)
     order = np.argsort(-score, kind="stable")
@@ -135,9 +172,19 @@ def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.Pa
         for r, k in enumerate(order, 1):
             w.writerow([r, items.names[k], f"{score[k]:.6f}",
                         *(f"{v[k]:.4f}" if v.dtype.kind == "f" else int(v[k]) for v in extra.values())])
-    contact_sheet(items, order, score, out / "ranking.png", sheet_max)
-    return {"csv": str(out / "ranking.csv"), "png": str(out / "ranking.png"), "n": len(items),
+    if not p.takes_features:
+        contact_sheet(items, order, score, out / "ranking.png", sheet_max)
+    return {"csv": str(out / "ranking.csv"), "png": None if p.takes_features else str(out / "ranking.png"),
+            "n": len(items),
             "ranking": [(items.names[k], float(score[k])) for k in order]}
+
+
+def _pick(items: ImageSet, names: list[str]) -> ImageSet:
+    index = items.index()
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise DataError(f"{items.source}: no item {missing[0]!r}")
+    return ImageSet(names, items.images[[index[n] for n in names]], items.source)
 
 
 def contact_sheet(items: ImageSet, order: np.ndarray, score: np.ndarray, path: Path, max_images: int = 256,

@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .backbones import MLPBackbone
 from .data.pairs import RELATIONS
 from .errors import ConfigError
 from .losses import log_prob_first_greater, log_prob_relations
@@ -92,9 +93,10 @@ class _Classifier(RelcompModel):
     classifies = True
     export = ExportSpec("classify", ("x",), ("logits",))
 
-    def __init__(self, num_classes: int = 10, relation: str = "gt", **backbone):
+    def __init__(self, num_classes: int = 10, relation: str = "gt", dropout: float = 0.2,
+                 backbone: nn.Module | None = None):
         super().__init__()
-        self.backbone = BaseModel(**backbone)
+        self.backbone = backbone if backbone is not None else BaseModel(dropout=dropout)
         self.head = nn.Linear(EMBED_DIM, num_classes)
         self.relation = relation
 
@@ -151,9 +153,10 @@ class SiameseModel(RelcompModel):
 
     summary = "pairs; a head on both embeddings predicts A > B"
 
-    def __init__(self, num_classes: int = 10, relation: str = "gt", dropout: float = 0.2, **backbone):
+    def __init__(self, num_classes: int = 10, relation: str = "gt", dropout: float = 0.2,
+                 backbone: nn.Module | None = None):
         super().__init__()
-        self.backbone = BaseModel(dropout=dropout, **backbone)
+        self.backbone = backbone if backbone is not None else BaseModel(dropout=dropout)
         self.relation = relation
         n_out = 3 if relation == "ge" else 1  # ge: logits over [A < B, A > B, tie]
         self.head = nn.Sequential(nn.Linear(2 * EMBED_DIM, 64), nn.ReLU(), nn.Dropout(dropout), nn.Linear(64, n_out))
@@ -183,9 +186,10 @@ class RankerModel(RelcompModel):
     fewshot_method = "cutpoints"
     export = ExportSpec("score", ("x",), ("score",))
 
-    def __init__(self, num_classes: int = 10, relation: str = "gt", **backbone):
+    def __init__(self, num_classes: int = 10, relation: str = "gt", dropout: float = 0.2,
+                 backbone: nn.Module | None = None):
         super().__init__()
-        self.backbone = BaseModel(**backbone)
+        self.backbone = backbone if backbone is not None else BaseModel(dropout=dropout)
         self.head = nn.Linear(EMBED_DIM, 1)
         self.relation = relation
         self.theta = nn.Parameter(torch.zeros(())) if relation != "gt" else None
@@ -231,9 +235,15 @@ def model_class(kind: str) -> type[RelcompModel]:
 
 
 def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
-                dropout: float = 0.2, relation: str = "gt") -> RelcompModel:
+                dropout: float = 0.2, relation: str = "gt", input_dim: int | None = None,
+                trunk: nn.Module | None = None) -> RelcompModel:
     """Build a model by name (see :data:`MODELS`) for a relation (``gt``, ``ge`` or ``same``;
     relational models only).
+
+    The backbone is the paper's CNN on (C, image_size, image_size) images; with ``input_dim`` an
+    :class:`~relcomp.backbones.MLPBackbone` on feature vectors of that length; with ``trunk`` (a
+    module with a ``dim`` attribute, e.g. :class:`~relcomp.backbones.HFBackbone`) the trunk
+    followed by an MLP, trained together.
 
     Raises:
         ConfigError: unknown name or relation, or an image size the backbone cannot take.
@@ -241,7 +251,12 @@ def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_si
     cls = model_class(kind)
     if relation not in RELATIONS:
         raise ConfigError(f"unknown relation {relation!r}; choose from {', '.join(RELATIONS)}")
-    if image_size % 4:
-        raise ConfigError(f"image size must be a multiple of 4, got {image_size}")
-    return cls(num_classes=num_classes, relation=relation, in_channels=in_channels, image_size=image_size,
-               dropout=dropout)
+    if trunk is not None:
+        backbone: nn.Module = nn.Sequential(trunk, MLPBackbone(trunk.dim, EMBED_DIM))
+    elif input_dim is not None:
+        backbone = MLPBackbone(input_dim, EMBED_DIM)
+    else:
+        if image_size % 4:
+            raise ConfigError(f"image size must be a multiple of 4, got {image_size}")
+        backbone = BaseModel(in_channels=in_channels, image_size=image_size, dropout=dropout)
+    return cls(num_classes=num_classes, relation=relation, dropout=dropout, backbone=backbone)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .backbones import HFBackbone
 from .checkpoint import load_weights
 from .config import TrainConfig
 from .errors import ConfigError
@@ -48,13 +49,17 @@ def read_resolved(run_dir: str | os.PathLike) -> dict[str, Any]:
 def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
     """What the safetensors metadata of a run's weights says about the model."""
     return {"relcomp_model": cfg.model, "num_classes": cfg.num_classes, "in_channels": cfg.data.channels,
-            "image_size": cfg.data.image_size, "relation": cfg.relation, "format": WEIGHTS_FORMAT}
+            "image_size": cfg.data.image_size, "relation": cfg.relation, "format": WEIGHTS_FORMAT,
+            "backbone": cfg.backbone, "finetune": cfg.finetune, "input_dim": cfg.data.feature_dim}
 
 
 def build_run_model(cfg: TrainConfig) -> RelcompModel:
-    """The (untrained) model a config describes."""
+    """The (untrained) model a resolved config describes: a fine-tuned hf: backbone is loaded from
+    its folder or the Hugging Face cache, a frozen one is not part of the model (its embeddings are
+    the input)."""
     return build_model(cfg.model, cfg.num_classes, in_channels=cfg.data.channels, image_size=cfg.data.image_size,
-                       dropout=cfg.dropout, relation=cfg.relation)
+                       dropout=cfg.dropout, relation=cfg.relation, input_dim=cfg.data.feature_dim,
+                       trunk=HFBackbone(cfg.backbone) if cfg.finetune else None)
 
 
 def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[RelcompModel, TrainConfig]:

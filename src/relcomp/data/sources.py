@@ -19,17 +19,24 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
+from ..backbones import encode_images
 from ..errors import ConfigError
 from ..utils import parse_count
-from .comparisons import CONTRADICTIONS
-from .mnist import Split, load_mnist
+from .comparisons import CONTRADICTIONS, load_labels
+from .features import load_features, mnist_features
+from .images import ImageSet, load_images
+from .mnist import MNIST, Split, load_mnist
 from .pairs import Pairs, flip_outcomes, make_pairs, mnist_pairs
+from .user import UserData, load_user_data
 
 N_TEST_PAIRS = 20_000
 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W) in [0, 1]."""
+    """Model input: uint8 images (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W) in [0, 1];
+    float feature vectors (N, D) -> float32 (N, D) as they are."""
+    if images.dtype.kind == "f":
+        return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)
     x = torch.from_numpy(np.ascontiguousarray(images))
     if x.ndim == 3:
         x = x.unsqueeze(1)
@@ -107,6 +114,18 @@ class DataSource(Protocol):
     @property
     def image_size(self) -> int: ...
 
+    features: str | None
+    encoder: str | None
+    feature_dim: int | None
+
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    def read_feature_dim(self) -> int: ...
+
+    def for_images(self, size: int, channels: int) -> DataSource: ...
+
+    def prepare(self, images: np.ndarray, progress: bool = False) -> np.ndarray: ...
+
     def validate(self, relational: bool, relation: str) -> None: ...
 
     def resolved(self) -> DataSource: ...
@@ -125,8 +144,31 @@ def _subset(split: Split, n: int | None) -> Split:
     return split if n is None else Split(split.name, split.images[:n], split.labels[:n])
 
 
+class _Inputs:
+    """What both sources share about their model inputs: images, precomputed features
+    (``features``), or images embedded by a frozen ``hf:`` model (``encoder``). The resolved
+    config stores ``feature_dim`` so a run's model can be rebuilt without reading the data."""
+
+    features: str | None
+    encoder: str | None
+    feature_dim: int | None
+
+    def input_shape(self) -> tuple[int, ...]:
+        """(D,) for feature vectors, else (C, H, W)."""
+        if self.feature_dim is not None:
+            return (self.feature_dim,)
+        return (self.channels, self.image_size, self.image_size)
+
+    def prepare(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
+        """Items as the model takes them: uint8 images embedded by the frozen ``encoder`` where the
+        run has one, anything else as it is."""
+        if self.encoder is None or images.dtype.kind == "f":
+            return images
+        return encode_images(self.encoder, images if images.ndim == 4 else images[:, None], progress=progress)
+
+
 @dataclass
-class MnistSource:
+class MnistSource(_Inputs):
     """The paper's MNIST: 50k train / 10k val / 10k test images, pair sets stored as indices."""
 
     kind: ClassVar[str] = "mnist"
@@ -137,6 +179,9 @@ class MnistSource:
     pair_seed: int = 42                 # seed of the pair sets, separate from the model seed
     flip_rate: float = 0.0              # simulated annotators: flip this share of train and val outcomes
     data_dir: str | None = None         # MNIST and pair cache (default $RELCOMP_DATA_DIR or ~/.cache/relcomp)
+    features: str | None = None         # features file: 70k rows train, val, test (see relcomp.data.features)
+    encoder: str | None = None          # hf:<model>: the images embedded by this frozen model (set from --backbone)
+    feature_dim: int | None = None      # D of the feature vectors (resolved)
 
     channels: ClassVar[int] = 1
     image_size: ClassVar[int] = 28
@@ -155,11 +200,27 @@ class MnistSource:
             raise ConfigError(f"--flip-rate must be in [0, 0.5), got {self.flip_rate}")
 
     def resolved(self) -> MnistSource:
-        return self
+        return dataclasses.replace(self, features=_absolute(self.features))
+
+    def read_feature_dim(self) -> int:
+        return mnist_features(self.features)["train"].shape[1]
+
+    def for_images(self, size: int, channels: int) -> MnistSource:
+        return self  # 28 x 28 grayscale; an hf: model resizes and repeats channels itself
+
+    def mnist(self, progress: bool = False) -> MNIST:
+        """MNIST with each split's images replaced by its features, or by its embeddings."""
+        m = load_mnist(self.data_dir)
+        if self.features is None and self.encoder is None:
+            return m
+        feats = mnist_features(self.features) if self.features else {}
+        splits = {name: Split(name, feats[name] if feats else self.prepare(sp.images, progress), sp.labels)
+                  for name, sp in (("train", m.train), ("val", m.val), ("test", m.test))}
+        return dataclasses.replace(m, **splits)
 
     def load(self, device: torch.device, relational: bool, relation: str, num_classes: int | None = None,
              progress: bool = False) -> Data:
-        mnist = load_mnist(self.data_dir)
+        mnist = self.mnist(progress)
         train, val = _subset(mnist.train, self.train_subset), _subset(mnist.val, self.val_subset)
         train_pairs = self._pairs(mnist, train, "train", self.n_pairs, self.train_subset, relation) if relational else None
         val_pairs = self._pairs(mnist, val, "val", self.val_pairs, self.val_subset, relation)
@@ -177,14 +238,14 @@ class MnistSource:
         return make_pairs(split.labels, n, self.pair_seed + (name == "val"), relation)
 
     def test_split(self, relation: str) -> TestSplit:
-        mnist = load_mnist(self.data_dir)
+        mnist = self.mnist()
         pairs = mnist_pairs(mnist, "test", N_TEST_PAIRS, self.pair_seed, relation, data_dir=self.data_dir)
         return TestSplit("MNIST test", mnist.test.images, mnist.test.labels, pairs)
 
     def shot_pool(self, labels: str | None = None) -> ShotPool:
         if labels is not None:
             raise ConfigError("--labels applies to runs trained on your own data")
-        m = load_mnist(self.data_dir)
+        m = self.mnist()
         return ShotPool(m.train.images, m.train.labels, m.test.images, m.test.labels, same_pool=False)
 
     def tag(self) -> str:
@@ -192,7 +253,7 @@ class MnistSource:
 
 
 @dataclass
-class UserSource:
+class UserSource(_Inputs):
     """A user's images and pairwise judgements (see :mod:`relcomp.data.comparisons` for the formats)."""
 
     kind: ClassVar[str] = "user"
@@ -204,10 +265,15 @@ class UserSource:
     val_fraction: float = 0.1           # share of distinct compared pairs held out for validation
     contradictions: str = "keep"        # pairs judged both ways: keep | drop | majority
     pair_seed: int = 42                 # seed of the train/val split
+    features: str | None = None         # instead of images: a features file (.npy, .npz, .parquet)
+    encoder: str | None = None          # hf:<model>: the images embedded by this frozen model (set from --backbone)
+    feature_dim: int | None = None      # D of the feature vectors (resolved)
 
     def validate(self, relational: bool, relation: str) -> None:
-        if not self.images or not self.comparisons:
-            raise ConfigError("your own data needs both --images and --comparisons")
+        if self.images and self.features:
+            raise ConfigError("give --images or --features, not both")
+        if not (self.images or self.features) or not self.comparisons:
+            raise ConfigError("your own data needs --comparisons and either --images or --features")
         if not relational:
             raise ConfigError("this model needs labels for every image; train a relational model on comparisons")
         if relation != "gt":
@@ -224,15 +290,27 @@ class UserSource:
     def resolved(self) -> UserSource:
         """The same source with absolute paths: a run folder must not depend on the directory it
         was started from."""
-        return dataclasses.replace(self, images=_absolute(self.images), comparisons=_absolute(self.comparisons),
-                                   labels=_absolute(self.labels))
+        return dataclasses.replace(self, images=_absolute(self.images or None) or "", labels=_absolute(self.labels),
+                                   comparisons=_absolute(self.comparisons), features=_absolute(self.features))
 
-    def read(self, num_classes: int | None = None, progress: bool = False):
-        """The user's data, loaded and validated (:class:`~relcomp.data.user.UserData`)."""
-        from .user import load_user_data
+    def read_feature_dim(self) -> int:
+        return self.items().images.shape[1]
 
-        return load_user_data(self.images, self.comparisons, self.labels, self.image_size, self.channels,
-                              self.val_fraction, self.pair_seed, self.contradictions, num_classes, progress=progress)
+    def for_images(self, size: int, channels: int) -> UserSource:
+        return dataclasses.replace(self, image_size=size, channels=channels)
+
+    def items(self, progress: bool = False) -> ImageSet:
+        """The items as the model takes them: features, images, or images embedded by the encoder."""
+        if self.features:
+            return load_features(self.features)
+        s = load_images(self.images, self.image_size, self.channels, progress=progress)
+        return ImageSet(s.names, self.prepare(s.images, progress), s.source) if self.encoder else s
+
+    def read(self, num_classes: int | None = None, progress: bool = False) -> UserData:
+        """The user's data, loaded and validated."""
+        return load_user_data(self.items(progress), self.comparisons, self.labels, val_fraction=self.val_fraction,
+                              seed=self.pair_seed, contradictions=self.contradictions, num_classes=num_classes,
+                              progress=progress)
 
     def load(self, device: torch.device, relational: bool, relation: str, num_classes: int | None = None,
              progress: bool = False) -> Data:
@@ -262,19 +340,16 @@ class UserSource:
     def shot_pool(self, labels: str | None = None) -> ShotPool:
         """A user's labelled items are both the shot pool and the test set (each draw is scored on
         the items it did not train on)."""
-        from .comparisons import load_labels
-        from .images import load_images
-
         labels = labels or self.labels
         if labels is None:
             raise ConfigError("this run was trained without a labels file; pass --labels FILE (columns item,label)")
-        items = load_images(self.images, self.image_size, self.channels)
+        items = self.items()
         y_all = load_labels(labels, items)
         have = np.flatnonzero(y_all >= 0)
         return ShotPool(items.images[have], y_all[have], items.images[have], y_all[have], same_pool=True)
 
     def tag(self) -> str:
-        return Path(self.comparisons).stem
+        return Path(self.comparisons).stem + ("-features" if self.features else "")
 
 
 SOURCES: dict[str, type] = {"mnist": MnistSource, "user": UserSource}

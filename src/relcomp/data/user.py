@@ -30,15 +30,18 @@ class UserData:
         return r
 
 
-def load_user_data(images: str | os.PathLike, comparisons: str | os.PathLike, labels: str | os.PathLike | None = None,
+def load_user_data(images: str | os.PathLike | ImageSet, comparisons: str | os.PathLike, labels: str | os.PathLike | None = None,
                    image_size: int = 28, channels: int = 1, val_fraction: float = 0.1, seed: int = 42,
                    contradictions: str = "keep", num_classes: int | None = None, progress: bool = False) -> UserData:
     """Load, validate and split a user's data. Nothing is trained on before every file passed.
 
+    ``images`` is a folder or ``.npy`` of images (converted to ``image_size`` and ``channels``), or
+    items already loaded (features, see :mod:`relcomp.data.features`).
+
     Raises:
         DataError: any invalid input (a :class:`~relcomp.data.comparisons.ValidationError` carries the report).
     """
-    image_set = load_images(images, image_size, channels, progress=progress)
+    image_set = images if isinstance(images, ImageSet) else load_images(images, image_size, channels, progress=progress)
     comps = load_comparisons(comparisons, image_set, contradictions)
     y = load_labels(labels, image_set) if labels is not None else None
     if y is not None and num_classes is not None and y.max() >= num_classes:
