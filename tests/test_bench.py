@@ -78,6 +78,10 @@ def test_quick_bench_targets_are_computed_from_the_measurements(data_dir):
     assert t["pair_store_bytes_5m"]["ratio"] == round(r["pair_store_bytes_5m"] / TARGETS["pair_store_bytes_5m"], 3)
     # 5,000 pairs cannot reach 98%: the quick bench must say so, not claim it
     assert t["time_to_98_weak_s"]["met"] is False and r["time_to_98_weak"]["reached"] is False
+    w = r["pairs_per_s"]["weak"]
+    assert r["unlabeled_slowdown"] == round(w["fast"] / w["with_unlabeled"], 3)
+    assert t["unlabeled_slowdown"]["met"] == (r["unlabeled_slowdown"] <= TARGETS["unlabeled_slowdown"])
+    assert t["suggest_1000_s"]["measured"] == r["suggest_1000_s"] > 0
     text = format_bench(r)
-    assert "targets:" in text and "speedup" in text
+    assert "targets:" in text and "speedup" in text and "suggest 1,000 pairs" in text
     json.dumps(r)  # --json must be serialisable

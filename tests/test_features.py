@@ -114,6 +114,9 @@ def test_weak_predict_and_bad_inputs(feature_data, tmp_path, capsys):
     assert main(["predict", str(run), str(d["features"]), "--json"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1000 and json.loads(lines[0])["item"].endswith("features.npz[0]")
+    assert main(["suggest", str(run), "--n", "50", "--out", str(tmp_path / "ask.csv")]) == 0
+    asked = [line.split(",") for line in (tmp_path / "ask.csv").read_text().splitlines()[1:]]
+    assert len(asked) == 50 and all(0 <= int(a) < 1000 and 0 <= int(b) < 1000 for a, b, _ in asked)
     wrong_d = tmp_path / "wrong.npy"
     np.save(wrong_d, np.zeros((2, 10), np.float32))
     missing = tmp_path / "missing.csv"

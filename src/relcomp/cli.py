@@ -18,7 +18,18 @@ from typing import Any
 
 from . import __version__
 from .bench import cmd_bench
-from .config import BACKBONES, CONTRADICTIONS, LOSSES, MODELS, NOISE_CORRECTIONS, PRECISIONS, RELATIONS, TrainConfig
+from .config import (
+    AUGMENTS,
+    BACKBONES,
+    CONTRADICTIONS,
+    LOSSES,
+    MODELS,
+    NOISE_CORRECTIONS,
+    PRECISIONS,
+    RELATIONS,
+    UNLABELED,
+    TrainConfig,
+)
 from .data.comparisons import ValidationReport, largest_label
 from .data.features import load_features
 from .data.mnist import default_data_dir, fetch_mnist, load_mnist
@@ -36,6 +47,7 @@ from .inference import compare, predict, rank
 from .models import MODEL_HELP
 from .run import load_config, run_tag
 from .studies import format_console, profile_names, reproduce, time_text
+from .suggest import STRATEGIES, suggest
 from .utils import parse_count
 
 
@@ -76,6 +88,13 @@ def _int_list(minimum: int):
     return parse
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _count(text: str) -> int:
     try:
         return parse_count(text)
@@ -105,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relcomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_data_parsers, _add_train_parser, _add_fewshot_parser, _add_eval_parser, _add_use_parsers,
-                _add_embed_parser, _add_reproduce_parser, _add_bench_parser):
+                _add_suggest_parser, _add_embed_parser, _add_reproduce_parser, _add_bench_parser):
         add(sub)
     return parser
 
@@ -142,7 +161,9 @@ def _add_train_parser(sub) -> None:
               "best val checkpoint is the one evaluated.\n\nModels:\n" +
               "\n".join(f"  {name:<11} {text}" for name, text in MODEL_HELP.items()))
     tr.add_argument("model", nargs="?", choices=list(MODELS), metavar="MODEL", help=f"one of {', '.join(MODELS)}")
-    tr.add_argument("--pairs", default=MNIST["pairs"], help="MNIST: train pair-set size (50k, 500k, 5M or any count)")
+    tr.add_argument("--pairs", default=MNIST["pairs"], help="MNIST: train pair-set size (50k, 500k, 5M or any count), "
+                    "or a comparisons file (.csv/.parquet: a, b, outcome) naming train-split indices 0-49999, as "
+                    "`relcomp suggest` writes them")
     budget = tr.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=float, default=None, help="budget in passes over the training set")
     budget.add_argument("--samples", type=_count, default=None,
@@ -190,6 +211,22 @@ def _add_train_parser(sub) -> None:
                     "hf:FOLDER: a Hugging Face transformers vision model (pip install 'relcomp[hf]'), frozen, its "
                     "embeddings computed once and cached; colour and size follow its preprocessing")
     bb.add_argument("--finetune", action="store_true", help="hf: train the backbone too (slow on a CPU)")
+    semi = tr.add_argument_group("images nobody compared, augmentation, rounds (see the README's 'Fewer comparisons')")
+    semi.add_argument("--unlabeled", choices=UNLABELED, default=TRAIN["unlabeled"], help="auto: models that name "
+                      "classes (weak) also learn from images no comparison touches (MNIST: the train images outside "
+                      "the pairs; your data: every image): the mean predicted class distribution of a batch of them "
+                      "is pulled towards the class proportions")
+    semi.add_argument("--unlabeled-batch", type=int, default=TRAIN["unlabeled_batch"],
+                      help="unlabeled images per step")
+    semi.add_argument("--unlabeled-weight", type=float, default=TRAIN["unlabeled_weight"],
+                      help="weight of that class-balance term")
+    semi.add_argument("--class-proportions", type=_float_list, default=None, help="comma-separated share of each "
+                      "class, lowest first, when you know them (default: equal)")
+    semi.add_argument("--augment", choices=AUGMENTS, default=TRAIN["augment"], help="label-preserving transforms "
+                      "of the compared and unlabeled images: shift (up to 2 px), affine (+ rotation up to 10 degrees, "
+                      "scale 0.9-1.1), elastic (+ a smooth ~1 px warp)")
+    semi.add_argument("--init-from", metavar="RUN_DIR", default=None, help="start from this run's best weights (the "
+                      "same model and input): a short next round after new judgements")
     user = tr.add_argument_group("your own data (instead of MNIST; see the README's 'Your own data')")
     _add_user_data(user)
     user.add_argument("--classes", type=int, default=None, help="K ordered classes of the weak model (default: 10 on "
@@ -280,6 +317,27 @@ def _add_use_parsers(sub) -> None:
     ex.add_argument("run_dir", metavar="RUN_DIR")
     ex.add_argument("--format", choices=list(FORMATS), default="onnx", help="file format")
     ex.add_argument("--out", default=None, help="output file (default: RUN_DIR/export/model.<ext>)")
+
+
+def _add_suggest_parser(sub) -> None:
+    p = _sub(sub, "suggest", "write the pairs to have judged next (active learning)",
+             "Score --candidates random pairs of the run's items that nobody judged yet (never an item with itself, "
+             "never a pair already judged, in either order) with one pass of the run's model, and write the best --n "
+             "as a CSV (a, b, score) named as the run's comparisons name items: file names, .npy row indices, or MNIST "
+             "train-split indices. Judge them (add an outcome column), append them to the comparisons file, and train "
+             "again, e.g. with --init-from RUN_DIR.\n\nStrategies:\n"
+             "  uncertainty  the pairs whose order the model is least sure of (not likely ties)\n"
+             "  boundary     uncertain pairs in adjacent classes (or neighbours in a ranker's order)\n"
+             "  random       uniform: the baseline, and the first round")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--n", type=int, required=True, help="pairs to suggest")
+    p.add_argument("--strategy", choices=STRATEGIES, default="uncertainty", help="how to choose")
+    p.add_argument("--candidates", type=_count, default=None, help="random unjudged pairs to score (default: 20 x N, "
+                   "at least 50k)")
+    p.add_argument("--max-per-item", type=int, default=2, help="no item in more than this many suggested pairs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the candidates")
+    p.add_argument("--out", default=None, help="output CSV (default: RUN_DIR/suggested.csv)")
+    _add_device(p)
 
 
 def _add_embed_parser(sub) -> None:
@@ -380,7 +438,10 @@ def train_config(args) -> TrainConfig:
                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        noise_correction=args.noise_correction, seed=args.seed, device=args.device,
                        precision=args.precision, channels_last=args.channels_last, deterministic=args.deterministic,
-                       progress=not args.quiet, backbone=args.backbone, finetune=args.finetune, data=data)
+                       progress=not args.quiet, backbone=args.backbone, finetune=args.finetune,
+                       unlabeled=args.unlabeled, unlabeled_batch=args.unlabeled_batch,
+                       unlabeled_weight=args.unlabeled_weight, class_proportions=args.class_proportions,
+                       augment=args.augment, init_from=args.init_from, data=data)
 
 
 def _cmd_train(args) -> int:
@@ -491,6 +552,14 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_suggest(args) -> int:
+    r = suggest(args.run_dir, args.n, args.strategy, args.candidates, args.out, args.seed, args.max_per_item,
+                args.device)
+    print(f"wrote {r['n']:,} pairs to judge ({r['strategy']}, from {r['candidates']:,} candidates over "
+          f"{r['items']:,} items) to {r['csv']}")
+    return 0
+
+
 def _cmd_embed(args) -> int:
     r = write_embeddings(args.embedder, args.out, args.images, args.data_dir, args.device, not args.quiet)
     print(f"wrote {r['items']:,} vectors of D = {r['dim']} to {r['out']} ({r['seconds']:.1f}s, "
@@ -520,7 +589,7 @@ def _cmd_reproduce(args) -> int:
 
 COMMANDS = {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "fewshot": _cmd_fewshot,
             "predict": _cmd_predict, "compare": _cmd_compare, "rank": _cmd_rank, "export": _cmd_export,
-            "embed": _cmd_embed,
+            "embed": _cmd_embed, "suggest": _cmd_suggest,
             "reproduce": _cmd_reproduce, "bench": cmd_bench}
 
 

@@ -11,8 +11,10 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .augment import AUGMENTS
 from .backbones import BACKBONES, HFBackbone, hf_preprocess, is_hf
 from .data.comparisons import CONTRADICTIONS
 from .data.pairs import RELATIONS
@@ -22,10 +24,11 @@ from .losses import LOSSES
 from .models import MODELS, model_class
 
 NOISE_CORRECTIONS = ("none", "given", "estimate")
+UNLABELED = ("auto", "off")
 PRECISIONS = ("auto", "bf16", "fp32")
 
-__all__ = ["BACKBONES", "CONTRADICTIONS", "LOSSES", "MODELS", "NOISE_CORRECTIONS", "PRECISIONS", "RELATIONS",
-           "SOURCES", "TrainConfig"]
+__all__ = ["AUGMENTS", "BACKBONES", "CONTRADICTIONS", "LOSSES", "MODELS", "NOISE_CORRECTIONS", "PRECISIONS",
+           "RELATIONS", "SOURCES", "UNLABELED", "TrainConfig"]
 
 
 @dataclass
@@ -38,6 +41,12 @@ class TrainConfig:
     num_classes: int = 10               # K ordered classes of the weak model (and the supervised head)
     backbone: str = "auto"              # paper (CNN) | mlp (features) | hf:<model id or folder>; auto: by the data
     finetune: bool = False              # hf: train the backbone too (default: frozen, embeddings cached)
+    unlabeled: str = "auto"             # auto: the class-balance term on images no comparison touches | off
+    unlabeled_batch: int = 128          # unlabeled images per step
+    unlabeled_weight: float = 1.0       # weight of the class-balance term
+    class_proportions: list[float] | None = None  # the balance term's target (default: equal classes)
+    augment: str = "off"                # off | shift | affine | elastic (images only; pairs and unlabeled)
+    init_from: str | None = None        # start from this run's best weights (annotation rounds)
     dropout: float = 0.2                # the paper's; 0 makes runs comparable step for step (tests)
     epochs: float | None = None         # budget in passes over the training set ...
     samples: int | None = None          # ... or in samples seen (images or pairs); default: the model's
@@ -79,7 +88,20 @@ class TrainConfig:
             raise ConfigError(f"--relation {self.relation} applies to models trained on pairs")
         self._validate_noise()
         self._validate_backbone()
+        self._validate_unlabeled()
         self.data.validate(cls.relational, self.relation)
+
+    def _validate_unlabeled(self) -> None:
+        _choice("--unlabeled", self.unlabeled, UNLABELED)
+        _choice("--augment", self.augment, AUGMENTS)
+        if self.unlabeled_batch <= 0 or self.unlabeled_weight < 0:
+            raise ConfigError("--unlabeled-batch must be positive and --unlabeled-weight not negative")
+        if self.augment != "off" and (self.data.features or (is_hf(self.backbone) and not self.finetune)):
+            raise ConfigError("--augment transforms images; it does not apply to features or a frozen hf: backbone")
+        props = self.class_proportions
+        if props is not None and (len(props) != self.num_classes or min(props) <= 0):
+            raise ConfigError(f"--class-proportions needs {self.num_classes} positive numbers (one per class), "
+                              f"got {props}")
 
     def _validate_backbone(self) -> None:
         if self.backbone not in BACKBONES[:3] and not is_hf(self.backbone):
@@ -104,7 +126,8 @@ class TrainConfig:
                 data = dataclasses.replace(data, encoder=backbone, feature_dim=HFBackbone(backbone).dim)
         else:
             backbone = "paper"
-        return dataclasses.replace(self, backbone=backbone, data=data)
+        init_from = str(Path(self.init_from).expanduser().resolve()) if self.init_from else None
+        return dataclasses.replace(self, backbone=backbone, data=data, init_from=init_from)
 
     def _validate_noise(self) -> None:
         if self.noise_correction == "none":

@@ -28,7 +28,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from .checkpoint import has_checkpoint, load_checkpoint, remove_orphans, save_checkpoint, save_weights
+from .augment import augment
+from .checkpoint import has_checkpoint, load_checkpoint, load_weights, remove_orphans, save_checkpoint, save_weights
 from .config import TrainConfig
 from .data.comparisons import ValidationReport
 from .data.sources import Data
@@ -36,7 +37,7 @@ from .distributed import DistInfo, any_rank, barrier, gather_objects, gather_row
 from .distributed import from_env as dist_from_env
 from .distributed import setup as dist_setup
 from .errors import ConfigError, TrainingError, TrainingInterrupted
-from .losses import get_loss, pair_predictions
+from .losses import balance_loss, get_loss, pair_predictions
 from .metrics import item_outputs, score_outputs
 from .models import RelcompModel, model_class
 from .plots import plot_curves
@@ -113,6 +114,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, on_eval: OnEv
         out.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg, out, device, old_fingerprint, info.main)
     model = build_run_model(cfg).to(device)
+    if cfg.init_from:
+        init_weights(cfg, model)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -128,6 +131,21 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, on_eval: OnEv
         if info.main:
             plot_curves(read_jsonl(out / "metrics.jsonl"), out / "curves.png", title=run_title(cfg))
     return summary(out, state)
+
+
+def init_weights(cfg: TrainConfig, model: RelcompModel) -> None:
+    """``--init-from RUN``: start from that run's best weights (the same model and input).
+
+    Raises:
+        ConfigError: the run is not there, or holds another model or input.
+    """
+    other = load_config(cfg.init_from)
+    if (other.model, other.relation, other.num_classes, other.data.input_shape(), other.backbone) != (
+            cfg.model, cfg.relation, cfg.num_classes, cfg.data.input_shape(), cfg.backbone):
+        raise ConfigError(f"--init-from {cfg.init_from}: that run is a {other.model} ({other.relation}, "
+                          f"{other.num_classes} classes, input {other.data.input_shape()}, backbone {other.backbone}); "
+                          "it must match the one being trained")
+    load_weights(Path(cfg.init_from) / "best.safetensors", model)
 
 
 def check_run_folder(cfg: TrainConfig, out: Path, resume: bool) -> dict | None:
@@ -155,6 +173,8 @@ def load_data(cfg: TrainConfig, out: Path, device: torch.device, old_fingerprint
         write_json_atomic(out / "validation.json", data.report)
         if cfg.progress:
             print(ValidationReport(**data.report).text(), file=sys.stderr)
+    if cfg.unlabeled == "off" or not (cls.relational and cls.classifies):
+        data.unlabeled = None  # the class-balance term needs a model that names classes
     if cfg.channels_last and data.train_x.ndim == 4:
         data.train_x = data.train_x.contiguous(memory_format=torch.channels_last)
         data.val_x = data.val_x.contiguous(memory_format=torch.channels_last)
@@ -204,6 +224,8 @@ class Trainer:
         self.on_eval = on_eval
         self.fwd = DDP(model) if info.enabled else model
         self.loss_fn = get_loss(cfg.loss)
+        props = cfg.class_proportions
+        self.prior = None if props is None else torch.tensor(props, device=device) / sum(props)
         self._order: tuple[int, torch.Tensor] | None = None
         self._t0 = 0.0
 
@@ -252,12 +274,15 @@ class Trainer:
         """One optimizer step on the samples ``idx`` (``take`` of them across all ranks)."""
         st = self.state
         inputs, target, weight = self.data.batch(idx)
+        inputs = tuple(augment(x, self.cfg.augment) for x in inputs)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=(self.precision == "bf16")):
             out = self.fwd(*inputs)
             loss = self.loss_fn(out, target, weight, st.noise)
+            extra = self.unlabeled_loss()
+        total = loss if extra is None else loss + extra
         # Each rank holds len(idx) of the take samples; scaling by world x share makes the DDP
         # average of the ranks' gradients equal to the gradient of the global mean.
-        scaled = loss * (len(idx) * self.info.world / take) if self.info.enabled else loss
+        scaled = total * (len(idx) * self.info.world / take) if self.info.enabled else total
         if any_rank(not torch.isfinite(loss).item(), self.info, self.device):
             raise TrainingError(f"loss became {loss.item()} at step {st.step} ({st.samples} samples); "
                                 f"the last good checkpoint is kept in {self.out}")
@@ -269,6 +294,17 @@ class Trainer:
         st.run_loss += loss.item() * len(idx)
         st.run_correct += float((pair_predictions(out.detach()) == target.long()).sum())
         st.run_seen += len(idx)
+
+    def unlabeled_loss(self) -> torch.Tensor | None:
+        """The class-balance term (:func:`relcomp.losses.balance_loss`) on ``unlabeled_batch``
+        images drawn from ``data.unlabeled``, augmented as the pairs are; None where it is off."""
+        pool = self.data.unlabeled
+        if pool is None:
+            return None
+        rows = pool[torch.randint(len(pool), (self.cfg.unlabeled_batch,)).to(pool.device)]
+        x = augment(self.data.train_x[rows], self.cfg.augment)
+        logits = self.model.item_output(self.model.embed(x))
+        return self.cfg.unlabeled_weight * balance_loss(logits, self.prior)
 
     def evaluate(self) -> dict[str, Any]:
         """Val metrics; in a distributed run each rank embeds its own shard of the val images and the

@@ -95,6 +95,22 @@ def relation_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | Non
     return weighted_mean(F.nll_loss(logp, z.long(), reduction="none"), weight)
 
 
+def balance_loss(logits: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(p_mean || prior) of a batch of unlabeled items: p_mean is the mean of their predicted
+    class distributions, ``prior`` the class proportions (uniform when None).
+
+    A weak model that orders the classes well can still put their boundaries one class off (it
+    then leaves a class nearly empty); on images nobody compared, this term asks the predictions
+    as a whole to use every class in its proportion. With a uniform prior it is the negative
+    entropy of p_mean plus log K. It is zero, with zero gradient, when p_mean equals the prior,
+    however confident each prediction is.
+    """
+    p_mean = logits.float().softmax(-1).mean(0)
+    if prior is None:
+        prior = torch.full_like(p_mean, 1.0 / p_mean.numel())
+    return (p_mean * (p_mean.clamp_min(1e-12).log() - prior.log())).sum()
+
+
 def paper_code_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
                     noise: float = 0.0) -> torch.Tensor:
     """The paper's original bug, for the weak model on ``gt``: ``BCEWithLogits`` applied to the

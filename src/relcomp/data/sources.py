@@ -22,7 +22,7 @@ import torch
 from ..backbones import encode_images
 from ..errors import ConfigError
 from ..utils import parse_count
-from .comparisons import CONTRADICTIONS, load_labels
+from .comparisons import CONTRADICTIONS, load_comparisons, load_labels
 from .features import load_features, mnist_features
 from .images import ImageSet, load_images
 from .mnist import MNIST, Split, load_mnist
@@ -64,6 +64,8 @@ class Data:
     val_pairs: Pairs | None
     fingerprint: dict | None = None   # user data: hashes of the inputs, checked on resume
     report: dict | None = None        # user data: the validation report
+    unlabeled: torch.Tensor | None = None  # rows of train_x for the class-balance term (MNIST: those no
+    #                                         train pair touches; your data: every image)
     _index: tuple | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -80,6 +82,21 @@ class Data:
         i, j, z, w = self._index
         a, b = i[idx], j[idx]
         return (self.train_x[a], self.train_x[b]), z[idx], None if w is None else w[idx]
+
+
+def _pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
+    """One int64 per unordered pair of ``n`` items: lo * n + hi."""
+    return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j).astype(np.int64)
+
+
+def untouched(n: int, pairs: Pairs | None, device: torch.device) -> torch.Tensor | None:
+    """Rows of a split of ``n`` items that no pair touches; None without pairs or without such rows."""
+    if pairs is None:
+        return None
+    free = np.ones(n, bool)
+    free[pairs.i] = free[pairs.j] = False
+    rows = np.flatnonzero(free)
+    return torch.from_numpy(rows).to(device) if len(rows) else None
 
 
 @dataclass
@@ -123,6 +140,8 @@ class DataSource(Protocol):
     def read_feature_dim(self) -> int: ...
 
     def for_images(self, size: int, channels: int) -> DataSource: ...
+
+    def train_items(self, relation: str = "gt") -> tuple[list[str], np.ndarray, np.ndarray]: ...
 
     def prepare(self, images: np.ndarray, progress: bool = False) -> np.ndarray: ...
 
@@ -172,7 +191,7 @@ class MnistSource(_Inputs):
     """The paper's MNIST: 50k train / 10k val / 10k test images, pair sets stored as indices."""
 
     kind: ClassVar[str] = "mnist"
-    pairs: str = "50k"                  # size of the train pair set (relational models)
+    pairs: str = "50k"                  # size of the train pair set, or a comparisons file (.csv/.parquet)
     val_pairs: int = 20_000
     train_subset: int | None = None     # use only the first N train images (tests, smoke profile)
     val_subset: int | None = None       # use only the first N val images
@@ -187,11 +206,20 @@ class MnistSource(_Inputs):
     image_size: ClassVar[int] = 28
 
     @property
+    def pairs_file(self) -> bool:
+        """``pairs`` names a comparisons file (train-split indices as items) instead of a size."""
+        return Path(self.pairs).suffix.lower() in (".csv", ".parquet")
+
+    @property
     def n_pairs(self) -> int:
         return parse_count(self.pairs)
 
     def validate(self, relational: bool, relation: str) -> None:
-        parse_count(self.pairs)
+        if self.pairs_file:
+            if relation != "gt" or self.flip_rate:
+                raise ConfigError("--pairs FILE holds A > B judgements: --relation gt, no --flip-rate")
+        else:
+            parse_count(self.pairs)
         for name in ("val_pairs", "train_subset", "val_subset"):
             v = getattr(self, name)
             if v is not None and v <= 0:
@@ -200,7 +228,8 @@ class MnistSource(_Inputs):
             raise ConfigError(f"--flip-rate must be in [0, 0.5), got {self.flip_rate}")
 
     def resolved(self) -> MnistSource:
-        return dataclasses.replace(self, features=_absolute(self.features))
+        pairs = _absolute(self.pairs) if self.pairs_file else self.pairs
+        return dataclasses.replace(self, features=_absolute(self.features), pairs=pairs)
 
     def read_feature_dim(self) -> int:
         return mnist_features(self.features)["train"].shape[1]
@@ -222,14 +251,35 @@ class MnistSource(_Inputs):
              progress: bool = False) -> Data:
         mnist = self.mnist(progress)
         train, val = _subset(mnist.train, self.train_subset), _subset(mnist.val, self.val_subset)
-        train_pairs = self._pairs(mnist, train, "train", self.n_pairs, self.train_subset, relation) if relational else None
+        train_pairs = None
+        if relational:
+            train_pairs = (self.judged(train) if self.pairs_file else
+                           self._pairs(mnist, train, "train", self.n_pairs, self.train_subset, relation))
         val_pairs = self._pairs(mnist, val, "val", self.val_pairs, self.val_subset, relation)
         if self.flip_rate > 0:
             # Noisy annotators everywhere but in the test set: train and val outcomes are corrupted.
             train_pairs = flip_outcomes(train_pairs, self.flip_rate, self.pair_seed + 7, relation)
             val_pairs = flip_outcomes(val_pairs, self.flip_rate, self.pair_seed + 8, relation)
         return Data(to_tensor(train.images, device), torch.from_numpy(train.labels).to(device),
-                    to_tensor(val.images, device), torch.from_numpy(val.labels).to(device), train_pairs, val_pairs)
+                    to_tensor(val.images, device), torch.from_numpy(val.labels).to(device), train_pairs, val_pairs,
+                    unlabeled=untouched(len(train.labels), train_pairs, device))
+
+    def judged(self, train: Split | None = None) -> Pairs:
+        """The train pairs of a comparisons file whose items are train-split indices ("0" ... "49999"),
+        as ``relcomp suggest`` names them."""
+        train = train or _subset(load_mnist(self.data_dir).train, self.train_subset)
+        items = ImageSet([str(k) for k in range(len(train.labels))], train.images, "MNIST train")
+        return load_comparisons(self.pairs, items).pairs(meta={"file": self.pairs})
+
+    def train_items(self, relation: str = "gt") -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(names, model inputs, judged pair keys lo * n + hi) of the train items, named by their
+        train-split index: what `relcomp suggest` draws new pairs from."""
+        mnist = self.mnist()
+        train = _subset(mnist.train, self.train_subset)
+        pairs = self.judged(train) if self.pairs_file else self._pairs(
+            mnist, train, "train", self.n_pairs, self.train_subset, relation)
+        n = len(train.labels)
+        return [str(k) for k in range(n)], train.images, _pair_keys(pairs.i, pairs.j, n)
 
     def _pairs(self, mnist, split: Split, name: str, n: int, subset: int | None, relation: str) -> Pairs:
         if subset is None:
@@ -249,7 +299,8 @@ class MnistSource(_Inputs):
         return ShotPool(m.train.images, m.train.labels, m.test.images, m.test.labels, same_pool=False)
 
     def tag(self) -> str:
-        return self.pairs + (f"-flip{self.flip_rate:g}" if self.flip_rate else "")
+        base = Path(self.pairs).stem if self.pairs_file else self.pairs
+        return base + (f"-flip{self.flip_rate:g}" if self.flip_rate else "")
 
 
 @dataclass
@@ -328,7 +379,14 @@ class UserSource(_Inputs):
         x = to_tensor(ud.images.images, device)
         yt = torch.from_numpy(y).to(device)
         keep = torch.from_numpy(rows).to(device)
-        return Data(x, yt, x[keep], yt[keep], ud.train, val, fingerprint=ud.fingerprint, report=ud.report())
+        return Data(x, yt, x[keep], yt[keep], ud.train, val, fingerprint=ud.fingerprint, report=ud.report(),
+                    unlabeled=torch.arange(n, device=device))  # every image: compared ones are unlabeled too
+
+    def train_items(self, relation: str = "gt") -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(names, model inputs, judged pair keys) of every item; every judgement (train and
+        held-out) counts as judged."""
+        ud = self.read()
+        return ud.images.names, ud.images.images, ud.comparisons.pair_keys()
 
     def test_split(self, relation: str) -> TestSplit:
         """The held-out comparisons (the val split, which picked the best checkpoint: the figure is

@@ -61,8 +61,9 @@ class Study:
         source = MnistSource(pairs=pairs or b["pairs"], train_subset=d.get("train_subset"),
                              val_subset=d.get("val_subset"), val_pairs=d.get("val_pairs", 20_000),
                              flip_rate=flip_rate, data_dir=self.data_dir)
+        # The studies measured before relcomp learned from unlabeled images keep their setting.
         base = dict(samples=parse_count(b["samples"]), eval_every=parse_count(b["eval_every"]), device=self.device,
-                    progress=self.progress, data=source)
+                    progress=self.progress, data=source, unlabeled="off")
         return TrainConfig(**{**base, **kw})
 
     def run(self, **kw) -> dict[str, Any]:

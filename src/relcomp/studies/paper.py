@@ -91,8 +91,9 @@ def plan(prof: dict[str, Any], seeds: list[int], device: str = "auto", data_dir:
                                          eval_every=prof["supervised"].get("eval_every"), device=device,
                                          data=source())))
         for size in rel["sizes"]:
+            # The paper's counterparts learn from the pairs alone: no unlabeled images.
             relational = dict(samples=parse_count(rel["samples"]), eval_every=rel.get("eval_every"), seed=seed,
-                              device=device, data=source(size))
+                              device=device, data=source(size), unlabeled="off")
             specs.append(RunSpec(f"siamese-{size}", "siamese", size, "correct", seed,
                                  TrainConfig(model="siamese", **relational)))
             for loss in prof["weak"]["losses"]:
