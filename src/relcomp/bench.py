@@ -305,7 +305,7 @@ def format_bench(r: dict[str, Any]) -> str:
         lines.append(f"  {k:<8} {v['naive']:>8.0f} {v['gather_fp32']:>8.0f} {b16:>8} {v['fast']:>8.0f} "
                      f"{r['speedup_vs_naive'][k]:>7.2f}x {r['model_gflops'][k]:>8.1f} {r['mfu'][k]:>6.3f}")
     lines.append(f"model FLOPs per training pair: {r['model_flops_per_pair'] / 1e6:.1f} M")
-    lines.append(f"weak with the class-balance term on 128 unlabeled images per step (the default): "
+    lines.append(f"weak with the class-balance term on 64 unlabeled images per step (the default): "
                  f"{r['pairs_per_s']['weak']['with_unlabeled']:.0f} pairs/s, {r['unlabeled_slowdown']:.2f}x the time")
     lines.append(f"suggest 1,000 pairs among the 50k MNIST train images: {r['suggest_1000_s']:.1f} s")
     s = r["pair_store"]

@@ -217,7 +217,8 @@ def _add_train_parser(sub) -> None:
                       "the pairs; your data: every image): the mean predicted class distribution of a batch of them "
                       "is pulled towards the class proportions")
     semi.add_argument("--unlabeled-batch", type=int, default=TRAIN["unlabeled_batch"],
-                      help="unlabeled images per step")
+                      help="unlabeled images per step (128 did better from 1,000 comparisons, at about 1.6x the "
+                      "time per step)")
     semi.add_argument("--unlabeled-weight", type=float, default=TRAIN["unlabeled_weight"],
                       help="weight of that class-balance term")
     semi.add_argument("--class-proportions", type=_float_list, default=None, help="comma-separated share of each "
