@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from .backbones import encode_images, hf_preprocess, is_hf
-from .data.features import FEATURE_FORMATS, MNIST_SPLITS, save_features
+from .data.features import MNIST_SPLITS, check_features_path, save_features
 from .data.images import ImageSet, load_images
 from .data.mnist import load_mnist
 from .data.sources import to_tensor
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .metrics import item_outputs
 from .run import load_run_model
 from .utils import resolve_device
@@ -75,8 +75,7 @@ def write_embeddings(embedder: str, out: str | os.PathLike, images: str | os.Pat
     Raises:
         DataError: an output format that is none of those (checked before any work).
     """
-    if Path(out).suffix.lower() not in FEATURE_FORMATS:
-        raise DataError(f"{out}: features are written as {', '.join(FEATURE_FORMATS)}")
+    check_features_path(out)  # before any work
     items, info = embed(embedder, images, data_dir, device, progress)
     path = save_features(out, items.names, items.images)
     return {**info, "out": str(path)}

@@ -283,8 +283,8 @@ class Trainer:
         # Each rank holds len(idx) of the take samples; scaling by world x share makes the DDP
         # average of the ranks' gradients equal to the gradient of the global mean.
         scaled = total * (len(idx) * self.info.world / take) if self.info.enabled else total
-        if any_rank(not torch.isfinite(loss).item(), self.info, self.device):
-            raise TrainingError(f"loss became {loss.item()} at step {st.step} ({st.samples} samples); "
+        if any_rank(not torch.isfinite(total).item(), self.info, self.device):
+            raise TrainingError(f"loss became {total.item()} at step {st.step} ({st.samples} samples); "
                                 f"the last good checkpoint is kept in {self.out}")
         self.opt.zero_grad(set_to_none=True)
         scaled.backward()

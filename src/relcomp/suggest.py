@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data.pairs import pair_keys
 from .data.sources import to_tensor
 from .errors import ConfigError
 from .metrics import item_outputs
@@ -43,7 +44,7 @@ def candidate_pairs(n: int, m: int, judged: np.ndarray, seed: int) -> tuple[np.n
     rng = np.random.default_rng(seed)
     a, b = rng.integers(0, n, 2 * m + 64), rng.integers(0, n, 2 * m + 64)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    keys = lo.astype(np.int64) * n + hi
+    keys = pair_keys(a, b, n)
     keep = (lo != hi) & ~np.isin(keys, judged)
     _, first = np.unique(keys[keep], return_index=True)
     first = np.sort(first)[:m]

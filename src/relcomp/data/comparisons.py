@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DataError
 from .images import ImageSet
-from .pairs import Pairs
+from .pairs import Pairs, pair_keys
 
 GREATER = {"1", "1.0", "true", ">", "a"}
 LESS = {"0", "0.0", "false", "<", "b"}
@@ -177,8 +177,7 @@ class Comparisons:
 
     def pair_keys(self) -> np.ndarray:
         """One int64 per unordered pair of items (the same for (a, b) and (b, a))."""
-        lo, hi = np.minimum(self.a, self.b).astype(np.int64), np.maximum(self.a, self.b).astype(np.int64)
-        return lo * self.n_items + hi
+        return pair_keys(self.a, self.b, self.n_items)
 
     def pairs(self, rows: np.ndarray | None = None, meta: dict | None = None) -> Pairs:
         """The judgements (or the given ``rows``) as a :class:`Pairs` set indexing the image set."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..utils import atomic_path
 from .images import ImageSet
 
 FEATURE_FORMATS = (".npy", ".npz", ".parquet")
@@ -113,14 +114,22 @@ def _read_parquet(path: Path) -> tuple[list[str], np.ndarray]:
     return names, np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in rest])
 
 
+def check_features_path(path: str | os.PathLike) -> Path:
+    """``path`` as a features file to write.
+
+    Raises:
+        DataError: an extension that is none of :data:`FEATURE_FORMATS`.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in FEATURE_FORMATS:
+        raise DataError(f"{path}: features are written as {', '.join(FEATURE_FORMATS)}")
+    return path
+
+
 def save_features(path: str | os.PathLike, names: list[str], vectors: np.ndarray) -> Path:
     """Write features in the format the extension names (atomically); the reverse of :func:`load_features`."""
-    from ..utils import atomic_path
-
-    path = Path(path)
+    path = check_features_path(path)
     suffix = path.suffix.lower()
-    if suffix not in FEATURE_FORMATS:
-        raise DataError(f"{path}: features are written as {', '.join(FEATURE_FORMATS)}")
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

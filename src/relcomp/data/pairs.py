@@ -44,6 +44,11 @@ class Pairs:
         return self.i.nbytes + self.j.nbytes + self.z.nbytes + (0 if self.w is None else self.w.nbytes)
 
 
+def pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
+    """One int64 per unordered pair of ``n`` items, the same for (i, j) and (j, i): lo * n + hi."""
+    return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j).astype(np.int64)
+
+
 def make_pairs(labels: np.ndarray, n: int, seed: int, relation: str = "gt") -> Pairs:
     """Sample ``n`` pairs uniformly at random with ``i != j``; for ``gt`` equal labels are omitted
     (the paper), for ``ge`` and ``same`` they are kept (see :data:`RELATIONS` for the codes).

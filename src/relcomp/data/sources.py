@@ -26,7 +26,7 @@ from .comparisons import CONTRADICTIONS, load_comparisons, load_labels
 from .features import load_features, mnist_features
 from .images import ImageSet, load_images
 from .mnist import MNIST, Split, load_mnist
-from .pairs import Pairs, flip_outcomes, make_pairs, mnist_pairs
+from .pairs import Pairs, flip_outcomes, make_pairs, mnist_pairs, pair_keys
 from .user import UserData, load_user_data
 
 N_TEST_PAIRS = 20_000
@@ -82,11 +82,6 @@ class Data:
         i, j, z, w = self._index
         a, b = i[idx], j[idx]
         return (self.train_x[a], self.train_x[b]), z[idx], None if w is None else w[idx]
-
-
-def _pair_keys(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
-    """One int64 per unordered pair of ``n`` items: lo * n + hi."""
-    return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j).astype(np.int64)
 
 
 def untouched(n: int, pairs: Pairs | None, device: torch.device) -> torch.Tensor | None:
@@ -279,7 +274,7 @@ class MnistSource(_Inputs):
         pairs = self.judged(train) if self.pairs_file else self._pairs(
             mnist, train, "train", self.n_pairs, self.train_subset, relation)
         n = len(train.labels)
-        return [str(k) for k in range(n)], train.images, _pair_keys(pairs.i, pairs.j, n)
+        return [str(k) for k in range(n)], train.images, pair_keys(pairs.i, pairs.j, n)
 
     def _pairs(self, mnist, split: Split, name: str, n: int, subset: int | None, relation: str) -> Pairs:
         if subset is None:
