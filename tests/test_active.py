@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,87 @@ def test_suggest_and_rounds_bad_input(mnist, data_dir, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+
+
+def test_oracle_answers_from_labels():
+    from relcomp.studies.active import oracle
+
+    labels = np.array([0, 1, 2, 2])
+    a, b = np.array([1, 0, 2, 3]), np.array([0, 1, 3, 1])
+    assert oracle(a, b, labels, 0.0, np.random.default_rng(0)).tolist() == [1, 0, 0, 1]  # a tie is a "no"
+    flipped = oracle(np.ones(10_000, int), np.zeros(10_000, int), labels, 0.2, np.random.default_rng(0))
+    assert 0.18 < 1 - flipped.mean() < 0.22
+
+
+def test_active_profile_rejects_a_bad_schedule(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('kind = "active"\nseeds = [0]\nbudgets = [100]\nschedule = [0.5, 0.25]\nstrategies = ["random"]\n'
+                   'unlabeled = ["off"]\n[train]\nfirst_samples = "1k"\nround_samples = "1k"\n')
+    assert main(["reproduce", "--profile", str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+
+
+def _judged(path):
+    return [(int(r["a"]), int(r["b"]), int(r["outcome"])) for r in csv.DictReader(open(path))]
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_active_smoke_profile_end_to_end(mnist, data_dir, tmp_path, capsys):
+    """`relcomp reproduce --profile active-smoke`: rounds that reach each budget exactly, never ask a
+    judged pair, start every strategy from one shared random quarter, chain their weights, and write
+    the table, figure and reports; a rerun retrains nothing."""
+    out = tmp_path / "active"
+    args = ["reproduce", "--profile", "active-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]
+    assert main(args) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["kind"] == "active" and len(r["cells"]) == 2 * 2 * 2 and r["n_runs"] == 2 * (2 + 2 * 2 * 2)
+    assert set(r["chosen_on_val"]) == {"200", "400"}
+    labels = mnist.train.labels[:2000]
+    for key, cell in r["cells"].items():
+        budget, unl, strategy = key.split("/")
+        assert cell["judged"] == [int(budget)] and cell["test_cls_acc"]["n"] == 1
+        rounds = [_judged(out / "pairs" / f"flip0.1-b{budget}-s0-round0.csv")] + [
+            _judged(out / "pairs" / f"flip0.1-b{budget}-s0-{unl}-{strategy}-round{k}.csv") for k in (1, 2)]
+        assert [len(x) for x in rounds] == [int(budget) // 4, int(budget) // 2, int(budget)]
+        assert rounds[1][: len(rounds[0])] == rounds[0] and rounds[2][: len(rounds[1])] == rounds[1]
+        keys = {(min(a, b), max(a, b)) for a, b, _ in rounds[2]}
+        assert len(keys) == int(budget) and all(a != b for a, b in keys)
+        wrong = np.mean([z != int(labels[a] > labels[b]) for a, b, z in rounds[2]])
+        assert 0.02 < wrong < 0.25  # the profile's annotator flips 10% of its answers
+        final = json.loads((Path(cell["seeds"][0]) / "config.json").read_text())
+        prev = json.loads((Path(final["init_from"]) / "config.json").read_text())
+        assert final["data"]["pairs"].endswith("round2.csv") and prev["data"]["pairs"].endswith("round1.csv")
+        assert Path(prev["init_from"]).name.startswith(f"flip0.1-b{budget}-s0-{unl}-r0")
+    assert (out / "figures" / "active.png").stat().st_size > 10_000
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 1
+    assert "◆" in (out / "report.md").read_text()
+    assert r["command"] == "relcomp reproduce --profile active-smoke" and r["machine"]["cores"] >= 1
+    stamps = {p: p.stat().st_mtime for p in (out / "runs").glob("*/best.safetensors")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime for p in (out / "runs").glob("*/best.safetensors")} == stamps
+    _check_report_round_trip(out / "results.json", tmp_path, capsys)
+
+
+def _check_report_round_trip(results, tmp_path, capsys):
+    """`relcomp report` prints the study's table from its results file and keeps a README block of
+    it up to date; `--check` fails on a block edited by hand."""
+    capsys.readouterr()
+    assert main(["report", str(results), "--figures", str(tmp_path / "img")]) == 0
+    printed = capsys.readouterr().out
+    assert "| 200 |" in printed and "◆" in printed and (tmp_path / "img" / "active.png").stat().st_size > 10_000
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n<!-- relcomp report {results.relative_to(tmp_path)} figures=img -->\nold\n"
+                      "<!-- end relcomp report -->\ntail\n")
+    assert main(["report", "--readme", str(readme), "--check"]) == 1
+    assert main(["report", "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert printed.split("![")[0].strip() in text and text.endswith("<!-- end relcomp report -->\ntail\n")
+    assert main(["report", "--readme", str(readme), "--check"]) == 0
+    readme.write_text(text.replace("| 200 |", "| 201 |"))
+    assert main(["report", "--readme", str(readme), "--check"]) == 1
+    assert main(["report", str(tmp_path / "README.md")]) == 2  # not a results file: one line, exit 2
+
+
+def test_flip_rate_applies_only_to_active_profiles(tmp_path):
+    assert main(["reproduce", "--profile", "smoke", "--flip-rate", "0.1", "--out", str(tmp_path), "--quiet"]) == 2
+    assert main(["reproduce", "--profile", "active-smoke", "--flip-rate", "0.6", "--out", str(tmp_path)]) == 2

@@ -74,6 +74,22 @@ def test_train_and_eval_json(mnist, data_dir, tmp_path, capsys):
     cm = r["confusion_matrix"]
     assert sum(map(sum, cm)) == 10_000
     assert r["classification_accuracy"] == pytest.approx(sum(cm[k][k] for k in range(10)) / 10_000)
+    cal = r["calibration"]  # of P(A > B) on the 20k test pairs, with its reliability diagram
+    assert cal["n"] == sum(b["n"] for b in cal["bins"]) == 20_000 and cal["of"] == "P(z=1)"
+    assert cal["ece"] == pytest.approx(sum(b["n"] / 20_000 * abs(b["observed"] - b["predicted"]) for b in cal["bins"]))
+    assert (out / "reliability.png").stat().st_size > 10_000
+    # the weak model's items are ordered by their mean P(item > reference): after 1,000 pairs the
+    # order already follows the digits
+    assert r["kendall_tau"] > 0.3 and r["spearman_rho"] > r["kendall_tau"] and 0.5 < r["ndcg"] <= 1
+    # P(A > B) with a 90% MC-dropout interval (the paper's CNN has dropout 0.2)
+    from PIL import Image
+
+    for k in (0, 1):
+        Image.fromarray(mnist.test.images[k]).save(tmp_path / f"t{k}.png")
+    assert main(["compare", str(out), str(tmp_path / "t0.png"), str(tmp_path / "t1.png"), "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)
+    lo, hi = c["interval"]
+    assert c["samples"] == 100 and c["method"] == "mc-dropout" and 0 <= lo < hi <= 1 and lo - 0.05 < c["p"] < hi + 0.05
     # resuming a finished run is a no-op that reports the same budget
     assert main(["train", "--resume", str(out), "--quiet", "--no-eval"]) == 0
     assert "1,000 samples" in capsys.readouterr().out

@@ -63,11 +63,15 @@ def test_predict_compare_rank(weak_run, user, capsys):
     assert spearmanr([r["class"] for r in rows], y[:20]).statistic > 0.7  # the order of the classes
     hi, lo = int(np.flatnonzero(y == 9)[0]), int(np.flatnonzero(y == 0)[0])
     path = lambda k: str(imgs / f"{'ab'[k % 2]}/img{k:05d}.png")  # noqa: E731
+    assert main(["compare", str(weak_run), path(hi), path(lo), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["p"] > 0.5 and r["interval"] is None  # trained with --dropout 0: no MC-dropout interval
     assert main(["compare", str(weak_run), path(hi), path(lo)]) == 0
-    p = float(capsys.readouterr().out.split("=")[-1])
-    assert p > 0.5
+    assert "no interval: this model has no dropout" in capsys.readouterr().out
     out = user["root"] / "ranked"
-    assert main(["rank", str(weak_run), str(imgs / "a"), "--out", str(out), "--top", "2"]) == 0
+    labels_a = user["root"] / "labels-a.csv"
+    labels_a.write_text("item,label\n" + "".join(f"img{k:05d}.png,{y[k]}\n" for k in range(0, N_IMAGES, 2)))
+    assert main(["rank", str(weak_run), str(imgs / "a"), "--out", str(out), "--top", "2", "--labels", str(labels_a)]) == 0
     with open(out / "ranking.csv") as f:
         ranking = list(csv.DictReader(f))
     assert len(ranking) == N_IMAGES // 2 and ranking[0]["rank"] == "1"
@@ -75,6 +79,9 @@ def test_predict_compare_rank(weak_run, user, capsys):
     assert scores == sorted(scores, reverse=True)
     digit = [y[int(Path(r["item"]).stem[3:])] for r in ranking]
     assert spearmanr(scores, digit).statistic > 0.9  # measured 0.985
+    m = json.loads((out / "ranking-metrics.json").read_text())
+    assert m["n_labelled"] == N_IMAGES // 2 and m["spearman_rho"] == pytest.approx(spearmanr(scores, digit).statistic, abs=1e-4)
+    assert m["kendall_tau"] > 0.75 and m["ndcg"] > 0.9
     from PIL import Image
 
     with Image.open(out / "ranking.png") as im:

@@ -32,7 +32,7 @@ from .errors import RelcompError
 from .evaluate import evaluate_run
 from .export import export_run
 from .fewshot import fewshot_eval
-from .inference import Predictor, compare, predict, rank
+from .inference import Predictor, compare, compare_interval, predict, rank
 from .losses import LOSSES, prob_first_greater, relation_loss
 from .models import MODELS, BaseModel, RankerModel, SiameseModel, SupervisedModel, WeakModel, build_model
 from .run import load_config, load_run_model
@@ -40,7 +40,7 @@ from .run import load_config, load_run_model
 __all__ = [
     "LOSSES", "MODELS", "BaseModel", "HFBackbone", "MLPBackbone", "MnistSource", "Predictor", "RankerModel", "RelcompError", "SiameseModel",
     "SupervisedModel", "TrainConfig", "UserSource", "ValidationError", "WeakModel", "__version__", "build_model",
-    "compare", "embed", "encode_images", "evaluate_run", "export_run", "fewshot_eval", "load_comparisons",
+    "compare", "compare_interval", "embed", "encode_images", "evaluate_run", "export_run", "fewshot_eval", "load_comparisons",
     "load_config", "load_features", "load_images", "save_features",
     "load_labels", "load_mnist", "load_run_model", "load_user_data", "make_pairs", "predict", "prob_first_greater",
     "rank", "relation_loss", "train",

@@ -39,12 +39,13 @@ from .data.user import load_user_data
 from .distributed import from_env, shutdown
 from .embed import write_embeddings
 from .engine import train
-from .errors import RelcompError
+from .errors import ConfigError, RelcompError
 from .evaluate import evaluate_run
 from .export import FORMATS, description_path, export_run, max_difference
 from .fewshot import METHODS, fewshot_eval
-from .inference import compare, predict, rank
+from .inference import compare_interval, predict, rank
 from .models import MODEL_HELP
+from .report import render, update_readme
 from .run import load_config, run_tag
 from .studies import format_console, profile_names, reproduce, time_text
 from .suggest import STRATEGIES, suggest
@@ -124,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relcomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_data_parsers, _add_train_parser, _add_fewshot_parser, _add_eval_parser, _add_use_parsers,
-                _add_suggest_parser, _add_embed_parser, _add_reproduce_parser, _add_bench_parser):
+                _add_suggest_parser, _add_embed_parser, _add_reproduce_parser, _add_report_parser,
+                _add_bench_parser):
         add(sub)
     return parser
 
@@ -292,12 +294,18 @@ def _add_use_parsers(sub) -> None:
     pr.add_argument("images", nargs="+", metavar="IMAGES")
     pr.add_argument("--json", action="store_true", help="print one JSON object per line")
     _add_device(pr)
-    cp = _sub(sub, "compare", "P(A > B) for two images",
-              "Print the model's probability that image A's label is greater than image B's.")
+    cp = _sub(sub, "compare", "P(A > B) for two images, with an interval",
+              "Print the model's probability that image A's label is greater than image B's, and a --level interval "
+              "of it from --samples MC-dropout draws: the model's dropout layers stay on, so each draw is the "
+              "prediction of a slightly different network, and the spread says how much the trained weights pin "
+              "this pair down. Models without dropout (the MLP on --features) get no interval.")
     cp.add_argument("run_dir", metavar="RUN_DIR")
     cp.add_argument("a", metavar="A")
     cp.add_argument("b", metavar="B")
     cp.add_argument("--features", default=None, help="runs trained on features: A and B are item names in this file")
+    cp.add_argument("--samples", type=int, default=100, help="MC-dropout draws for the interval (0: none)")
+    cp.add_argument("--level", type=float, default=0.9, help="coverage of the interval")
+    cp.add_argument("--json", action="store_true", help="print one JSON object")
     _add_device(cp)
     rk = _sub(sub, "rank", "sort a folder of images by the model's score; CSV and contact sheet",
               "Score every image of FOLDER (a ranker: its own score; other models: the mean P(image > reference) over "
@@ -310,6 +318,8 @@ def _add_use_parsers(sub) -> None:
     rk.add_argument("--references", type=int, default=512, help="reference images for the score (sampled by --seed)")
     rk.add_argument("--seed", type=int, default=0, help="seed of the reference sample")
     rk.add_argument("--top", type=int, default=10, help="lines of the ranking to print at each end")
+    rk.add_argument("--labels", default=None, help="CSV/Parquet (item, label) of some ranked items: report Spearman "
+                    "rho, Kendall tau and NDCG of the ranking against them")
     _add_device(rk)
     ex = _sub(sub, "export", "export the best model as safetensors, ONNX or TorchScript",
               "Write the run's best model so it can be used without relcomp, and check that the exported model's "
@@ -363,14 +373,29 @@ def _add_reproduce_parser(sub) -> None:
              "whose config matches are reused; interrupted ones continue.")
     p.add_argument("--profile", default="quick", help=f"named profile ({', '.join(profile_names())}) or a .toml file")
     p.add_argument("--out", default=None, help="output folder (default: runs/reproduce-<profile>)")
-    p.add_argument("--seeds", type=int, default=1, help="train every model with this many seeds; report mean ± std")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="train every model with this many seeds; report mean ± std (default: the profile's, or 1)")
     p.add_argument("--samples", type=_count, default=None, help="override: pairs seen by every relational run")
     p.add_argument("--sizes", default=None, help="override: comma-separated pair-set sizes (e.g. 50k,500k)")
     p.add_argument("--supervised-epochs", type=float, default=None, help="override: supervised epochs")
     p.add_argument("--draws", type=int, default=None, help="override: few-shot draws")
+    p.add_argument("--flip-rate", type=float, default=None,
+                   help="override (active profiles): share of the simulated annotator's answers flipped")
     _add_device(p)
     _add_data_dir(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_report_parser(sub) -> None:
+    p = _sub(sub, "report", "print the tables of a results file; regenerate the README's tables from them",
+             "Print a committed results file (docs/results/*.json, written by relcomp reproduce) as markdown, and "
+             "draw its figures from its numbers with --figures DIR. With --readme FILE, rewrite every block of FILE "
+             "between '<!-- relcomp report RESULTS [figures=DIR] -->' and '<!-- end relcomp report -->' from its "
+             "results file; with --check, only say (exit 1) which blocks differ.")
+    p.add_argument("results", nargs="?", metavar="RESULTS_JSON", help="a results file")
+    p.add_argument("--figures", default=None, metavar="DIR", help="draw the figures into DIR (and link them there)")
+    p.add_argument("--readme", default=None, metavar="FILE", help="regenerate the blocks of this markdown file")
+    p.add_argument("--check", action="store_true", help="with --readme: change nothing; exit 1 if a block is stale")
 
 
 def _add_bench_parser(sub) -> None:
@@ -491,7 +516,11 @@ def _print_eval(r: dict) -> None:
     else:
         print(f"{where} classification accuracy: n/a (no labelled items)")
     if r.get("spearman_rho") is not None:
-        print(f"{where} Spearman rho (score vs label): {r['spearman_rho']:.4f}")
+        print(f"{where} ranking vs labels: Spearman rho {r['spearman_rho']:.4f}, Kendall tau {r['kendall_tau']:.4f}, "
+              f"NDCG {r['ndcg']:.4f} (@100: {r['ndcg@100']:.4f})")
+    if r.get("calibration"):
+        c = r["calibration"]
+        print(f"{where} calibration of {c['of']}: ECE {c['ece']:.4f} over {c['n']:,} pairs (reliability.png)")
 
 
 def _cmd_eval(args) -> int:
@@ -529,19 +558,35 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    p = compare(args.run_dir, args.a, args.b, device=args.device, features=args.features)
-    print(f"P({args.a} > {args.b}) = {p:.4f}")
+    if args.samples < 0:
+        raise ConfigError(f"--samples must be >= 0, got {args.samples}")
+    r = compare_interval(args.run_dir, args.a, args.b, device=args.device, features=args.features,
+                         samples=args.samples, level=args.level)
+    if args.json:
+        print(json.dumps({"a": args.a, "b": args.b, **r}))
+        return 0
+    if r["interval"]:
+        lo, hi = r["interval"]
+        note = f"  ({r['level']:.0%} interval {lo:.4f} to {hi:.4f}, {r['samples']} MC-dropout draws)"
+    else:
+        note = "" if not args.samples else "  (no interval: this model has no dropout)"
+    print(f"P({args.a} > {args.b}) = {r['p']:.4f}{note}")
     return 0
 
 
 def _cmd_rank(args) -> int:
-    r = rank(args.run_dir, args.folder, out=args.out, references=args.references, seed=args.seed, device=args.device)
+    r = rank(args.run_dir, args.folder, out=args.out, references=args.references, seed=args.seed, device=args.device,
+             labels=args.labels)
     ranking = list(enumerate(r["ranking"], 1))
     if len(ranking) > 2 * args.top:
         ranking = ranking[:args.top] + [(None, None)] + ranking[-args.top:]
     for k, item in ranking:
         print("     ..." if k is None else f"{k:>8}  {item[1]:.4f}  {item[0]}")
     print(f"ranked {r['n']:,} items: {r['csv']}" + (f", contact sheet {r['png']}" if r["png"] else ""))
+    if r["metrics"]:
+        m = r["metrics"]
+        print(f"against {m['n_labelled']:,} labelled items: Spearman rho {m['spearman_rho']:.4f}, Kendall tau "
+              f"{m['kendall_tau']:.4f}, NDCG {m['ndcg']:.4f} (@100: {m['ndcg@100']:.4f})")
     return 0
 
 
@@ -580,18 +625,36 @@ def _cmd_reproduce(args) -> int:
         overrides["supervised.epochs"] = args.supervised_epochs
     if args.draws:
         overrides["fewshot.draws"] = args.draws
+    if args.flip_rate is not None:
+        overrides["flip_rate"] = args.flip_rate
     results = reproduce(args.profile, args.out, args.seeds, args.device, args.data_dir, overrides,
                         progress=not args.quiet)
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{results['profile']}"
-    print(results["console"] if results.get("kind") == "beyond" else format_console(results))
+    print(results["console"] if results.get("kind") in ("beyond", "active") else format_console(results))
     print(f"\n{time_text(results)}\nreport: {out / 'report.html'} (and report.md, results.json)")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    if (args.results is None) == (args.readme is None):
+        raise ConfigError("give a results file, or --readme FILE")
+    if args.readme is None:
+        figs = Path(args.figures) if args.figures else None
+        print(render(args.results, args.figures or "figures", figs))
+        return 0
+    stale = update_readme(args.readme, check=args.check)
+    if args.check and stale:
+        print(f"relcomp: {args.readme}: stale blocks for {', '.join(stale)}; run relcomp report --readme "
+              f"{args.readme}", file=sys.stderr)
+        return 1
+    print(f"{args.readme}: {'up to date' if not stale else 'regenerated ' + ', '.join(stale)}")
     return 0
 
 
 COMMANDS = {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "fewshot": _cmd_fewshot,
             "predict": _cmd_predict, "compare": _cmd_compare, "rank": _cmd_rank, "export": _cmd_export,
             "embed": _cmd_embed, "suggest": _cmd_suggest,
-            "reproduce": _cmd_reproduce, "bench": cmd_bench}
+            "reproduce": _cmd_reproduce, "report": _cmd_report, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,8 @@
 """Test-set evaluation of a trained run: relational accuracy on the test pairs, classification
-accuracy on the test images (where the model classifies), the ranking metrics of a scoring model,
-and the confusion matrix.
+accuracy on the test images (where the model classifies), the calibration of the predicted
+outcome probabilities on the test pairs (ECE and a reliability diagram), the ranking metrics of
+an ordering model (Spearman, Kendall, NDCG of its item scores against the labels), and the
+confusion matrix.
 
 Where the test split comes from is the data source's business (MNIST: the 20k test pairs and the
 10k test images; your own data: the held-out comparisons and the labelled items).
@@ -13,12 +15,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from sklearn.metrics import confusion_matrix
 
 from .data.sources import to_tensor
-from .metrics import item_outputs, score_outputs
-from .plots import plot_confusion
+from .metrics import (
+    calibration,
+    item_outputs,
+    item_scores,
+    outcome_probabilities,
+    pair_outputs,
+    ranking_metrics,
+    score_outputs,
+)
+from .plots import plot_confusion, plot_reliability
 from .run import load_run_model, run_title
 from .utils import resolve_device, resolve_precision, write_json_atomic
 
@@ -46,8 +55,14 @@ def evaluate_run(run_dir: str | os.PathLike, device: str = "auto", write: bool =
         "relational_accuracy": m["rel_acc"], "classification_accuracy": m.get("cls_acc"),
         "confusion_matrix": None, "n_test_pairs": len(test.pairs), "n_test_images": int(labelled.sum()),
     }
-    if model.scores and labelled.any():
-        result["spearman_rho"] = float(spearmanr(out[:, 0].cpu().numpy()[labelled], labels[labelled]).statistic)
+    if model.relational and len(test.pairs):
+        result["calibration"] = cal = calibration(outcome_probabilities(pair_outputs(model, out, test.pairs)).cpu(),
+                                                  test.pairs.z)
+        if write:
+            plot_reliability(cal, run_dir / "reliability.png", title=run_title(cfg))
+    if model.relational and cfg.relation != "same" and len(np.unique(labels[labelled])) > 1:
+        score = item_scores(model, out[torch.from_numpy(labelled).to(out.device)])
+        result.update(ranking_metrics(score, labels[labelled]))
     if model.classifies and labelled.any():
         cm = confusion_matrix(labels[labelled], m["pred"][labelled], labels=list(range(cfg.num_classes)))
         result["confusion_matrix"] = cm.tolist()

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data.comparisons import load_labels
 from .data.features import load_features
 from .data.images import ImageSet, load_images, load_inputs
 from .data.sources import to_tensor
 from .errors import ConfigError, DataError
-from .metrics import item_outputs
+from .metrics import item_outputs, item_scores, mc_dropout_prob_greater, prob_greater, ranking_metrics
 from .run import load_run_model
-from .utils import atomic_path, resolve_device
+from .utils import atomic_path, resolve_device, write_json_atomic
 
 
 class Predictor:
@@ -74,37 +75,13 @@ class Predictor:
         x = to_tensor(self.cfg.data.prepare(images), self.device)
         return item_outputs(self.model, x, self.precision)[1]
 
-    @torch.no_grad()
     def prob_greater(self, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
-        """P(A > B) for rows of item outputs (for a ``ge`` model: the A > B share of the three outcomes).
+        """P(A > B) for rows of item outputs (see :func:`relcomp.metrics.prob_greater`)."""
+        return prob_greater(self.model, out_a, out_b)
 
-        Raises:
-            ConfigError: a model trained on the ``same`` relation (it knows no order).
-        """
-        if self.model.relation == "same":
-            raise ConfigError("this model was trained on same/different comparisons: it has no order to compare or rank by")
-        out = self.model.pair_logit(out_a, out_b)
-        return out.softmax(-1)[:, 1] if out.ndim == 2 else torch.sigmoid(out)
-
-    @torch.no_grad()
-    def scores(self, out: torch.Tensor, references: int = 512, seed: int = 0, chunk: int = 65_536) -> np.ndarray:
-        """Each item's mean P(item > reference) over ``references`` items sampled by ``seed`` (all
-        items when there are no more than that), never comparing an item with itself."""
-        if self.model.scores and self.model.relation == "gt":
-            return out[:, 0].cpu().numpy()  # a scoring model's own score orders the items directly
-        n = len(out)
-        refs = np.arange(n) if n <= references else np.sort(np.random.default_rng(seed).choice(n, references, False))
-        ref_t = torch.from_numpy(refs).to(out.device)
-        ref_out = out[ref_t]
-        r = len(refs)
-        rows = max(1, chunk // r)
-        result = []
-        for k in range(0, n, rows):
-            a = out[k:k + rows]
-            p = self.prob_greater(a.repeat_interleave(r, 0), ref_out.repeat(len(a), 1)).view(len(a), r)
-            other = torch.arange(k, k + len(a), device=out.device)[:, None] != ref_t[None, :]
-            result.append((p * other).sum(1) / other.sum(1).clamp(min=1))
-        return torch.cat(result).cpu().numpy()
+    def scores(self, out: torch.Tensor, references: int = 512, seed: int = 0) -> np.ndarray:
+        """Each item's score (see :func:`relcomp.metrics.item_scores`)."""
+        return item_scores(self.model, out, references, seed)
 
 
 def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], device: str = "auto") -> list[dict[str, Any]]:
@@ -132,6 +109,22 @@ def compare(run_dir: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLi
     Raises:
         DataError: an unreadable image, or an item not in ``features``.
     """
+    return compare_interval(run_dir, a, b, device, features, samples=0)["p"]
+
+
+def compare_interval(run_dir: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLike, device: str = "auto",
+                     features: str | os.PathLike | None = None, samples: int = 100, level: float = 0.9,
+                     seed: int = 0) -> dict[str, Any]:
+    """P(A > B) as :func:`compare` gives it, and a ``level`` interval of it from ``samples`` MC
+    dropout draws (the model's dropout layers left on): ``{"p", "interval": (lo, hi) or None,
+    "samples", "level", "method"}``. The interval is None for a model without dropout.
+
+    Raises:
+        ConfigError: ``level`` outside (0, 1), or as :func:`compare`.
+        DataError: as :func:`compare`.
+    """
+    if not 0 < level < 1:
+        raise ConfigError(f"--level must be in (0, 1), got {level}")
     p = Predictor(run_dir, device)
     if p.takes_features != (features is not None):
         raise ConfigError("this run was trained on features: give --features FILE and two item names" if p.takes_features
@@ -140,17 +133,28 @@ def compare(run_dir: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLi
     if len(items) != 2:
         raise ConfigError("compare takes exactly two image files")
     out = p.outputs(items.images)
-    return float(p.prob_greater(out[:1], out[1:]))
+    result = {"p": float(p.prob_greater(out[:1], out[1:])), "interval": None, "samples": samples, "level": level,
+              "method": "mc-dropout"}
+    if samples > 0:
+        x = to_tensor(p.cfg.data.prepare(items.images), p.device)
+        draws = mc_dropout_prob_greater(p.model, x[:1], x[1:], samples, seed)
+        if draws is not None:
+            lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+            result["interval"] = (float(lo), float(hi))
+    return result
 
 
 def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.PathLike | None = None,
-         references: int = 512, seed: int = 0, device: str = "auto", sheet_max: int = 256) -> dict[str, Any]:
+         references: int = 512, seed: int = 0, device: str = "auto", sheet_max: int = 256,
+         labels: str | os.PathLike | None = None) -> dict[str, Any]:
     """Sort a folder of images by the model's score, greatest first; write ``ranking.csv`` and a
     contact sheet ``ranking.png`` into ``out`` (default: ``<run_dir>/rank-<folder name>``). For a
-    run trained on features, ``folder`` is a features file and no contact sheet is drawn.
+    run trained on features, ``folder`` is a features file and no contact sheet is drawn. With a
+    ``labels`` file (columns ``item``, ``label``) the result has the ranking's Spearman rho,
+    Kendall tau and NDCG against the labelled items (``metrics``).
 
     Raises:
-        DataError: a missing folder or unreadable images.
+        DataError: a missing folder or unreadable images, or a bad labels file.
     """
     p = Predictor(run_dir, device)
     if not p.model.relational and not p.model.classifies:
@@ -174,8 +178,16 @@ def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.Pa
                         *(f"{v[k]:.4f}" if v.dtype.kind == "f" else int(v[k]) for v in extra.values())])
     if not p.takes_features:
         contact_sheet(items, order, score, out / "ranking.png", sheet_max)
+    metrics = None
+    if labels is not None:
+        y = load_labels(labels, items)
+        known = y >= 0
+        if len(np.unique(y[known])) < 2:
+            raise DataError(f"{labels}: fewer than two distinct labels among the ranked items")
+        metrics = {**ranking_metrics(score[known], y[known]), "n_labelled": int(known.sum())}
+        write_json_atomic(out / "ranking-metrics.json", metrics)
     return {"csv": str(out / "ranking.csv"), "png": None if p.takes_features else str(out / "ranking.png"),
-            "n": len(items),
+            "n": len(items), "metrics": metrics,
             "ranking": [(items.names[k], float(score[k])) for k in order]}
 
 

@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import kendalltau, spearmanr
+from sklearn.metrics import ndcg_score
 from torch import nn
 
 from .analysis import match_clusters
 from .data.pairs import Pairs
 from .data.sources import pairs_to_device
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .losses import pair_predictions
 
 PAIR_CHUNK = 65_536
@@ -65,6 +67,104 @@ def score_outputs(model: nn.Module, out: torch.Tensor, y: torch.Tensor, pairs: P
             result["cls_acc"] = float((pred[labelled] == y[labelled]).float().mean())
         result["pred"] = pred.cpu().numpy()
     return result
+
+
+def outcome_probabilities(pair_out: torch.Tensor) -> torch.Tensor:
+    """(N, C) probabilities of the outcome codes from pair outputs: [P(z=0), P(z=1)] from a logit,
+    the softmax of a ``ge`` model's three log-probabilities."""
+    if pair_out.ndim == 2:
+        return pair_out.float().softmax(-1)
+    p = torch.sigmoid(pair_out.float())
+    return torch.stack([1 - p, p], -1)
+
+
+@torch.no_grad()
+def prob_greater(model: nn.Module, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
+    """P(A > B) from rows of item outputs (for a ``ge`` model: the A > B share of the three outcomes).
+
+    Raises:
+        ConfigError: a model trained on the ``same`` relation (it knows no order).
+    """
+    if model.relation == "same":
+        raise ConfigError("this model was trained on same/different comparisons: it has no order to compare or rank by")
+    return outcome_probabilities(model.pair_logit(out_a, out_b))[:, 1]
+
+
+@torch.no_grad()
+def item_scores(model: nn.Module, out: torch.Tensor, references: int = 512, seed: int = 0,
+                chunk: int = 65_536) -> np.ndarray:
+    """Each item's score: a scoring model's own score; otherwise its mean P(item > reference) over
+    ``references`` items sampled by ``seed`` (all items when there are no more than that), never
+    comparing an item with itself."""
+    if model.scores and model.relation == "gt":
+        return out[:, 0].cpu().numpy()
+    n = len(out)
+    refs = np.arange(n) if n <= references else np.sort(np.random.default_rng(seed).choice(n, references, False))
+    ref_t = torch.from_numpy(refs).to(out.device)
+    ref_out, r = out[ref_t], len(refs)
+    rows = max(1, chunk // r)
+    result = []
+    for k in range(0, n, rows):
+        a = out[k:k + rows]
+        p = prob_greater(model, a.repeat_interleave(r, 0), ref_out.repeat(len(a), 1)).view(len(a), r)
+        other = torch.arange(k, k + len(a), device=out.device)[:, None] != ref_t[None, :]
+        result.append((p * other).sum(1) / other.sum(1).clamp(min=1))
+    return torch.cat(result).cpu().numpy()
+
+
+@torch.no_grad()
+def mc_dropout_prob_greater(model: nn.Module, xa: torch.Tensor, xb: torch.Tensor, samples: int = 100,
+                            seed: int = 0) -> np.ndarray | None:
+    """``samples`` draws of P(A > B) for one pair of inputs (each of shape (1, ...)) with the model's
+    dropout layers active and everything else in eval mode (MC dropout); None for a model without
+    dropout (e.g. the MLP on features)."""
+    drops = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+    if not drops:
+        return None
+    was_training = model.training
+    model.eval()
+    for m in drops:
+        m.train()
+    try:
+        torch.manual_seed(seed)
+        x = torch.cat([xa.expand(samples, *xa.shape[1:]), xb.expand(samples, *xb.shape[1:])])
+        out = model.item_output(model.embed(x)).float()
+        return prob_greater(model, out[:samples], out[samples:]).cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
+def ranking_metrics(score: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """How well ``score`` orders items by their labels: Spearman's rho, Kendall's tau-b (both
+    handle the many tied labels), and NDCG with the labels (0 .. K-1) as gains, over the whole
+    list and its top 100."""
+    labels = np.asarray(labels, dtype=float)
+    return {"spearman_rho": float(spearmanr(score, labels).statistic),
+            "kendall_tau": float(kendalltau(score, labels).statistic),
+            "ndcg": float(ndcg_score(labels[None], np.asarray(score, dtype=float)[None])),
+            "ndcg@100": float(ndcg_score(labels[None], np.asarray(score, dtype=float)[None], k=100))}
+
+
+def calibration(probs: np.ndarray, z: np.ndarray, bins: int = 15) -> dict[str, Any]:
+    """Expected calibration error (ECE) of predicted outcome probabilities ``probs`` (N, C) on
+    outcomes ``z``, over ``bins`` equal-width bins. Two outcomes: the calibration of P(z = 1)
+    (P(A > B)) against the observed share of z = 1; more: of the top outcome's probability
+    against how often it is right. ECE = sum over bins of (share of pairs) x |observed - predicted|."""
+    probs, z = np.asarray(probs, dtype=float), np.asarray(z)
+    if probs.shape[1] == 2:
+        conf, hit, kind = probs[:, 1], (z == 1).astype(float), "P(z=1)"
+    else:
+        conf, hit, kind = probs.max(1), (probs.argmax(1) == z).astype(float), "top outcome"
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()),
+                         "predicted": float(conf[m].mean()), "observed": float(hit[m].mean())})
+            ece += m.mean() * abs(hit[m].mean() - conf[m].mean())
+    return {"ece": float(ece), "of": kind, "n": int(len(z)), "bins": rows}
 
 
 def draw_shots(labels: np.ndarray, k: int, num_classes: int, seed: int | tuple) -> np.ndarray:

@@ -60,6 +60,28 @@ def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "") -> 
     _save(fig, path)
 
 
+def plot_reliability(cal: dict, path: str | os.PathLike, title: str = "") -> None:
+    """Reliability diagram: observed share against predicted probability per bin (bar width: the
+    bin; the diagonal is perfect calibration), with the pairs per bin below."""
+    fig, (ax, axn) = plt.subplots(2, 1, figsize=(4.8, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    bins = cal["bins"]
+    lo = [b["lo"] for b in bins]
+    width = [b["hi"] - b["lo"] for b in bins]
+    ax.bar(lo, [b["observed"] for b in bins], width=width, align="edge", edgecolor="k", alpha=0.7, label="observed")
+    ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], "o", color="C3", ms=4,
+            label="bin mean prediction")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set_ylabel("observed share" if cal["of"] == "P(z=1)" else "accuracy")
+    ax.set_title(f"{title}\nECE of {cal['of']} on {cal['n']:,} pairs: {cal['ece']:.4f}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    axn.bar(lo, [b["n"] for b in bins], width=width, align="edge", edgecolor="k", color="C7")
+    axn.set_yscale("log")
+    axn.set_ylabel("pairs")
+    axn.set_xlabel("predicted P(A > B)" if cal["of"] == "P(z=1)" else "predicted probability of the top outcome")
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def plot_embeddings(panels: Sequence[dict], path: str | os.PathLike) -> None:
     """Top row: t-SNE of each model's embeddings with digit centroids labelled. Bottom row: the
     projection on the first principal component, one violin per digit (the paper's Figure 7).

@@ -1,5 +1,6 @@
-"""Studies: the paper's reproduction (:mod:`.paper`) and what the paper names as future work
-(:mod:`.beyond`), each chosen by a profile (``relcomp reproduce --profile NAME``)."""
+"""Studies: the paper's reproduction (:mod:`.paper`), what the paper names as future work
+(:mod:`.beyond`) and annotation rounds with a simulated annotator (:mod:`.active`), each chosen by
+a profile (``relcomp reproduce --profile NAME``)."""
 from __future__ import annotations
 
 import os
@@ -8,30 +9,57 @@ from typing import Any
 
 from ..data.mnist import fetch_mnist
 from ..errors import ConfigError
+from .active import run_active
 from .beyond import run_beyond
 from .common import load_profile, profile_names
 from .paper import format_console, reproduce_paper, time_text
 
+
+def command_line(profile: str, seeds: int | None, overrides: dict[str, Any] | None) -> str:
+    """The ``relcomp reproduce`` command that runs this study (recorded in results files)."""
+    flags = {"relational.samples": "--samples", "relational.sizes": "--sizes", "supervised.epochs": "--supervised-epochs",
+             "fewshot.draws": "--draws", "flip_rate": "--flip-rate"}
+    parts = ["relcomp", "reproduce", "--profile", str(profile)] + (["--seeds", str(seeds)] if seeds else [])
+    for key, value in (overrides or {}).items():
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts += [flags.get(key, key), text]
+    return " ".join(parts)
+
+
 __all__ = ["format_console", "load_profile", "profile_names", "reproduce", "time_text"]
 
 
-def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seeds: int = 1, device: str = "auto",
+def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seeds: int | None = None,
+              device: str = "auto",
               data_dir: str | None = None, overrides: dict[str, Any] | None = None,
               progress: bool = True) -> dict[str, Any]:
     """Run the study of ``profile`` (a name or a .toml file) into ``out`` (default
     ``runs/reproduce-<profile>``); return the content of its ``results.json``.
+
+    ``seeds``: train every model with seeds 0 .. seeds - 1 (default: the profile's seeds, or 1).
+    ``overrides``: ``{"section.key": value}`` or ``{"key": value}`` for a top-level key.
 
     Raises:
         ConfigError: an unknown profile, a bad override or seeds < 1.
     """
     prof = load_profile(profile)
     for dotted, value in (overrides or {}).items():
-        section, key = dotted.split(".")
-        prof.setdefault(section, {})[key] = value
-    if seeds < 1:
+        if "." in dotted:
+            section, key = dotted.split(".")
+            prof.setdefault(section, {})[key] = value
+        else:
+            prof[dotted] = value
+    if seeds is not None and seeds < 1:
         raise ConfigError("--seeds must be >= 1")
+    if "flip_rate" in prof and prof.get("kind") != "active":
+        raise ConfigError("--flip-rate applies to the annotation-rounds profiles (active-quick, active-smoke)")
     out = Path(out) if out else Path("runs") / f"reproduce-{prof['name']}"
+    prof["command"] = command_line(profile, seeds, overrides)
     fetch_mnist(data_dir)  # says where MNIST came from and that it was verified
     if prof.get("kind") == "beyond":
         return run_beyond(prof, out, device, data_dir, progress)
-    return reproduce_paper(prof, out, seeds, device, data_dir, progress)
+    if prof.get("kind") == "active":
+        if seeds is not None:
+            prof["seeds"] = list(range(seeds))
+        return run_active(prof, out, device, data_dir, progress)
+    return reproduce_paper(prof, out, seeds or 1, device, data_dir, progress)

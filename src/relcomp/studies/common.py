@@ -11,7 +11,9 @@ import html
 import json
 import os
 import platform
+import subprocess
 import sys
+import time
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -50,7 +52,7 @@ def load_profile(name: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"profile {name}: invalid TOML ({e})") from None
     prof["name"] = path.stem if path.suffix == ".toml" else name
-    if prof.get("kind") == "beyond":
+    if prof.get("kind") in ("beyond", "active"):
         return prof
     for section, key in (("supervised", "epochs"), ("relational", "sizes"), ("relational", "samples"),
                          ("fewshot", "shots"), ("fewshot", "draws")):
@@ -98,6 +100,30 @@ def machine_info() -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def git_commit() -> str | None:
+    """The commit of relcomp's source checkout (``+dirty`` with uncommitted changes), or None when
+    it is not a git checkout (an installed wheel)."""
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def provenance(prof: dict) -> dict[str, Any]:
+    """Where a results file came from: the command, relcomp's version and commit, the date."""
+    from .. import __version__
+
+    return {"command": prof.get("command"), "relcomp": __version__, "commit": git_commit(),
+            "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
 def fmt(cell: dict | None) -> str:

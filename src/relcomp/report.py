@@ -1,0 +1,83 @@
+"""``relcomp report``: the tables and figures of a committed results file, and the README blocks
+made from them.
+
+A results file (``results.json`` of ``relcomp reproduce``, committed under ``docs/results/``)
+says what kind of study wrote it; :data:`RENDERERS` gives each kind's markdown and figures. The
+README holds generated blocks between two markers::
+
+    <!-- relcomp report docs/results/active-quick.json figures=docs/img -->
+    ... what `relcomp report docs/results/active-quick.json --figures docs/img` prints ...
+    <!-- end relcomp report -->
+
+``relcomp report --readme README.md`` rewrites every block (and draws its figures) from its
+file, and ``--check`` fails when a block differs (a test runs the check), so no table in the
+README is typed by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, DataError
+from .studies import active
+from .utils import write_text_atomic
+
+
+@dataclass(frozen=True)
+class Renderer:
+    markdown: Callable[[dict, str], str]          # (results, figure folder as the text links it) -> markdown
+    figures: Callable[[dict, Path], dict]         # (results, folder) -> {file: caption}, drawn into the folder
+
+
+RENDERERS: dict[str, Renderer] = {"active": Renderer(active.markdown, active.figures)}
+
+BLOCK = re.compile(r"(<!-- relcomp report (?P<path>\S+)(?: figures=(?P<figs>\S+))? -->\n)(?P<body>.*?)"
+                   r"(\n<!-- end relcomp report -->)", re.S)
+
+
+def read_results(path: str | os.PathLike) -> dict:
+    """Raises: DataError: not a readable results file of a known kind."""
+    try:
+        res = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a readable results file ({e})") from None
+    kind = res.get("kind") if isinstance(res, dict) else None
+    if kind not in RENDERERS:
+        raise DataError(f"{path}: results of kind {kind!r}; relcomp report reads {', '.join(RENDERERS)}")
+    return res
+
+
+def render(path: str | os.PathLike, figures: str = "figures", draw_into: Path | None = None) -> str:
+    """The markdown of a results file, its figures linked in the folder ``figures``; with
+    ``draw_into`` the figures are drawn there from the file's numbers."""
+    res = read_results(path)
+    r = RENDERERS[res["kind"]]
+    if draw_into is not None:
+        r.figures(res, draw_into)
+    return r.markdown(res, figures)
+
+
+def update_readme(readme: str | os.PathLike, check: bool = False) -> list[str]:
+    """Rewrite the generated blocks of ``readme`` and draw their figures (or, with ``check``,
+    only compare the text); return the results files whose block was stale.
+
+    Raises:
+        ConfigError: the README has no generated block.
+        DataError: a block names a results file that cannot be read.
+    """
+    readme = Path(readme)
+    text, root = readme.read_text(), readme.parent
+    fresh = {}
+    for m in BLOCK.finditer(text):
+        figs = m["figs"] or "figures"
+        fresh[m[0]] = m[1] + render(root / m["path"], figs, None if check else root / figs) + m[5]
+    if not fresh:
+        raise ConfigError(f"{readme}: no '<!-- relcomp report FILE -->' block")
+    stale = [BLOCK.match(old)["path"] for old, new in fresh.items() if old != new]
+    if stale and not check:
+        write_text_atomic(readme, BLOCK.sub(lambda m: fresh[m[0]], text))
+    return stale
