@@ -159,6 +159,42 @@ def test_duplicates_contradictions_never_compared(tmp_path, items):
     assert len(maj) == 5 and list(maj.a[:2]) == [0, 1] and list(maj.z[:2]) == [1, 0]
 
 
+def test_ties_read_counted_and_dropped_under_gt(tmp_path, items):
+    # pair {0,1}: a tie twice (a duplicate, in both orders) ; pair {2,3}: 2 > 3 and a tie (a
+    # contradiction); pair {4,5}: a tie once
+    rows = [(0, 1, "="), (1, 0, "tie"), (2, 3, "1"), (3, 2, "Equal"), (4, 5, "="), (1, 2, ">")]
+    path = _csv(tmp_path / "c.csv", rows, ("a", "b", "outcome"))
+    c = load_comparisons(path, items)
+    assert list(c.z) == [2, 2, 1, 2, 2, 1]
+    s = c.report.stats
+    assert (s["ties"], s["duplicate_judgements"], s["contradicting_pairs"]) == (4, 1, 1)
+    maj = load_comparisons(path, items, "majority")  # {2,3}: one vote each way, no majority
+    assert sorted(zip(maj.a.tolist(), maj.b.tolist())) == [(0, 1), (1, 0), (1, 2), (4, 5)]
+    gt = c.without_ties()
+    assert list(gt.z) == [1, 1] and any("4 tie judgement(s) dropped" in w for w in c.report.warnings)
+    ge = c.pairs()
+    assert ge.z.tolist() == [2, 2, 1, 2, 2, 1]
+    ties = _csv(tmp_path / "t.csv", [(0, 1, "=")])
+    with pytest.raises(DataError, match="every judgement is a tie; train with --relation ge"):
+        load_user_data(items, ties, val_fraction=0.5)
+    with pytest.raises(ValidationError, match="= or tie for a tie"):
+        load_comparisons(_csv(tmp_path / "bad.csv", [(0, 1, "~")]), items)
+
+
+def test_ge_loss_on_user_ties_matches_mnist_codes():
+    """A user's tie (code 2) is the MNIST ge relation's tie: the weak model's loss is -log P(tie)."""
+    from relcomp.losses import log_prob_relations
+
+    torch.manual_seed(0)
+    model = build_model("weak", 5, relation="ge")
+    la, lb = torch.randn(3, 5), torch.randn(3, 5)
+    out = model.pair_logit(la, lb)
+    z = torch.tensor([0, 1, 2])
+    lp = log_prob_relations(la.log_softmax(-1), lb.log_softmax(-1))
+    want = -(lp[0, 0] + lp[1, 1] + lp[2, 2]) / 3
+    assert torch.allclose(relation_loss(out, z), want, atol=1e-5)
+
+
 def test_split_keeps_pairs_together_and_is_seeded(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((50, 28, 28), np.uint8))
     items = load_images(tmp_path / "x.npy")
@@ -273,7 +309,7 @@ def test_cli_warnings_are_reported_not_fatal(tmp_path, items, capsys):
     rows = [(1, 0, "1"), (1, 0, "1"), (2, 1, "1"), (1, 2, "1"), (3, 2, ">"), (4, 3, "a"), (2, 4, "<")]
     assert _check(tmp_path, rows, extra=("--val-fraction", "0.3")) == 0
     out = capsys.readouterr().out
-    assert "1 duplicate judgement(s)" in out and "1 pair(s) judged both ways in 2 judgements (kept" in out
+    assert "1 duplicate judgement(s)" in out and "1 pair(s) judged differently in 2 judgements (kept" in out
     assert "1 item(s) never compared (5)" in out
     assert _check(tmp_path, rows, extra=("--val-fraction", "0.3", "--contradictions", "drop", "--json")) == 0
     report = json.loads(capsys.readouterr().out)

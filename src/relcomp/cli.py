@@ -252,7 +252,7 @@ def _add_user_data(p) -> None:
     p.add_argument("--val-fraction", type=float, default=USER["val_fraction"], help="share of distinct compared "
                    "pairs held out for validation (all judgements of a pair stay on one side)")
     p.add_argument("--contradictions", choices=CONTRADICTIONS, default=USER["contradictions"],
-                   help="pairs judged both ways: keep every judgement, drop those pairs, or keep the majority")
+                   help="pairs judged differently (ties count as an outcome): keep every judgement, drop those pairs, or keep the majority")
 
 
 def _add_fewshot_parser(sub) -> None:

@@ -2,7 +2,8 @@
 
 A comparisons file has one judgement per row: columns ``a`` and ``b`` name two items (file names
 relative to the image folder, or row indices into a ``.npy`` array) and ``outcome`` says which is
-greater: ``1`` / ``>`` / ``a`` for A > B, ``0`` / ``<`` / ``b`` for A < B. Optional columns:
+greater: ``1`` / ``>`` / ``a`` for A > B, ``0`` / ``<`` / ``b`` for A < B, ``=`` / ``tie`` for a
+tie (outcome code 2, as the ``ge`` relation codes it; ``--relation gt`` drops ties). Optional columns:
 ``annotator`` (who judged; counted in the report) and ``weight`` (a non-negative number that
 multiplies that judgement's loss).
 
@@ -28,6 +29,7 @@ from .pairs import Pairs, pair_keys
 
 GREATER = {"1", "1.0", "true", ">", "a"}
 LESS = {"0", "0.0", "false", "<", "b"}
+TIE = {"=", "tie", "equal"}
 CONTRADICTIONS = ("keep", "drop", "majority")
 MAX_LISTED = 20
 
@@ -162,7 +164,8 @@ def _text(v: Any) -> str:
 
 @dataclass(frozen=True)
 class Comparisons:
-    """Validated judgements as item rows: ``z = 1`` where item ``a`` is greater than item ``b``."""
+    """Validated judgements as item rows: ``z = 1`` where item ``a`` is greater than item ``b``,
+    0 where it is less, 2 for a tie."""
 
     a: np.ndarray
     b: np.ndarray
@@ -186,6 +189,18 @@ class Comparisons:
         return Pairs(self.a[rows], self.b[rows], self.z[rows],
                      dict(meta or {}, n=len(rows), split_size=self.n_items),
                      w=None if np.all(w == 1) else w)
+
+    def without_ties(self) -> Comparisons:
+        """The judgements that say which item is greater (``--relation gt``); the report says how
+        many ties were dropped."""
+        keep = self.z != 2
+        if keep.all():
+            return self
+        self.report.warnings.append(f"{int((~keep).sum())} tie judgement(s) dropped: --relation gt learns which item "
+                                    "is greater; --relation ge trains on ties too")
+        self.report.stats["ties_dropped"] = int((~keep).sum())
+        ann = [x for x, k in zip(self.annotator, keep) if k] if self.annotator is not None else None
+        return Comparisons(self.a[keep], self.b[keep], self.z[keep], self.w[keep], ann, self.report, self.n_items)
 
     def split(self, val_fraction: float, seed: int) -> tuple[Pairs, Pairs]:
         """(train, val) pair sets; every judgement of one pair of items falls on the same side, so
@@ -221,7 +236,7 @@ def _parse_item(raw: Any, index: dict[str, int]) -> int | None:
 def load_comparisons(path: str | os.PathLike, items: ImageSet, contradictions: str = "keep") -> Comparisons:
     """Read and validate a comparisons file against the image set it refers to.
 
-    ``contradictions``: what to do with pairs judged both ways: ``keep`` every judgement (the loss
+    ``contradictions``: what to do with pairs judged differently: ``keep`` every judgement (the loss
     sees the disagreement), ``drop`` every judgement of such pairs, or keep the ``majority``
     outcome (pairs with a tie are dropped).
 
@@ -257,9 +272,9 @@ def load_comparisons(path: str | os.PathLike, items: ImageSet, contradictions: s
             report.error(where, f"self-comparison: a and b are both {_text(row['a'])!r}")
             ok = False
         o = _text(row["outcome"]).lower()
-        if o not in GREATER and o not in LESS:
+        if o not in GREATER and o not in LESS and o not in TIE:
             report.error(where, f"column outcome: unknown value {_text(row['outcome'])!r} "
-                         "(use 1/0, >/< or a/b for which item is greater)")
+                         "(use 1/0, >/< or a/b for which item is greater, = or tie for a tie)")
             ok = False
         w = 1.0
         if has_w:
@@ -273,7 +288,7 @@ def load_comparisons(path: str | os.PathLike, items: ImageSet, contradictions: s
         if ok:
             a_l.append(ia)
             b_l.append(ib)
-            z_l.append(1 if o in GREATER else 0)
+            z_l.append(1 if o in GREATER else 0 if o in LESS else 2)
             w_l.append(w)
             if has_ann:
                 ann_l.append(_text(row["annotator"]))
@@ -301,50 +316,52 @@ def load_comparisons(path: str | os.PathLike, items: ImageSet, contradictions: s
 
 
 def _check_pairs(c: Comparisons, items: ImageSet, policy: str) -> np.ndarray:
-    """Count duplicates, contradictions and never-compared items into the report; return the mask
-    of rows to keep under ``policy``."""
+    """Count duplicates, contradictions, ties and never-compared items into the report; return
+    the mask of rows to keep under ``policy``."""
     r = c.report
     _, inverse, counts = np.unique(c.pair_keys(), return_inverse=True, return_counts=True)
-    # Orient every judgement the same way: 1 where the lower-numbered item is the greater one.
-    o = np.where(c.a < c.b, c.z, 1 - c.z).astype(np.int64)
-    ones = np.bincount(inverse, weights=o, minlength=len(counts))
-    zeros = counts - ones
-    contra = (ones > 0) & (zeros > 0)
+    # Orient every judgement the same way: 1 where the lower-numbered item is the greater one (a tie stays 2).
+    o = np.where(c.z == 2, 2, np.where(c.a < c.b, c.z, 1 - c.z)).astype(np.int64)
+    votes = np.zeros((len(counts), 3), np.int64)  # per pair: oriented outcomes 0, 1, 2
+    np.add.at(votes, (inverse, o), 1)
+    contra = (votes > 0).sum(1) > 1
     n_contra_rows = int(counts[contra].sum())
     n_dup = int((counts[~contra] - 1).sum())
     compared = np.zeros(len(items), bool)
     compared[c.a] = compared[c.b] = True
     r.stats.update(rows=len(c), distinct_pairs=len(counts), items=len(items), items_compared=int(compared.sum()),
                    duplicate_judgements=n_dup, contradicting_pairs=int(contra.sum()),
-                   contradicting_judgements=n_contra_rows)
+                   contradicting_judgements=n_contra_rows, ties=int((c.z == 2).sum()))
     if n_dup:
         r.warnings.append(f"{n_dup} duplicate judgement(s): the same pair with the same outcome more than once (kept)")
     if contra.any():
         action = {"keep": "kept, each judgement counts",
                   "drop": f"all {n_contra_rows} judgements of these pairs dropped",
-                  "majority": "the minority outcome dropped; pairs with a tie dropped"}[policy]
-        r.warnings.append(f"{int(contra.sum())} pair(s) judged both ways in {n_contra_rows} judgements ({action}; "
+                  "majority": "the minority outcomes dropped; pairs without a majority dropped"}[policy]
+        r.warnings.append(f"{int(contra.sum())} pair(s) judged differently in {n_contra_rows} judgements ({action}; "
                           "--contradictions keep|drop|majority)")
     never = np.flatnonzero(~compared)
     if len(never):
         shown = ", ".join(items.names[k] for k in never[:5]) + (", ..." if len(never) > 5 else "")
         r.warnings.append(f"{len(never)} item(s) never compared ({shown}); they are not trained on")
     if c.annotator is not None:
-        _annotator_stats(c, inverse, ones, counts, o)
+        _annotator_stats(c, inverse, votes, o)
     if policy == "keep":
         return np.ones(len(c), bool)
     if policy == "drop":
         return ~contra[inverse]
-    majority = np.where(ones * 2 > counts, 1, np.where(ones * 2 < counts, 0, -1))
+    top = votes.max(1)
+    unique_top = (votes == top[:, None]).sum(1) == 1
+    majority = np.where(unique_top, votes.argmax(1), -1)
     return ~contra[inverse] | (majority[inverse] == o)
 
 
-def _annotator_stats(c: Comparisons, inverse: np.ndarray, ones: np.ndarray, counts: np.ndarray, o: np.ndarray) -> None:
+def _annotator_stats(c: Comparisons, inverse: np.ndarray, votes: np.ndarray, o: np.ndarray) -> None:
     """Per annotator: judgements, and agreement with the other judgements of the same pairs."""
     names, who = np.unique(np.asarray(c.annotator, dtype=str), return_inverse=True)
     # Agreement with the others: the share of the *other* judgements of the pair with the same outcome.
-    others = counts[inverse] - 1
-    same = np.where(o == 1, ones[inverse] - 1, counts[inverse] - ones[inverse] - 1)
+    others = votes[inverse].sum(1) - 1
+    same = votes[inverse, o] - 1
     has = others > 0
     per = {}
     for k, name in enumerate(names):

@@ -211,8 +211,9 @@ class MnistSource(_Inputs):
 
     def validate(self, relational: bool, relation: str) -> None:
         if self.pairs_file:
-            if relation != "gt" or self.flip_rate:
-                raise ConfigError("--pairs FILE holds A > B judgements: --relation gt, no --flip-rate")
+            if relation == "same" or self.flip_rate:
+                raise ConfigError("--pairs FILE holds judgements of which item is greater (and ties): --relation gt "
+                                  "or ge, no --flip-rate")
         else:
             parse_count(self.pairs)
         for name in ("val_pairs", "train_subset", "val_subset"):
@@ -248,7 +249,7 @@ class MnistSource(_Inputs):
         train, val = _subset(mnist.train, self.train_subset), _subset(mnist.val, self.val_subset)
         train_pairs = None
         if relational:
-            train_pairs = (self.judged(train) if self.pairs_file else
+            train_pairs = (self.judged(train, relation) if self.pairs_file else
                            self._pairs(mnist, train, "train", self.n_pairs, self.train_subset, relation))
         val_pairs = self._pairs(mnist, val, "val", self.val_pairs, self.val_subset, relation)
         if self.flip_rate > 0:
@@ -259,12 +260,13 @@ class MnistSource(_Inputs):
                     to_tensor(val.images, device), torch.from_numpy(val.labels).to(device), train_pairs, val_pairs,
                     unlabeled=untouched(len(train.labels), train_pairs, device))
 
-    def judged(self, train: Split | None = None) -> Pairs:
+    def judged(self, train: Split | None = None, relation: str = "ge") -> Pairs:
         """The train pairs of a comparisons file whose items are train-split indices ("0" ... "49999"),
-        as ``relcomp suggest`` names them."""
+        as ``relcomp suggest`` names them; ``gt`` drops the ties."""
         train = train or _subset(load_mnist(self.data_dir).train, self.train_subset)
         items = ImageSet([str(k) for k in range(len(train.labels))], train.images, "MNIST train")
-        return load_comparisons(self.pairs, items).pairs(meta={"file": self.pairs})
+        comps = load_comparisons(self.pairs, items)
+        return (comps.without_ties() if relation == "gt" else comps).pairs(meta={"file": self.pairs})
 
     def train_items(self, relation: str = "gt") -> tuple[list[str], np.ndarray, np.ndarray]:
         """(names, model inputs, judged pair keys lo * n + hi) of the train items, named by their
@@ -309,7 +311,7 @@ class UserSource(_Inputs):
     image_size: int = 28                # every image is resized to image_size x image_size ...
     channels: int = 1                   # ... and converted to 1 (grayscale) or 3 (RGB) channels
     val_fraction: float = 0.1           # share of distinct compared pairs held out for validation
-    contradictions: str = "keep"        # pairs judged both ways: keep | drop | majority
+    contradictions: str = "keep"        # pairs judged differently: keep | drop | majority
     pair_seed: int = 42                 # seed of the train/val split
     features: str | None = None         # instead of images: a features file (.npy, .npz, .parquet)
     encoder: str | None = None          # hf:<model>: the images embedded by this frozen model (set from --backbone)
@@ -322,8 +324,9 @@ class UserSource(_Inputs):
             raise ConfigError("your own data needs --comparisons and either --images or --features")
         if not relational:
             raise ConfigError("this model needs labels for every image; train a relational model on comparisons")
-        if relation != "gt":
-            raise ConfigError("--relation ge/same applies to MNIST (your comparisons are A > B judgements)")
+        if relation == "same":
+            raise ConfigError("--relation same applies to MNIST; your comparisons say which item is greater "
+                              "(gt), or that too with ties (ge)")
         if self.image_size < 4 or self.image_size % 4:
             raise ConfigError(f"--image-size must be a positive multiple of 4, got {self.image_size}")
         if self.channels not in (1, 3):
@@ -352,17 +355,17 @@ class UserSource(_Inputs):
         s = load_images(self.images, self.image_size, self.channels, progress=progress)
         return ImageSet(s.names, self.prepare(s.images, progress), s.source) if self.encoder else s
 
-    def read(self, num_classes: int | None = None, progress: bool = False) -> UserData:
-        """The user's data, loaded and validated."""
+    def read(self, num_classes: int | None = None, progress: bool = False, relation: str = "gt") -> UserData:
+        """The user's data, loaded and validated (ties dropped under ``gt``)."""
         return load_user_data(self.items(progress), self.comparisons, self.labels, val_fraction=self.val_fraction,
                               seed=self.pair_seed, contradictions=self.contradictions, num_classes=num_classes,
-                              progress=progress)
+                              progress=progress, relation=relation)
 
     def load(self, device: torch.device, relational: bool, relation: str, num_classes: int | None = None,
              progress: bool = False) -> Data:
         """All images form one tensor that the train pairs index; validation embeds only the items
         that the held-out pairs (or the labels) touch, re-indexed."""
-        ud = self.read(num_classes, progress)
+        ud = self.read(num_classes, progress, relation)
         n = len(ud.images)
         y = ud.labels if ud.labels is not None else np.full(n, -1, np.int64)
         touched = np.zeros(n, bool)
@@ -380,13 +383,13 @@ class UserSource(_Inputs):
     def train_items(self, relation: str = "gt") -> tuple[list[str], np.ndarray, np.ndarray]:
         """(names, model inputs, judged pair keys) of every item; every judgement (train and
         held-out) counts as judged."""
-        ud = self.read()
+        ud = self.read(relation="ge")  # a pair judged a tie is judged, whatever the relation
         return ud.images.names, ud.images.images, ud.comparisons.pair_keys()
 
     def test_split(self, relation: str) -> TestSplit:
         """The held-out comparisons (the val split, which picked the best checkpoint: the figure is
         slightly optimistic) and the labelled items (never seen in training)."""
-        ud = self.read()
+        ud = self.read(relation=relation)
         labels = ud.labels if ud.labels is not None else np.full(len(ud.images), -1, np.int64)
         return TestSplit("held-out comparisons and labelled items", ud.images.images, labels, ud.val)
 

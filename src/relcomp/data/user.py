@@ -32,8 +32,10 @@ class UserData:
 
 def load_user_data(images: str | os.PathLike | ImageSet, comparisons: str | os.PathLike, labels: str | os.PathLike | None = None,
                    image_size: int = 28, channels: int = 1, val_fraction: float = 0.1, seed: int = 42,
-                   contradictions: str = "keep", num_classes: int | None = None, progress: bool = False) -> UserData:
+                   contradictions: str = "keep", num_classes: int | None = None, progress: bool = False,
+                   relation: str = "gt") -> UserData:
     """Load, validate and split a user's data. Nothing is trained on before every file passed.
+    Under ``relation`` ``gt`` tie judgements are dropped (and counted); ``ge`` keeps them.
 
     ``images`` is a folder or ``.npy`` of images (converted to ``image_size`` and ``channels``), or
     items already loaded (features, see :mod:`relcomp.data.features`).
@@ -43,6 +45,10 @@ def load_user_data(images: str | os.PathLike | ImageSet, comparisons: str | os.P
     """
     image_set = images if isinstance(images, ImageSet) else load_images(images, image_size, channels, progress=progress)
     comps = load_comparisons(comparisons, image_set, contradictions)
+    if relation == "gt":
+        comps = comps.without_ties()
+        if len(comps) == 0:
+            raise DataError(f"{comparisons}: every judgement is a tie; train with --relation ge")
     y = load_labels(labels, image_set) if labels is not None else None
     if y is not None and num_classes is not None and y.max() >= num_classes:
         bad = int(np.flatnonzero(y >= num_classes)[0])
