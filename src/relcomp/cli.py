@@ -19,6 +19,7 @@ from typing import Any
 from . import __version__
 from .bench import cmd_bench
 from .config import (
+    ANNOTATOR_MODELS,
     AUGMENTS,
     BACKBONES,
     CONTRADICTIONS,
@@ -187,6 +188,10 @@ def _add_train_parser(sub) -> None:
     tr.add_argument("--noise-correction", choices=NOISE_CORRECTIONS, default=TRAIN["noise_correction"],
                     help="forward correction of the loss, P_obs = (1 - e) P + e (1 - P): given uses e = --flip-rate; "
                     "estimate sets e from the val disagreement at each evaluation")
+    tr.add_argument("--annotator-model", choices=ANNOTATOR_MODELS, default=TRAIN["annotator_model"],
+                    help="flip: learn one flip rate per annotator (the comparisons' annotator column) with the network "
+                    "and correct each judgement's loss by its annotator's rate; spammers (rate near 0.5) then carry no "
+                    "weight and inverted annotators (above) are read inverted. relcomp eval reports the rates")
     tr.add_argument("--eval-every", type=_count, default=None, help="samples between evaluations (default: one "
                     "epoch, at most 100k)")
     tr.add_argument("--val-pairs", type=_count, default=MNIST["val_pairs"], help="MNIST: val pairs")
@@ -462,7 +467,8 @@ def train_config(args) -> TrainConfig:
     return TrainConfig(model=args.model, relation=args.relation, loss=args.loss, num_classes=_num_classes(args),
                        dropout=args.dropout, epochs=args.epochs, samples=args.samples, eval_every=args.eval_every,
                        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                       noise_correction=args.noise_correction, seed=args.seed, device=args.device,
+                       noise_correction=args.noise_correction, annotator_model=args.annotator_model,
+                       seed=args.seed, device=args.device,
                        precision=args.precision, channels_last=args.channels_last, deterministic=args.deterministic,
                        progress=not args.quiet, backbone=args.backbone, finetune=args.finetune,
                        unlabeled=args.unlabeled, unlabeled_batch=args.unlabeled_batch,
@@ -518,6 +524,10 @@ def _print_eval(r: dict) -> None:
     if r.get("spearman_rho") is not None:
         print(f"{where} ranking vs labels: Spearman rho {r['spearman_rho']:.4f}, Kendall tau {r['kendall_tau']:.4f}, "
               f"NDCG {r['ndcg']:.4f} (@100: {r['ndcg@100']:.4f})")
+    for name, a in (r.get("annotators") or {}).items():
+        flag = {"spammer": "  likely a spammer: about chance, carries no weight",
+                "inverted": "  inverted: outcomes used inverted"}.get(a["flag"], "")
+        print(f"annotator {name}: learned flip rate {a['flip_rate']:.3f} over {a['n']:,} judgements{flag}")
     if r.get("calibration"):
         c = r["calibration"]
         print(f"{where} calibration of {c['of']}: ECE {c['ece']:.4f} over {c['n']:,} pairs (reliability.png)")

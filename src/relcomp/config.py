@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .annotators import ANNOTATOR_MODELS
 from .augment import AUGMENTS
 from .backbones import BACKBONES, HFBackbone, hf_preprocess, is_hf
 from .data.comparisons import CONTRADICTIONS
@@ -55,6 +56,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     noise_correction: str = "none"      # none | given (forward correction with the flip rate) | estimate (from val)
+    annotator_model: str = "none"       # none | flip (a flip rate per annotator, learned with the network)
     seed: int = 0                       # model seed: initialisation, batch order, dropout
     device: str = "auto"
     precision: str = "auto"             # auto | bf16 | fp32 (bf16 autocast, fp32 master weights)
@@ -130,6 +132,13 @@ class TrainConfig:
         return dataclasses.replace(self, backbone=backbone, data=data, init_from=init_from)
 
     def _validate_noise(self) -> None:
+        _choice("--annotator-model", self.annotator_model, ANNOTATOR_MODELS)
+        if self.annotator_model != "none":
+            if self.loss != "correct" or self.noise_correction != "none" or not self.relational:
+                raise ConfigError("--annotator-model flip models the annotators of a relational model's comparisons "
+                                  "with the correct loss, instead of --noise-correction")
+            if self.relation == "same":
+                raise ConfigError("--annotator-model flip applies to the gt and ge relations")
         if self.noise_correction == "none":
             return
         if self.loss != "correct":
@@ -178,7 +187,8 @@ class TrainConfig:
     def semantic(self) -> dict[str, Any]:
         """The settings that change what is learned (a run may be resumed with other values of the
         rest); their hash names study run folders."""
-        d = {k: v for k, v in self.to_dict().items() if k not in NON_SEMANTIC}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in NON_SEMANTIC and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
         d["data"] = {k: v for k, v in d["data"].items() if k not in NON_SEMANTIC}
         return d
 
@@ -188,6 +198,9 @@ class TrainConfig:
 
 # Settings that do not change what is learned.
 NON_SEMANTIC = frozenset({"progress", "device", "data_dir", "resolved"})
+# Settings added after 0.3, at their default: left out of the hash, so that study runs hashed
+# before they existed keep their folder names.
+LATER_DEFAULTS = {"annotator_model": "none"}
 
 
 def _choice(option: str, value: str, choices) -> None:

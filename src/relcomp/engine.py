@@ -28,6 +28,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
+from .annotators import LR as ANNOTATOR_LR
+from .annotators import AnnotatorFlips, annotator_counts, build_annotators
 from .augment import augment
 from .checkpoint import has_checkpoint, load_checkpoint, load_weights, remove_orphans, save_checkpoint, save_weights
 from .config import TrainConfig
@@ -72,6 +74,7 @@ class TrainState:
     run_loss: float = 0.0       # sums over the current evaluation interval: saved too, so the logged
     run_correct: float = 0.0    # train_loss and train_acc do not depend on where a run was interrupted
     run_seen: float = 0.0
+    annotator_logits: list[float] | None = None  # --annotator-model flip: the rates' logits (resumed exactly)
 
     @classmethod
     def from_saved(cls, d: dict) -> TrainState:
@@ -118,7 +121,12 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, on_eval: OnEv
         init_weights(cfg, model)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    annotators = build_annotators(cfg.annotator_model, data.train_pairs, info.world)
+    groups = [{"params": model.parameters()}]
+    if annotators is not None:
+        annotators.to(device)
+        groups.append({"params": annotators.parameters(), "lr": ANNOTATOR_LR, "weight_decay": 0.0})
+    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = data.n_train
     plan = Plan(cfg.budget(n), cfg.resolved_batch_size() * info.world, cfg.eval_every or min(n, 100_000), n)
     if info.main:
@@ -126,8 +134,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, on_eval: OnEv
                                                                                       precision, data)})
     barrier(info)  # rank 0 may have created the folder; everyone now sees the same files
     state = restore(cfg, out, model, opt, info, resume)
+    if annotators is not None and state.annotator_logits is not None:
+        annotators.theta.data = torch.tensor(state.annotator_logits, device=device)
     if not state.finished:
-        Trainer(cfg, out, model, opt, data, plan, state, info, device, precision, on_eval).run()
+        Trainer(cfg, out, model, opt, data, plan, state, info, device, precision, on_eval, annotators).run()
         if info.main:
             plot_curves(read_jsonl(out / "metrics.jsonl"), out / "curves.png", title=run_title(cfg))
     return summary(out, state)
@@ -218,7 +228,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, out: Path, model: RelcompModel, opt: torch.optim.Optimizer, data: Data,
                  plan: Plan, state: TrainState, info: DistInfo, device: torch.device, precision: str,
-                 on_eval: OnEval | None = None):
+                 on_eval: OnEval | None = None, annotators: AnnotatorFlips | None = None):
         self.cfg, self.out, self.model, self.opt, self.data = cfg, out, model, opt, data
         self.plan, self.state, self.info, self.device, self.precision = plan, state, info, device, precision
         self.on_eval = on_eval
@@ -227,6 +237,7 @@ class Trainer:
         props = cfg.class_proportions
         self.prior = None if props is None else torch.tensor(props, device=device) / sum(props)
         self._order: tuple[int, torch.Tensor] | None = None
+        self.annotators = annotators  # --annotator-model flip: per-annotator flip rates, trained with the model
         self._t0 = 0.0
 
     def run(self) -> None:
@@ -277,7 +288,7 @@ class Trainer:
         inputs = tuple(augment(x, self.cfg.augment) for x in inputs)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=(self.precision == "bf16")):
             out = self.fwd(*inputs)
-            loss = self.loss_fn(out, target, weight, st.noise)
+            loss = self.loss_fn(out, target, weight, self.noise(idx))
             extra = self.unlabeled_loss()
         total = loss if extra is None else loss + extra
         # Each rank holds len(idx) of the take samples; scaling by world x share makes the DDP
@@ -294,6 +305,13 @@ class Trainer:
         st.run_loss += loss.item() * len(idx)
         st.run_correct += float((pair_predictions(out.detach()) == target.long()).sum())
         st.run_seen += len(idx)
+
+    def noise(self, idx: torch.Tensor) -> float | torch.Tensor:
+        """The flip rate the loss corrects for: one rate (``--noise-correction``), or each pair's
+        annotator's learned rate (``--annotator-model flip``)."""
+        if self.annotators is None:
+            return self.state.noise
+        return self.annotators(self.data.annotators(idx))
 
     def unlabeled_loss(self) -> torch.Tensor | None:
         """The class-balance term (:func:`relcomp.losses.balance_loss`) on ``unlabeled_batch``
@@ -365,8 +383,19 @@ class Trainer:
             st.best, st.best_samples = value, st.samples
             if self.info.main:
                 save_weights(self.out / "best.safetensors", self.model, model_metadata(self.cfg))
+                self.write_annotators()
+
+    def write_annotators(self) -> None:
+        """annotators.json: each annotator's learned flip rate, judgements and flag, as at the best
+        checkpoint (``relcomp eval`` reports it)."""
+        if self.annotators is not None:
+            pairs = self.data.train_pairs
+            report = self.annotators.report(annotator_counts(pairs, len(self.annotators.names)))
+            write_json_atomic(self.out / "annotators.json", {"model": self.cfg.annotator_model, "annotators": report})
 
     def checkpoint(self) -> None:
+        if self.annotators is not None:
+            self.state.annotator_logits = self.annotators.theta.detach().cpu().tolist()
         rng_states = gather_objects(torch.get_rng_state(), self.info)
         if self.info.main:
             save_checkpoint(self.out, self.model, {"state": dataclasses.asdict(self.state),

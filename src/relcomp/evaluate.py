@@ -9,6 +9,7 @@ Where the test split comes from is the data source's business (MNIST: the 20k te
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ def evaluate_run(run_dir: str | os.PathLike, device: str = "auto", write: bool =
         result["confusion_matrix"] = cm.tolist()
         if write:
             plot_confusion(cm, run_dir / "confusion.png", title=run_title(cfg))
+    if (run_dir / "annotators.json").exists():  # --annotator-model flip: the learned rates
+        result["annotators"] = json.loads((run_dir / "annotators.json").read_text())["annotators"]
     if write:
         write_json_atomic(run_dir / "eval.json", result)
     return result

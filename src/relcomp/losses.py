@@ -66,7 +66,7 @@ def weighted_mean(per_pair: torch.Tensor, weight: torch.Tensor | None) -> torch.
 
 
 def relation_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
-                  noise: float = 0.0) -> torch.Tensor:
+                  noise: float | torch.Tensor = 0.0) -> torch.Tensor:
     """Cross-entropy of an output against outcome codes ``z``, mean over the batch.
 
     A binary output (B,) is a logit: binary cross-entropy. For the weak model on ``gt`` that
@@ -78,20 +78,26 @@ def relation_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | Non
     P_obs = (1 - e) P + e (1 - P) for a binary outcome and (1 - e) P_k + e/2 (1 - P_k) for the
     three-way one (a flip picks one of the two other outcomes), and the loss is the likelihood of
     the observed outcome under P_obs. The model itself keeps predicting the clean relation.
+    ``noise`` may be one rate or a tensor of per-pair rates in [0, 1) (each pair's annotator's,
+    learned or given); a rate above 0.5 reads that annotator's outcomes inverted.
     """
     out = out.float()
+    corrected = torch.is_tensor(noise) or noise > 0
     if out.ndim == 1:  # binary: logit of P(outcome 1)
         z = z.float()
-        if noise <= 0:
+        if not corrected:
             return weighted_mean(F.binary_cross_entropy_with_logits(out, z, reduction="none"), weight)
-        log_e, log_keep = torch.log(torch.tensor(noise)), torch.log(torch.tensor(1 - 2 * noise))
-        lp1 = torch.logaddexp(log_e, log_keep + F.logsigmoid(out))
-        lp0 = torch.logaddexp(log_e, log_keep + F.logsigmoid(-out))
+        e = torch.as_tensor(noise, dtype=torch.float32, device=out.device)
+        log_e, log_keep = torch.log(e), torch.log1p(-e)
+        lp1 = torch.logaddexp(log_keep + F.logsigmoid(out), log_e + F.logsigmoid(-out))
+        lp0 = torch.logaddexp(log_keep + F.logsigmoid(-out), log_e + F.logsigmoid(out))
         return weighted_mean(-(z * lp1 + (1 - z) * lp0), weight)
     logp = out.log_softmax(-1)
-    if noise > 0:
-        # (1 - e) P + e/2 (1 - P) = e/2 + (1 - 3e/2) P
-        logp = torch.logaddexp(torch.log(torch.tensor(noise / 2)), torch.log(torch.tensor(1 - 1.5 * noise)) + logp)
+    if corrected:
+        e = torch.as_tensor(noise, dtype=torch.float32, device=out.device)
+        e = e[:, None] if e.ndim == 1 else e
+        log_rest = torch.log1p(-logp.exp().clamp(max=1 - 1e-6))  # log(1 - P_k)
+        logp = torch.logaddexp(torch.log1p(-e) + logp, torch.log(e / 2) + log_rest)
     return weighted_mean(F.nll_loss(logp, z.long(), reduction="none"), weight)
 
 

@@ -186,9 +186,13 @@ class Comparisons:
         """The judgements (or the given ``rows``) as a :class:`Pairs` set indexing the image set."""
         rows = np.arange(len(self)) if rows is None else rows
         w = self.w[rows]
-        return Pairs(self.a[rows], self.b[rows], self.z[rows],
-                     dict(meta or {}, n=len(rows), split_size=self.n_items),
-                     w=None if np.all(w == 1) else w)
+        meta = dict(meta or {}, n=len(rows), split_size=self.n_items)
+        ann = None
+        if self.annotator is not None:
+            names, who = np.unique(np.asarray(self.annotator, dtype=str), return_inverse=True)
+            meta["annotators"] = [str(x) for x in names]  # every annotator of the file, so train and val agree
+            ann = who[rows].astype(np.int32)
+        return Pairs(self.a[rows], self.b[rows], self.z[rows], meta, w=None if np.all(w == 1) else w, annotator=ann)
 
     def without_ties(self) -> Comparisons:
         """The judgements that say which item is greater (``--relation gt``); the report says how

@@ -35,6 +35,7 @@ class Pairs:
     z: np.ndarray
     meta: dict = field(default_factory=dict)
     w: np.ndarray | None = None   # per-pair loss weights (float32); None: all 1
+    annotator: np.ndarray | None = None  # per-pair index into meta["annotators"] (user comparisons); None: unknown
 
     def __len__(self) -> int:
         return len(self.z)

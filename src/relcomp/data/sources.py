@@ -67,6 +67,7 @@ class Data:
     unlabeled: torch.Tensor | None = None  # rows of train_x for the class-balance term (MNIST: those no
     #                                         train pair touches; your data: every image)
     _index: tuple | None = dataclasses.field(default=None, repr=False)
+    _annotators: torch.Tensor | None = dataclasses.field(default=None, repr=False)
 
     @property
     def n_train(self) -> int:
@@ -82,6 +83,16 @@ class Data:
         i, j, z, w = self._index
         a, b = i[idx], j[idx]
         return (self.train_x[a], self.train_x[b]), z[idx], None if w is None else w[idx]
+
+    def annotators(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """Who judged the training pairs ``idx`` (indices into ``train_pairs.meta["annotators"]``),
+        or None where the pairs do not say."""
+        ann = None if self.train_pairs is None else self.train_pairs.annotator
+        if ann is None:
+            return None
+        if self._annotators is None:
+            self._annotators = torch.from_numpy(ann.astype(np.int64)).to(self.train_x.device)
+        return self._annotators[idx]
 
 
 def untouched(n: int, pairs: Pairs | None, device: torch.device) -> torch.Tensor | None:
@@ -373,7 +384,7 @@ class UserSource(_Inputs):
         rows = np.flatnonzero(touched | (y >= 0))
         remap = np.full(n, -1, np.int32)
         remap[rows] = np.arange(len(rows), dtype=np.int32)
-        val = Pairs(remap[ud.val.i], remap[ud.val.j], ud.val.z, dict(ud.val.meta, split_size=len(rows)), ud.val.w)
+        val = dataclasses.replace(ud.val, i=remap[ud.val.i], j=remap[ud.val.j], meta=dict(ud.val.meta, split_size=len(rows)))
         x = to_tensor(ud.images.images, device)
         yt = torch.from_numpy(y).to(device)
         keep = torch.from_numpy(rows).to(device)
