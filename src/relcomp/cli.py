@@ -640,7 +640,7 @@ def _cmd_reproduce(args) -> int:
     results = reproduce(args.profile, args.out, args.seeds, args.device, args.data_dir, overrides,
                         progress=not args.quiet)
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{results['profile']}"
-    print(results["console"] if results.get("kind") in ("beyond", "active") else format_console(results))
+    print(results["console"] if "console" in results else format_console(results))
     print(f"\n{time_text(results)}\nreport: {out / 'report.html'} (and report.md, results.json)")
     return 0
 

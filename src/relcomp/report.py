@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, DataError
-from .studies import active
+from .studies import active, crowd, ties
 from .utils import write_text_atomic
 
 
@@ -33,7 +33,9 @@ class Renderer:
     figures: Callable[[dict, Path], dict]         # (results, folder) -> {file: caption}, drawn into the folder
 
 
-RENDERERS: dict[str, Renderer] = {"active": Renderer(active.markdown, active.figures)}
+RENDERERS: dict[str, Renderer] = {"active": Renderer(active.markdown, active.figures),
+                                  "crowd": Renderer(crowd.markdown, crowd.figures),
+                                  "ties": Renderer(ties.markdown, lambda res, fig_dir: {})}
 
 BLOCK = re.compile(r"(<!-- relcomp report (?P<path>\S+)(?: figures=(?P<figs>\S+))? -->\n)(?P<body>.*?)"
                    r"(\n<!-- end relcomp report -->)", re.S)

@@ -36,8 +36,8 @@ def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.T
     """Model input: uint8 images (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W) in [0, 1];
     float feature vectors (N, D) -> float32 (N, D) as they are."""
     if images.dtype.kind == "f":
-        return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)
-    x = torch.from_numpy(np.ascontiguousarray(images))
+        return torch.from_numpy(np.require(images, np.float32, ["C", "W"])).to(device)
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"]))  # a memory-mapped .npy is read-only: copied
     if x.ndim == 3:
         x = x.unsqueeze(1)
     return x.to(device=device, dtype=torch.float32).div_(255.0)

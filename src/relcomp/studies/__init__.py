@@ -12,7 +12,11 @@ from ..errors import ConfigError
 from .active import run_active
 from .beyond import run_beyond
 from .common import load_profile, profile_names
+from .crowd import run_crowd
 from .paper import format_console, reproduce_paper, time_text
+from .ties import run_ties
+
+RUNNERS = {"beyond": run_beyond, "crowd": run_crowd, "ties": run_ties}  # the other kinds; paper and active below
 
 
 def command_line(profile: str, seeds: int | None, overrides: dict[str, Any] | None) -> str:
@@ -56,8 +60,8 @@ def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seed
     out = Path(out) if out else Path("runs") / f"reproduce-{prof['name']}"
     prof["command"] = command_line(profile, seeds, overrides)
     fetch_mnist(data_dir)  # says where MNIST came from and that it was verified
-    if prof.get("kind") == "beyond":
-        return run_beyond(prof, out, device, data_dir, progress)
+    if prof.get("kind") in RUNNERS:
+        return RUNNERS[prof["kind"]](prof, out, device, data_dir, progress)
     if prof.get("kind") == "active":
         if seeds is not None:
             prof["seeds"] = list(range(seeds))

@@ -1,0 +1,117 @@
+"""``relcomp reproduce --profile ties-quick``: ties in your own comparisons file against MNIST's
+own ``ge`` path.
+
+Two arms train the weak model on the three-way ``ge`` relation (A < B, A > B, tie), per seed:
+
+- ``mnist``: ``relcomp train weak --relation ge --pairs N`` (MNIST's pair set, MNIST's val pairs);
+- ``user CSV``: the MNIST train images as an ``.npy`` and N / (1 - val fraction) random pairs of
+  them, drawn the same way, written as a comparisons file with outcomes ``>``, ``<`` and ``=``,
+  trained as a user's data (``--images train.npy --comparisons ge.csv --relation ge``), so that
+  both arms train on N pairs.
+
+Both are scored on the same MNIST ``ge`` test pairs (three-way accuracy) and test images.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..data.mnist import load_mnist
+from ..data.pairs import make_pairs
+from ..data.sources import MnistSource, UserSource, to_tensor
+from ..engine import train
+from ..metrics import item_outputs, score_outputs
+from ..run import load_run_model
+from ..utils import atomic_path, parse_count, resolve_device, resolve_precision, write_json_atomic, write_text_atomic
+from .common import fmt, html_head, log, machine_info, md_table, pct, provenance
+
+ARMS = {"mnist": "MNIST ge path (--pairs N --relation ge)", "user": "your comparisons CSV with ties (--images, --comparisons)"}
+OUTCOME = {0: "<", 1: ">", 2: "="}
+
+
+def write_user_files(out: Path, images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> tuple[Path, Path]:
+    """The train images as ``train.npy`` and ``n`` random ``ge`` pairs of them as ``ge.csv``."""
+    npy, path = out / "data" / "train.npy", out / "data" / "ge.csv"
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    if not npy.exists():
+        with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+            np.save(f, images)
+    if not path.exists():
+        p = make_pairs(labels, n, seed, "ge")
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["a", "b", "outcome"])
+            w.writerows((int(a), int(b), OUTCOME[int(z)]) for a, b, z in zip(p.i, p.j, p.z))
+    return npy, path
+
+
+@torch.no_grad()
+def mnist_ge_test(folder: Path, device: str, data_dir: str | None) -> dict[str, float]:
+    """Three-way accuracy on MNIST's ge test pairs and classification on its test images."""
+    dev = resolve_device(device)
+    model, cfg = load_run_model(folder, dev)
+    test = MnistSource(data_dir=data_dir).test_split("ge")
+    _, out = item_outputs(model, to_tensor(test.images, dev), resolve_precision(cfg.precision, dev))
+    m = score_outputs(model, out, torch.from_numpy(test.labels).to(dev), test.pairs)
+    return {"rel_acc": m["rel_acc"], "cls_acc": m["cls_acc"]}
+
+
+def run_ties(prof: dict, out: Path, device: str = "auto", data_dir: str | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run a ``kind = "ties"`` profile; write results.json, report.md and report.html into ``out``."""
+    t0 = time.perf_counter()
+    n, val_fraction = parse_count(str(prof["pairs"])), float(prof.get("val_fraction", 0.1))
+    d = prof.get("data", {})
+    mnist = load_mnist(data_dir)
+    k = d.get("train_subset") or len(mnist.train.labels)
+    npy, comps = write_user_files(out, mnist.train.images[:k], mnist.train.labels[:k],
+                                  round(n / (1 - val_fraction)), seed=int(prof.get("pair_seed", 7)))
+    sources = {"mnist": MnistSource(pairs=str(n), train_subset=d.get("train_subset"), val_subset=d.get("val_subset"),
+                                    val_pairs=d.get("val_pairs", 20_000), data_dir=data_dir),
+               "user": UserSource(images=str(npy), comparisons=str(comps), val_fraction=val_fraction)}
+    cells: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    times = {}
+    for seed in prof["seeds"]:
+        for arm, source in sources.items():
+            cfg = TrainConfig(model="weak", relation="ge", samples=parse_count(str(prof["samples"])), seed=seed,
+                              eval_every=parse_count(str(prof.get("eval_every", prof["samples"]))), device=device,
+                              progress=progress, data=source)
+            folder = out / "runs" / f"{arm}-s{seed}-{cfg.digest()}"
+            log(f"[{len(times) + 1}] {arm} seed {seed} -> {folder}")
+            times[str(folder)] = train(cfg, folder, resume=True)["train_time_s"]
+            cells[arm].append(mnist_ge_test(folder, device, data_dir))
+    res = {"kind": "ties", "profile": prof["name"], "description": prof.get("description", ""),
+           "settings": {k: prof[k] for k in ("seeds", "pairs", "samples")} | {"val_fraction": val_fraction, "data": d},
+           **provenance(prof), "machine": machine_info(),
+           "cells": {arm: {"test_rel_acc": pct([c["rel_acc"] for c in cs]), "test_cls_acc": pct([c["cls_acc"] for c in cs])}
+                     for arm, cs in cells.items()},
+           "n_runs": len(times), "train_time_s_total": round(sum(times.values()), 1),
+           "wall_time_s": round(time.perf_counter() - t0, 1), "figures": {}}
+    res["console"] = markdown(res)
+    write_json_atomic(out / "results.json", {k: v for k, v in res.items() if k != "console"})
+    write_text_atomic(out / "report.md", f"# relcomp ties: profile `{res['profile']}`\n\n{markdown(res)}\n")
+    write_text_atomic(out / "report.html", "\n".join(html_head("relcomp ties") + [
+        f"<pre>{html.escape(markdown(res))}</pre></body></html>"]))
+    return res
+
+
+def markdown(res: dict, figure_dir: str = "figures") -> str:
+    s, m, c = res["settings"], res["machine"], res["cells"]
+    intro = (f"`{res['command']}`, relcomp {res['relcomp']}, {m['cpu']}, {m['cores']} cores; seeds {s['seeds']}; "
+             f"weak model, `--relation ge`, {parse_count(str(s['pairs'])):,} training pairs per arm (about 10% of "
+             f"them ties), {parse_count(str(s['samples'])):,} pairs seen; scored on MNIST's 20,000 `ge` test pairs "
+             f"(three-way accuracy) and 10,000 test images. {res['n_runs']} runs, {res['train_time_s_total']:.0f} s "
+             "of training.")
+    table = md_table(["arm", "three-way test accuracy (%)", "test classification (%)"],
+                     [[ARMS[a], fmt(x["test_rel_acc"]), fmt(x["test_cls_acc"])] for a, x in c.items()])
+    gap = c["mnist"]["test_rel_acc"]["mean"] - c["user"]["test_rel_acc"]["mean"]
+    verdict = (f"- MNIST path minus your CSV: {gap:+.2f} points of three-way accuracy (target within 1: "
+               f"{'met' if abs(gap) <= 1 else 'missed'}).")
+    return "\n".join([intro, "", *table, "", verdict])
