@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
 
-# What the tests need besides: pytest, hypothesis, ruff, onnx/onnxruntime, pyarrow, transformers (never torchvision).
+# What the tests need besides: pytest, hypothesis, ruff, selenium, onnx/onnxruntime, pyarrow, transformers (never torchvision).
+# The annotate page test also needs chromium + chromedriver (apt-get install chromium chromium-driver); .ci/run installs them.
 $(DEV_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(DEV_STAMP)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .annotate import Session, make_server
 from .bench import cmd_bench
 from .config import (
     ANNOTATOR_MODELS,
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relcomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_data_parsers, _add_train_parser, _add_fewshot_parser, _add_eval_parser, _add_use_parsers,
-                _add_suggest_parser, _add_embed_parser, _add_reproduce_parser, _add_report_parser,
+                _add_suggest_parser, _add_annotate_parser, _add_embed_parser, _add_reproduce_parser, _add_report_parser,
                 _add_bench_parser):
         add(sub)
     return parser
@@ -391,6 +392,26 @@ def _add_reproduce_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_annotate_parser(sub) -> None:
+    p = _sub(sub, "annotate", "judge pairs of images in your browser; each judgement is appended to the comparisons file",
+             "Serve a local web page that shows two images of --images side by side and asks --question. Keys: left "
+             "arrow = the left image is greater, right arrow = the right one, = a tie, s skip, u undo. Each "
+             "judgement is appended to --comparisons at once (a, b, outcome, annotator, time; flushed, fsynced, under "
+             "a file lock, so several browsers and servers can share the file); stop with Ctrl-C and start again to "
+             "resume. Pairs come from relcomp suggest on --suggest-from RUN, else at random among unjudged ones. The "
+             "page binds 127.0.0.1; another --host needs --token, which every request must then carry (open "
+             "http://HOST:PORT/?token=SECRET).")
+    p.add_argument("--images", required=True, help="the image folder")
+    p.add_argument("--comparisons", required=True, help="comparisons CSV to append to (created if missing)")
+    p.add_argument("--suggest-from", default=None, metavar="RUN_DIR", help="ask relcomp suggest on this run for pairs")
+    p.add_argument("--annotator", default="", help="the default annotator name written with each judgement")
+    p.add_argument("--question", default="Which is greater?", help="the question shown above the images")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    p.add_argument("--token", default=None, help="a secret every request must carry (required for another --host)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random pairs")
+
+
 def _add_report_parser(sub) -> None:
     p = _sub(sub, "report", "print the tables of a results file; regenerate the README's tables from them",
              "Print a committed results file (docs/results/*.json, written by relcomp reproduce) as markdown, and "
@@ -645,6 +666,25 @@ def _cmd_reproduce(args) -> int:
     return 0
 
 
+def _cmd_annotate(args) -> int:
+    session = Session(Path(args.images), Path(args.comparisons), args.suggest_from, args.question, args.annotator,
+                      args.seed)
+    server = make_server(session, args.host, args.port, args.token)
+    host, port = server.server_address[:2]
+    query = f"?token={args.token}" if args.token else ""
+    print(f"relcomp annotate: open http://{host}:{port}/{query}  ({len(session.names):,} images, "
+          f"{session.progress()['judged']:,} judged so far in {args.comparisons}; Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    print(f"stopped: {session.done_here:,} judgements this session, {session.progress()['judged']:,} in "
+          f"{args.comparisons}")
+    return 0
+
+
 def _cmd_report(args) -> int:
     if (args.results is None) == (args.readme is None):
         raise ConfigError("give a results file, or --readme FILE")
@@ -663,7 +703,7 @@ def _cmd_report(args) -> int:
 
 COMMANDS = {"data": _cmd_data, "train": _cmd_train, "eval": _cmd_eval, "fewshot": _cmd_fewshot,
             "predict": _cmd_predict, "compare": _cmd_compare, "rank": _cmd_rank, "export": _cmd_export,
-            "embed": _cmd_embed, "suggest": _cmd_suggest,
+            "embed": _cmd_embed, "suggest": _cmd_suggest, "annotate": _cmd_annotate,
             "reproduce": _cmd_reproduce, "report": _cmd_report, "bench": cmd_bench}
 
 

@@ -74,7 +74,8 @@ def load_image_file(path: str | os.PathLike, size: int = 28, channels: int = 1) 
         raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
 
 
-def _list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path) -> list[Path]:
+    """The image files of a folder and its subfolders, sorted; hidden files and folders skipped."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
@@ -92,7 +93,7 @@ def load_images(path: str | os.PathLike, size: int = 28, channels: int = 1, prog
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir():
-        files = _list_images(path)
+        files = list_images(path)
         if not files:
             raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
         from tqdm.auto import tqdm
