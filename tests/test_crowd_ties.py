@@ -49,3 +49,19 @@ def test_ties_smoke_profile(data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", str(out / "results.json")]) == 0
     assert "three-way test accuracy" in capsys.readouterr().out
+
+
+def test_bradley_terry_smoke_profile(data_dir, tmp_path, capsys):
+    pytest.importorskip("choix")
+    out = tmp_path / "bt"
+    assert main(["reproduce", "--profile", "bt-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["kind"] == "bt" and r["n_runs"] == 1 and 0 < r["n_compared_items"] <= 600
+    assert set(r["cells"]) == {"relcomp", "relcomp, never compared", "choix"}
+    rows = list(csv.DictReader(open(out / "pairs" / "s0.csv")))
+    assert len(rows) == 1000 and all(int(x["a"]) < 600 and int(x["b"]) < 600 for x in rows)
+    # choix ranks the compared items from 1,000 comparisons: clearly better than chance
+    assert r["cells"]["choix"]["kendall_tau"]["mean"] > 30
+    capsys.readouterr()
+    assert main(["report", str(out / "results.json")]) == 0
+    assert "choix Bradley-Terry" in capsys.readouterr().out

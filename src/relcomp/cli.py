@@ -184,15 +184,6 @@ def _add_train_parser(sub) -> None:
     tr.add_argument("--relation", choices=RELATIONS, default=TRAIN["relation"],
                     help="gt: A > B, equal labels dropped (the paper). ge: ties kept as a third outcome. same: same "
                     "class or not (classes are then found up to a permutation; accuracy uses the best matching)")
-    tr.add_argument("--flip-rate", type=float, default=MNIST["flip_rate"], help="MNIST: simulate noisy annotators, "
-                    "flip this share of the train and val outcomes (seeded by --pair-seed); test outcomes stay clean")
-    tr.add_argument("--noise-correction", choices=NOISE_CORRECTIONS, default=TRAIN["noise_correction"],
-                    help="forward correction of the loss, P_obs = (1 - e) P + e (1 - P): given uses e = --flip-rate; "
-                    "estimate sets e from the val disagreement at each evaluation")
-    tr.add_argument("--annotator-model", choices=ANNOTATOR_MODELS, default=TRAIN["annotator_model"],
-                    help="flip: learn one flip rate per annotator (the comparisons' annotator column) with the network "
-                    "and correct each judgement's loss by its annotator's rate; spammers (rate near 0.5) then carry no "
-                    "weight and inverted annotators (above) are read inverted. relcomp eval reports the rates")
     tr.add_argument("--eval-every", type=_count, default=None, help="samples between evaluations (default: one "
                     "epoch, at most 100k)")
     tr.add_argument("--val-pairs", type=_count, default=MNIST["val_pairs"], help="MNIST: val pairs")
@@ -236,10 +227,23 @@ def _add_train_parser(sub) -> None:
                       "scale 0.9-1.1), elastic (+ a smooth ~1 px warp)")
     semi.add_argument("--init-from", metavar="RUN_DIR", default=None, help="start from this run's best weights (the "
                       "same model and input): a short next round after new judgements")
+    _add_noise(tr.add_argument_group("noisy annotators (see the README's 'Annotators, ties and uncertainty')"))
     user = tr.add_argument_group("your own data (instead of MNIST; see the README's 'Your own data')")
     _add_user_data(user)
     user.add_argument("--classes", type=int, default=None, help="K ordered classes of the weak model (default: 10 on "
                       "MNIST; on your data the largest label + 1 of --labels, else required)")
+
+
+def _add_noise(tr) -> None:
+    tr.add_argument("--flip-rate", type=float, default=MNIST["flip_rate"], help="MNIST: simulate noisy annotators, "
+                    "flip this share of the train and val outcomes (seeded by --pair-seed); test outcomes stay clean")
+    tr.add_argument("--noise-correction", choices=NOISE_CORRECTIONS, default=TRAIN["noise_correction"],
+                    help="forward correction of the loss, P_obs = (1 - e) P + e (1 - P): given uses e = --flip-rate; "
+                    "estimate sets e from the val disagreement at each evaluation")
+    tr.add_argument("--annotator-model", choices=ANNOTATOR_MODELS, default=TRAIN["annotator_model"],
+                    help="flip: learn one flip rate per annotator (the comparisons' annotator column) with the network "
+                    "and correct each judgement's loss by its annotator's rate; spammers (rate near 0.5) then carry no "
+                    "weight and inverted annotators (above) are read inverted. relcomp eval reports the rates")
 
 
 def _add_user_data(p) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, DataError
-from .studies import active, crowd, ties
+from .studies import active, baseline, crowd, ties
 from .utils import write_text_atomic
 
 
@@ -35,7 +35,8 @@ class Renderer:
 
 RENDERERS: dict[str, Renderer] = {"active": Renderer(active.markdown, active.figures),
                                   "crowd": Renderer(crowd.markdown, crowd.figures),
-                                  "ties": Renderer(ties.markdown, lambda res, fig_dir: {})}
+                                  "ties": Renderer(ties.markdown, lambda res, fig_dir: {}),
+                                  "bt": Renderer(baseline.markdown, lambda res, fig_dir: {})}
 
 BLOCK = re.compile(r"(<!-- relcomp report (?P<path>\S+)(?: figures=(?P<figs>\S+))? -->\n)(?P<body>.*?)"
                    r"(\n<!-- end relcomp report -->)", re.S)

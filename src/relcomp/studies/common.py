@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..utils import write_json_atomic, write_text_atomic
 
 
 def run_folder(out: Path, tag: str, cfg) -> Path:
@@ -52,7 +53,7 @@ def load_profile(name: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"profile {name}: invalid TOML ({e})") from None
     prof["name"] = path.stem if path.suffix == ".toml" else name
-    if prof.get("kind") in ("beyond", "active", "crowd", "ties"):
+    if prof.get("kind") in ("beyond", "active", "crowd", "ties", "bt"):
         return prof
     for section, key in (("supervised", "epochs"), ("relational", "sizes"), ("relational", "samples"),
                          ("fewshot", "shots"), ("fewshot", "draws")):
@@ -124,6 +125,19 @@ def provenance(prof: dict) -> dict[str, Any]:
 
     return {"command": prof.get("command"), "relcomp": __version__, "commit": git_commit(),
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
+
+
+def write_study(res: dict, out: Path, title: str, markdown, figures_html: list[str] | None = None) -> dict:
+    """Write a study's results.json (without its console text), report.md and report.html (the
+    markdown, and its figures embedded) into ``out``; return ``res`` with ``console`` set."""
+    text = markdown(res)
+    res["console"] = text
+    write_json_atomic(out / "results.json", {k: v for k, v in res.items() if k != "console"})
+    write_text_atomic(out / "report.md", f"# {title}: profile `{res['profile']}`\n\n{res.get('description', '')}\n\n{text}\n")
+    write_text_atomic(out / "report.html", "\n".join(html_head(f"{title}: {res['profile']}") + [
+        f"<h1>{html.escape(title)}: <code>{html.escape(res['profile'])}</code></h1>",
+        f"<pre>{html.escape(text)}</pre>", *(figures_html or []), "</body></html>"]))
+    return res
 
 
 def fmt(cell: dict | None) -> str:

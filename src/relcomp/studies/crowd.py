@@ -11,7 +11,6 @@ hold the learned rates beside the true ones, and the calibration of P(A > B) on 
 from __future__ import annotations
 
 import csv
-import html
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ from ..engine import train
 from ..errors import ConfigError
 from ..evaluate import evaluate_run
 from ..plots import plot_bars, plot_reliability
-from ..utils import atomic_path, parse_count, write_json_atomic, write_text_atomic
-from .common import cached_json, fmt, html_figures, html_head, log, machine_info, md_table, pct, provenance
+from ..utils import atomic_path, parse_count
+from .common import cached_json, fmt, html_figures, log, machine_info, md_table, pct, provenance, write_study
 
 ARMS = {"clean": "clean outcomes", "crowd": "crowd, no annotator model", "modelled": "crowd, --annotator-model flip"}
 
@@ -97,10 +96,7 @@ def run_crowd(prof: dict, out: Path, device: str = "auto", data_dir: str | None 
            "n_runs": len(times), "train_time_s_total": round(sum(times.values()), 1),
            "wall_time_s": round(time.perf_counter() - t0, 1)}
     res["figures"] = figures(res, out / "figures")
-    res["console"] = markdown(res)
-    write_json_atomic(out / "results.json", {k: v for k, v in res.items() if k != "console"})
-    write_reports(res, out)
-    return res
+    return write_study(res, out, "relcomp simulated crowd", markdown, html_figures(res["figures"], out))
 
 
 def figures(res: dict, fig_dir: Path) -> dict[str, str]:
@@ -145,12 +141,3 @@ def markdown(res: dict, figure_dir: str = "figures") -> str:
              f"{'met' if abs(gap) <= 1.5 else 'missed'}); clean minus the crowd without the model: {drop:+.2f}."]
     figs = [f"![{cap}]({figure_dir}/{name})" for name, cap in res["figures"].items()]
     return "\n".join([intro, "", *acc, "", *rates, "", *notes, "", *figs])
-
-
-def write_reports(res: dict, out: Path) -> None:
-    md = [f"# relcomp simulated crowd: profile `{res['profile']}`", "", res["description"], "", markdown(res)]
-    page = html_head(f"relcomp simulated crowd: {res['profile']}") + [
-        f"<h1>relcomp simulated crowd: <code>{html.escape(res['profile'])}</code></h1>",
-        f"<pre>{html.escape(markdown(res))}</pre>", *html_figures(res["figures"], out), "</body></html>"]
-    write_text_atomic(out / "report.md", "\n".join(md))
-    write_text_atomic(out / "report.html", "\n".join(page))

@@ -14,7 +14,6 @@ Both are scored on the same MNIST ``ge`` test pairs (three-way accuracy) and tes
 from __future__ import annotations
 
 import csv
-import html
 import time
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from ..data.sources import MnistSource, UserSource, to_tensor
 from ..engine import train
 from ..metrics import item_outputs, score_outputs
 from ..run import load_run_model
-from ..utils import atomic_path, parse_count, resolve_device, resolve_precision, write_json_atomic, write_text_atomic
-from .common import fmt, html_head, log, machine_info, md_table, pct, provenance
+from ..utils import atomic_path, parse_count, resolve_device, resolve_precision
+from .common import fmt, log, machine_info, md_table, pct, provenance, write_study
 
 ARMS = {"mnist": "MNIST ge path (--pairs N --relation ge)", "user": "your comparisons CSV with ties (--images, --comparisons)"}
 OUTCOME = {0: "<", 1: ">", 2: "="}
@@ -94,12 +93,7 @@ def run_ties(prof: dict, out: Path, device: str = "auto", data_dir: str | None =
                      for arm, cs in cells.items()},
            "n_runs": len(times), "train_time_s_total": round(sum(times.values()), 1),
            "wall_time_s": round(time.perf_counter() - t0, 1), "figures": {}}
-    res["console"] = markdown(res)
-    write_json_atomic(out / "results.json", {k: v for k, v in res.items() if k != "console"})
-    write_text_atomic(out / "report.md", f"# relcomp ties: profile `{res['profile']}`\n\n{markdown(res)}\n")
-    write_text_atomic(out / "report.html", "\n".join(html_head("relcomp ties") + [
-        f"<pre>{html.escape(markdown(res))}</pre></body></html>"]))
-    return res
+    return write_study(res, out, "relcomp ties", markdown)
 
 
 def markdown(res: dict, figure_dir: str = "figures") -> str:
