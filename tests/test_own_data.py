@@ -217,3 +217,26 @@ def test_ties_in_your_comparisons_train_the_ge_relation(user, capsys):
     assert main(["train", "weak", "--samples", "500", "--out", str(gt), *base]) == 0
     report = json.loads((gt / "validation.json").read_text())
     assert report["stats"]["ties_dropped"] == n_ties and any("tie judgement(s) dropped" in w for w in report["warnings"])
+
+
+def test_annotate_asks_what_the_run_suggests(weak_run, user, tmp_path):
+    """`relcomp annotate --suggest-from RUN`: the pairs offered are suggest's, named as the image
+    folder names them, never a pair the run's comparisons or the new file already judged."""
+    from relcomp.annotate import Session
+
+    with open(user["comparisons"], newline="") as f:
+        judged = {tuple(sorted((r["a"], r["b"]))) for r in csv.DictReader(f)}
+    session = Session(user["images"], tmp_path / "new.csv", suggest_from=str(weak_run), batch=50)
+    offered = set()
+    for _ in range(60):  # more than one batch: the queue is refilled from the model
+        a, b = session.next_pair()
+        key = tuple(sorted((a, b)))
+        assert a in session.index and b in session.index and key not in judged and key not in offered
+        offered.add(key)
+        session.log.append({"a": a, "b": b, "outcome": ">"})
+    assert session.suggest_from == str(weak_run) and len(_rows_of(tmp_path / "new.csv")) == 60
+
+
+def _rows_of(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -149,11 +149,15 @@ class Session:
         self.seed += 1
         if self.suggest_from:
             tmp = self.log.path.with_name(self.log.path.name + ".suggest.csv")
-            suggest(self.suggest_from, min(self.batch, self.pool_left(judged)), out=tmp, seed=self.seed)
-            with open(tmp, newline="") as f:
-                self.queue = [(r["a"], r["b"]) for r in csv.DictReader(f)]
-            tmp.unlink()
-            return
+            try:
+                suggest(self.suggest_from, min(self.batch, self.pool_left(judged)), out=tmp, seed=self.seed)
+                with open(tmp, newline="") as f:
+                    self.queue = [(r["a"], r["b"]) for r in csv.DictReader(f)]
+                tmp.unlink()
+                return
+            except ConfigError as e:  # e.g. the run's own pool is used up: go on with random pairs
+                print(f"relcomp annotate: suggest: {e}; random pairs from here", flush=True)
+                self.suggest_from = None
         a, b = candidate_pairs(len(self.names), self.batch, judged, self.seed)
         flip = np.random.default_rng(self.seed).random(len(a)) < 0.5  # which image goes left
         self.queue = [(self.names[y], self.names[x]) if f else (self.names[x], self.names[y])
@@ -260,7 +264,7 @@ class Handler(BaseHTTPRequestHandler):
         a, b, outcome = body.get("a"), body.get("b"), body.get("outcome")
         if a not in s.index or b not in s.index or a == b or outcome not in OUTCOMES:
             return self.send_json({"error": "a and b must be two images of the folder; outcome one of > < ="}, 400)
-        annotator = str(body.get("annotator") or "")[:100].replace("\n", " ")
+        annotator = str(body.get("annotator") or s.annotator)[:100].replace("\n", " ").replace("\r", " ")
         line = s.log.append({"a": a, "b": b, "outcome": OUTCOMES[outcome], "annotator": annotator,
                              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         s.done_here += 1
