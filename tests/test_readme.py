@@ -24,3 +24,10 @@ def test_readme_blocks_name_committed_results_and_figures():
         assert (ROOT / m["path"]).exists()
         for link in re.findall(r"\]\(([^)]+\.png)\)", m["body"]):
             assert (ROOT / link).exists(), link
+
+
+def test_an_empty_block_does_not_swallow_the_text_after_it():
+    text = ("<!-- relcomp report a.json -->\n<!-- end relcomp report -->\nkeep me\n"
+            "<!-- relcomp report b.json figures=img -->\nold\n<!-- end relcomp report -->\n")
+    found = [(m["path"], m["figs"], m["body"]) for m in BLOCK.finditer(text)]
+    assert found == [("a.json", None, ""), ("b.json", "img", "old\n")]

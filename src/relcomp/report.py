@@ -38,8 +38,9 @@ RENDERERS: dict[str, Renderer] = {"active": Renderer(active.markdown, active.fig
                                   "ties": Renderer(ties.markdown, lambda res, fig_dir: {}),
                                   "bt": Renderer(baseline.markdown, lambda res, fig_dir: {})}
 
-BLOCK = re.compile(r"(<!-- relcomp report (?P<path>\S+)(?: figures=(?P<figs>\S+))? -->\n)(?P<body>.*?)"
-                   r"(\n<!-- end relcomp report -->)", re.S)
+# A block: its header line, then any lines that are not another block's header, then the end marker.
+BLOCK = re.compile(r"(<!-- relcomp report (?P<path>\S+)(?: figures=(?P<figs>\S+))? -->\n)"
+                   r"(?P<body>(?:(?!<!-- relcomp report )[^\n]*\n)*?)(<!-- end relcomp report -->)")
 
 
 def read_results(path: str | os.PathLike) -> dict:
@@ -77,7 +78,7 @@ def update_readme(readme: str | os.PathLike, check: bool = False) -> list[str]:
     fresh = {}
     for m in BLOCK.finditer(text):
         figs = m["figs"] or "figures"
-        fresh[m[0]] = m[1] + render(root / m["path"], figs, None if check else root / figs) + m[5]
+        fresh[m[0]] = m[1] + render(root / m["path"], figs, None if check else root / figs).rstrip("\n") + "\n" + m[5]
     if not fresh:
         raise ConfigError(f"{readme}: no '<!-- relcomp report FILE -->' block")
     stale = [BLOCK.match(old)["path"] for old, new in fresh.items() if old != new]

@@ -129,7 +129,7 @@ def markdown(res: dict, figure_dir: str = "figures") -> str:
     rates = md_table(["annotator", "true rate", "flipped in the data", "learned rate (mean ± std)", "flags"],
                      [[name, f"{e:.2f}", f"{res['realised_flip_share'][name]:.3f}",
                        f"{res['learned'][name]['mean'] / 100:.3f} ± {res['learned'][name]['std'] / 100:.3f}",
-                       ", ".join(sorted({str(f) for f in res["flags"][name]}))]
+                       ", ".join(sorted({f for f in res["flags"][name] if f})) or "—"]
                       for name, e in s["annotators"].items()])
     worst = max(abs(res["learned"][n]["mean"] / 100 - e) for n, e in s["annotators"].items())
     c = res["cells"]
