@@ -144,8 +144,8 @@ class Session:
         a, b = np.array(rows).T
         return pair_keys(a, b, len(self.names))
 
-    def refill(self) -> None:
-        judged = self.judged_keys()
+    def refill(self, judged: np.ndarray) -> None:
+        """Queue the next pairs, none of them in ``judged`` (pair keys)."""
         self.seed += 1
         if self.suggest_from:
             tmp = self.log.path.with_name(self.log.path.name + ".suggest.csv")
@@ -169,15 +169,19 @@ class Session:
 
     def next_pair(self) -> tuple[str, str] | None:
         with self.mutex:
-            judged = {tuple(sorted(p)) for p in self.log.judged()}
+            judged = self.judged_keys()  # the file is read once per call
+            done = set(judged.tolist())
+            n = len(self.names)
             while True:
                 while self.queue:
                     a, b = self.queue.pop(0)
-                    if a in self.index and b in self.index and tuple(sorted((a, b))) not in judged:
-                        return a, b
-                if self.pool_left(self.judged_keys()) == 0:
+                    if a in self.index and b in self.index:
+                        i, j = sorted((self.index[a], self.index[b]))
+                        if i * n + j not in done:
+                            return a, b
+                if self.pool_left(judged) == 0:
                     return None
-                self.refill()
+                self.refill(judged)
                 if not self.queue:
                     return None
 

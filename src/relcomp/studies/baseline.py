@@ -18,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..config import TrainConfig
 from ..data.mnist import load_mnist
-from ..data.sources import MnistSource, to_tensor
+from ..data.sources import MnistSource
 from ..engine import train
 from ..errors import ConfigError
-from ..metrics import item_outputs, item_scores, ranking_metrics
-from ..run import load_run_model
-from ..utils import atomic_path, parse_count, resolve_device
+from ..inference import Predictor
+from ..metrics import ranking_metrics
+from ..utils import atomic_path, parse_count
 from .common import fmt, log, machine_info, md_table, pct, provenance, write_study
 
 METRICS = ("kendall_tau", "spearman_rho", "ndcg")
@@ -51,14 +50,6 @@ def bradley_terry(n_items: int, pairs: np.ndarray) -> np.ndarray:
     except ImportError:
         raise ConfigError("the Bradley-Terry baseline needs choix: pip install 'relcomp[baseline]'") from None
     return choix.ilsr_pairwise(n_items, [tuple(map(int, p)) for p in pairs], alpha=0.01)
-
-
-@torch.no_grad()
-def relcomp_scores(folder: Path, images: np.ndarray, device: str) -> np.ndarray:
-    dev = resolve_device(device)
-    model, _ = load_run_model(folder, dev)
-    _, out = item_outputs(model, to_tensor(images, dev))
-    return item_scores(model, out)
 
 
 def run_baseline(prof: dict, out: Path, device: str = "auto", data_dir: str | None = None,
@@ -87,7 +78,8 @@ def run_baseline(prof: dict, out: Path, device: str = "auto", data_dir: str | No
         times[str(folder)] = train(cfg, folder, resume=True)["train_time_s"]
         seen = np.zeros(n_items, bool)
         seen[pairs.ravel()] = True
-        ours, bt = relcomp_scores(folder, images, device), bradley_terry(compared, pairs)
+        p = Predictor(folder, device)
+        ours, bt = p.scores(p.outputs(images)), bradley_terry(compared, pairs)
         scores["relcomp"].append(ranking_metrics(ours[seen], labels[seen]))
         scores["relcomp, never compared"].append(ranking_metrics(ours[~seen], labels[~seen]))
         scores["choix"].append(ranking_metrics(bt[seen[:compared]], labels[:compared][seen[:compared]]))
