@@ -26,7 +26,7 @@ def test_help_explains_every_command():
     (["eval", "/nonexistent/run"], "not a relcomp run folder"),
     (["fewshot", "/nonexistent/run"], "not a relcomp run folder"),
     (["train"], "name a model"),
-    (["train", "siamese", "--loss", "paper-code", "--samples", "10"], "in the weak model"),
+    (["train", "siamese", "--loss", "paper-code", "--samples", "10"], "does not apply to the siamese model"),
     (["reproduce", "--profile", "nope"], "unknown profile"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle, capsys):

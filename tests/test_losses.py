@@ -2,13 +2,13 @@ import pytest
 import torch
 
 from relcomp.errors import ConfigError
-from relcomp.losses import get_loss, log_prob_first_greater, prob_first_greater, relation_loss
+from relcomp.losses import get_loss, log_prob_first_greater, log_prob_relations, prob_first_greater, relation_loss
 from relcomp.models import build_model
 
 WEAK = build_model("weak")
 
 
-def weak_relation_loss(la, lb, z, name="correct", weight=None):
+def weak_relation_loss(la, lb, z, name="unconditional", weight=None):
     """The weak model's loss as the engine computes it: a loss of the registry on its pair output."""
     return get_loss(name)(WEAK.pair_logit(la, lb), z, weight)
 
@@ -54,7 +54,7 @@ def test_extreme_logits_give_finite_loss_and_gradients():
     assert la.grad.abs().sum() > 0
 
 
-def test_correct_loss_is_bce_of_probability():
+def test_unconditional_loss_is_bce_of_probability():
     g = torch.Generator().manual_seed(0)
     la, lb = torch.randn(32, 10, generator=g), torch.randn(32, 10, generator=g)
     z = (torch.rand(32, generator=g) > 0.5).float()
@@ -85,3 +85,59 @@ def test_supervised_loss_is_cross_entropy():
     g = torch.Generator().manual_seed(2)
     logits, y = torch.randn(16, 10, generator=g), torch.randint(0, 10, (16,), generator=g)
     assert torch.allclose(relation_loss(logits, y), torch.nn.functional.cross_entropy(logits, y), atol=1e-6)
+
+
+def brute_force_three(p_a, p_b):
+    """P(A < B), P(A > B), P(A = B) by the outer product, one pair at a time."""
+    k = p_a.shape[1]
+    joint = p_a[:, :, None] * p_b[:, None, :]  # joint[n, i, j] = p_A[i] p_B[j]
+    i, j = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
+    return [(joint * m).sum((1, 2)) for m in ((i < j).double(), (i > j).double(), (i == j).double())]
+
+
+def test_conditional_and_symmetric_losses_match_their_formulas():
+    g = torch.Generator().manual_seed(3)
+    la, lb = torch.randn(32, 10, generator=g, dtype=torch.float64) * 2, torch.randn(32, 10, generator=g, dtype=torch.float64) * 2
+    z = (torch.rand(32, generator=g) > 0.5).double()
+    p_lt, p_gt, p_eq = brute_force_three(la.softmax(-1), lb.softmax(-1))
+    assert torch.allclose(p_lt + p_gt + p_eq, torch.ones(32, dtype=torch.float64))
+    cond = build_model("weak", loss="conditional")
+    # the conditional model's pair output is the logit of P(A > B | not a tie); its loss the BCE of it
+    assert torch.allclose(cond.pair_logit(la, lb).double(), (p_gt / p_lt).log(), atol=1e-5)
+    expected = -(z * (p_gt / (p_gt + p_lt)).log() + (1 - z) * (p_lt / (p_gt + p_lt)).log()).mean()
+    assert torch.allclose(get_loss("conditional")(cond.pair_logit(la, lb), z).double(), expected, atol=1e-5)
+    # symmetric: the tie mass is a failure on both sides
+    expected = -(z * p_gt.log() + (1 - z) * p_lt.log()).mean()
+    out = log_prob_relations(la.log_softmax(-1), lb.log_softmax(-1))
+    assert torch.allclose(get_loss("symmetric")(out, z).double(), expected, atol=1e-5)
+    # unconditional counts the tie mass as "not greater": the three differ exactly there
+    expected = -(z * p_gt.log() + (1 - z) * (p_lt + p_eq).log()).mean()
+    assert torch.allclose(weak_relation_loss(la.float(), lb.float(), z.float()).double(), expected, atol=1e-4)
+
+
+def test_symmetric_weak_model_trains_on_three_outcomes_and_evaluates_on_one_logit():
+    torch.manual_seed(0)
+    model = build_model("weak", loss="symmetric").eval()
+    xa, xb = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    out = model(xa, xb)
+    assert out.shape == (4, 3) and torch.allclose(out.exp().sum(-1), torch.ones(4), atol=1e-5)
+    la, lb = model.classify(xa), model.classify(xb)
+    assert torch.allclose(model.pair_logit(la, lb), out[:, 1] - out[:, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("model,loss", [("siamese", "conditional"), ("ranker", "symmetric"), ("supervised", "paper-code")])
+def test_weak_only_losses_are_refused_elsewhere(model, loss):
+    with pytest.raises(ConfigError, match="does not apply"):
+        build_model(model, loss=loss)
+
+
+def test_config_validates_losses_and_reads_the_old_name():
+    from relcomp.config import TrainConfig
+
+    TrainConfig(model="weak", loss="conditional", annotator_model="none").validate()
+    for bad in (dict(model="weak", loss="symmetric", relation="ge"), dict(model="siamese", loss="conditional"),
+                dict(model="weak", loss="symmetric", noise_correction="estimate")):
+        with pytest.raises(ConfigError):
+            TrainConfig(**bad).validate()
+    old = TrainConfig(model="weak").to_dict() | {"loss": "correct"}  # a run folder of relcomp 0.3
+    assert TrainConfig.from_dict(old).loss == "unconditional"

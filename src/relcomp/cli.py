@@ -179,8 +179,10 @@ def _add_train_parser(sub) -> None:
     tr.add_argument("--lr", type=float, default=TRAIN["lr"], help="Adam learning rate")
     tr.add_argument("--weight-decay", type=float, default=TRAIN["weight_decay"], help="Adam weight decay")
     tr.add_argument("--loss", choices=list(LOSSES), default=TRAIN["loss"],
-                    help="paper-code: the original code's bug in the weak model, a logits loss applied to the "
-                    "probability (a double sigmoid)")
+                    help="the likelihood of an outcome. unconditional: -[z log P(A>B) + (1-z) log P(A<=B)], every "
+                    "model. For the weak model on gt also: conditional, -log P(outcome | not a tie); symmetric, "
+                    "-[z log P(A>B) + (1-z) log P(A<B)]; paper-code, the original code's bug (a logits loss "
+                    "applied to the probability: a double sigmoid). The README's 'The weak loss, studied' compares them")
     tr.add_argument("--relation", choices=RELATIONS, default=TRAIN["relation"],
                     help="gt: A > B, equal labels dropped (the paper). ge: ties kept as a third outcome. same: same "
                     "class or not (classes are then found up to a permutation; accuracy uses the best matching)")

@@ -38,7 +38,7 @@ class TrainConfig:
 
     model: str = "weak"                 # a name of relcomp.models.MODELS
     relation: str = "gt"                # gt (A > B, ties dropped) | ge (ties a third outcome) | same (same class?)
-    loss: str = "correct"               # a name of relcomp.losses.LOSSES (paper-code: weak model on gt only)
+    loss: str = "unconditional"         # a name of relcomp.losses.LOSSES (the others: weak model on gt only)
     num_classes: int = 10               # K ordered classes of the weak model (and the supervised head)
     backbone: str = "auto"              # paper (CNN) | mlp (features) | hf:<model id or folder>; auto: by the data
     finetune: bool = False              # hf: train the backbone too (default: frozen, embeddings cached)
@@ -84,8 +84,11 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.num_classes < 2:
             raise ConfigError(f"--classes must be at least 2, got {self.num_classes}")
-        if self.loss == "paper-code" and (self.model != "weak" or self.relation != "gt"):
-            raise ConfigError("--loss paper-code is the paper's bug in the weak model on the gt relation only")
+        if self.loss not in cls.losses:
+            raise ConfigError(f"--loss {self.loss} does not apply to the {self.model} model; it takes "
+                              f"{', '.join(cls.losses)}")
+        if self.loss != "unconditional" and self.relation != "gt":
+            raise ConfigError(f"--loss {self.loss} is a likelihood of the gt relation; {self.relation} takes unconditional")
         if self.relation != "gt" and not cls.relational:
             raise ConfigError(f"--relation {self.relation} applies to models trained on pairs")
         self._validate_noise()
@@ -134,15 +137,15 @@ class TrainConfig:
     def _validate_noise(self) -> None:
         _choice("--annotator-model", self.annotator_model, ANNOTATOR_MODELS)
         if self.annotator_model != "none":
-            if self.loss != "correct" or self.noise_correction != "none" or not self.relational:
+            if self.loss not in NOISY_LOSSES or self.noise_correction != "none" or not self.relational:
                 raise ConfigError("--annotator-model flip models the annotators of a relational model's comparisons "
-                                  "with the correct loss, instead of --noise-correction")
+                                  "with the unconditional or conditional loss, instead of --noise-correction")
             if self.relation == "same":
                 raise ConfigError("--annotator-model flip applies to the gt and ge relations")
         if self.noise_correction == "none":
             return
-        if self.loss != "correct":
-            raise ConfigError("noise correction applies to the correct loss")
+        if self.loss not in NOISY_LOSSES:
+            raise ConfigError("noise correction applies to the unconditional and conditional losses")
         if self.noise_correction == "given" and self.flip_rate == 0:
             raise ConfigError("--noise-correction given uses --flip-rate as the noise rate; give a --flip-rate > 0")
 
@@ -182,6 +185,8 @@ class TrainConfig:
             data = {"source": "user" if d.get("images") else "mnist", **d}
         names = {f.name for f in dataclasses.fields(cls)} - {"data"}
         d.setdefault("backbone", "paper")  # run folders before 0.3 knew only the paper's CNN
+        if d.get("loss") == "correct":  # its name before 0.4
+            d["loss"] = "unconditional"
         return cls(**{k: v for k, v in d.items() if k in names}, data=source_from_dict(data))
 
     def semantic(self) -> dict[str, Any]:
@@ -196,6 +201,8 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True).encode()).hexdigest()[:8]
 
 
+# The losses that forward correction and the annotator model apply to (a binary logit).
+NOISY_LOSSES = ("unconditional", "conditional")
 # Settings that do not change what is learned.
 NON_SEMANTIC = frozenset({"progress", "device", "data_dir", "resolved"})
 # Settings added after 0.3, at their default: left out of the hash, so that study runs hashed

@@ -109,7 +109,7 @@ def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarr
         preds = {}
         for name in accs:  # predictions of the first draw, for the confusion matrix
             if name.startswith("0 ("):
-                cuts = fit_cutpoints(es, num_classes, method=name[3:-1], seed=seed)
+                cuts = fit_cutpoints(ts, num_classes, method=name[3:-1], seed=seed)  # train scores, no labels
             else:
                 k = int(name)
                 idx = draw_shots(train_labels, k, num_classes, seed=(seed, k, 0))

@@ -126,8 +126,24 @@ def paper_code_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | N
     return weighted_mean(F.binary_cross_entropy_with_logits(p, z.float(), reduction="none"), weight)
 
 
-# The registry of losses (``--loss``). "correct" is the log-space likelihood of the observed outcome.
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {"correct": relation_loss, "paper-code": paper_code_loss}
+def symmetric_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
+                   noise: float = 0.0) -> torch.Tensor:
+    """-[z log P(A > B) + (1 - z) log P(A < B)] for the weak model on ``gt``, whose training output
+    under this loss is the three log-probabilities [A < B, A > B, tie] (B, 3): the tie mass counts
+    as a failure on both sides. ``noise`` is not supported (validated by the config)."""
+    return weighted_mean(F.nll_loss(out.float(), z.long(), reduction="none"), weight)
+
+
+# The registry of losses (``--loss``): the likelihood of an observed outcome. For the weak model on
+# ``gt`` the three differ in what an unequal pair says of the tie mass P(A = B) (equal labels are
+# never shown): ``unconditional`` is -[z log P(A > B) + (1 - z) log P(A <= B)] (a tie counts as
+# "not greater"), ``conditional`` is -log P(outcome | not a tie), the cross-entropy of the logit
+# log P(A > B) - log P(A < B), and ``symmetric`` counts tie mass as wrong both ways. The model gives
+# the output each one needs (``WeakModel.likelihood``), so ``unconditional`` and ``conditional``
+# are the same function, :func:`relation_loss`, on different logits. Every other model has
+# P(A > B) + P(A < B) = 1 on ``gt`` and knows only ``unconditional``.
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"unconditional": relation_loss, "conditional": relation_loss,
+                                                  "symmetric": symmetric_loss, "paper-code": paper_code_loss}
 
 
 def get_loss(name: str) -> Callable[..., torch.Tensor]:

@@ -72,7 +72,9 @@ class RelcompModel(nn.Module):
     default_samples: ClassVar[int | None] = 150_000   # ... or samples seen
     export: ClassVar[ExportSpec] = ExportSpec("forward", ("a", "b"), ("logit",))
     summary: ClassVar[str] = ""                # one line for `relcomp train --help`
+    losses: ClassVar[tuple[str, ...]] = ("unconditional",)  # the --loss names it can be trained with
     relation: str = "gt"
+    likelihood: str = "unconditional"          # the --loss it is trained with (set by build_model)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -113,10 +115,12 @@ class _Classifier(RelcompModel):
         sum_{i>j} p_A[i] p_B[j], i.e. log P(A > B) - log P(A <= B); same: logit of P(A = B) =
         sum_i p_A[i] p_B[i]; ge: the exact log-probabilities of [A < B, A > B, tie]."""
         logp_a, logp_b = la.float().log_softmax(-1), lb.float().log_softmax(-1)
-        if self.relation == "gt":
+        if self.relation == "gt" and self.likelihood in ("unconditional", "paper-code"):
             lp_gt, lp_le = log_prob_first_greater(logp_a, logp_b)
             return lp_gt - lp_le
         lp = log_prob_relations(logp_a, logp_b)
+        if self.relation == "gt":  # conditional, symmetric: P(A > B | not a tie)
+            return lp[:, 1] - lp[:, 0]
         if self.relation == "ge":
             return lp
         return lp[:, 2] - torch.logsumexp(lp[:, :2], -1)
@@ -143,6 +147,15 @@ class WeakModel(_Classifier):
     """
 
     summary = "pairs only; a K-way classifier whose P(A > B) = sum_{i>j} pA[i] pB[j] is trained"
+    losses = ("unconditional", "conditional", "symmetric", "paper-code")
+
+    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        """The pair output; under ``--loss symmetric`` on ``gt``, the three log-probabilities
+        [A < B, A > B, tie] that its loss needs (evaluation reads :meth:`pair_logit`)."""
+        if self.relation == "gt" and self.likelihood == "symmetric":
+            la, lb = self.item_output(self.embed(torch.cat([xa, xb]))).chunk(2)
+            return log_prob_relations(la.float().log_softmax(-1), lb.float().log_softmax(-1))
+        return self.pair_forward(xa, xb)
 
 
 class SiameseModel(RelcompModel):
@@ -236,9 +249,9 @@ def model_class(kind: str) -> type[RelcompModel]:
 
 def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                 dropout: float = 0.2, relation: str = "gt", input_dim: int | None = None,
-                trunk: nn.Module | None = None) -> RelcompModel:
+                trunk: nn.Module | None = None, loss: str = "unconditional") -> RelcompModel:
     """Build a model by name (see :data:`MODELS`) for a relation (``gt``, ``ge`` or ``same``;
-    relational models only).
+    relational models only), trained with ``loss`` (one of the class's ``losses``).
 
     The backbone is the paper's CNN on (C, image_size, image_size) images; with ``input_dim`` an
     :class:`~relcomp.backbones.MLPBackbone` on feature vectors of that length; with ``trunk`` (a
@@ -246,11 +259,13 @@ def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_si
     followed by an MLP, trained together.
 
     Raises:
-        ConfigError: unknown name or relation, or an image size the backbone cannot take.
+        ConfigError: unknown name, relation or loss, or an image size the backbone cannot take.
     """
     cls = model_class(kind)
     if relation not in RELATIONS:
         raise ConfigError(f"unknown relation {relation!r}; choose from {', '.join(RELATIONS)}")
+    if loss not in cls.losses:
+        raise ConfigError(f"--loss {loss} does not apply to the {kind} model; it takes {', '.join(cls.losses)}")
     if trunk is not None:
         backbone: nn.Module = nn.Sequential(trunk, MLPBackbone(trunk.dim, EMBED_DIM))
     elif input_dim is not None:
@@ -259,4 +274,6 @@ def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_si
         if image_size % 4:
             raise ConfigError(f"image size must be a multiple of 4, got {image_size}")
         backbone = BaseModel(in_channels=in_channels, image_size=image_size, dropout=dropout)
-    return cls(num_classes=num_classes, relation=relation, dropout=dropout, backbone=backbone)
+    model = cls(num_classes=num_classes, relation=relation, dropout=dropout, backbone=backbone)
+    model.likelihood = loss
+    return model

@@ -65,12 +65,13 @@ def cutpoint_accuracy(train_scores: np.ndarray, train_labels: np.ndarray, eval_s
                       eval_labels: np.ndarray, shots: Sequence[int], num_classes: int, draws: int = 10,
                       seed: int = 0) -> dict:
     """Accuracy of cut-point classification for each k in ``shots`` (k = 0: both zero-shot methods,
-    fitted on the eval scores without their labels); {"k" or "0 (method)": accuracies (draws,)}."""
+    fitted on the train scores without their labels, never on the scores they are tested on);
+    {"k" or "0 (method)": accuracies (draws,)}."""
     out: dict[str, np.ndarray] = {}
     for k in shots:
         if k == 0:
             for method in ZERO_SHOT:
-                cuts = fit_cutpoints(eval_scores, num_classes, method=method, seed=seed)
+                cuts = fit_cutpoints(train_scores, num_classes, method=method, seed=seed)
                 out[f"0 ({method})"] = np.array([np.mean(apply_cutpoints(eval_scores, cuts) == eval_labels)])
             continue
         accs = []

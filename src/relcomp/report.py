@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, DataError
-from .studies import active, baseline, crowd, ties
+from .studies import active, baseline, crowd, likelihoods, paper, ties
 from .utils import write_text_atomic
 
 
@@ -33,9 +33,11 @@ class Renderer:
     figures: Callable[[dict, Path], dict]         # (results, folder) -> {file: caption}, drawn into the folder
 
 
-RENDERERS: dict[str, Renderer] = {"active": Renderer(active.markdown, active.figures),
+RENDERERS: dict[str, Renderer] = {"paper": Renderer(paper.markdown, paper.figures),
+                                  "active": Renderer(active.markdown, active.figures),
                                   "crowd": Renderer(crowd.markdown, crowd.figures),
                                   "ties": Renderer(ties.markdown, lambda res, fig_dir: {}),
+                                  "loss": Renderer(likelihoods.markdown, likelihoods.figures),
                                   "bt": Renderer(baseline.markdown, lambda res, fig_dir: {})}
 
 # A block: its header line, then any lines that are not another block's header, then the end marker.

@@ -59,7 +59,7 @@ def build_run_model(cfg: TrainConfig) -> RelcompModel:
     the input)."""
     return build_model(cfg.model, cfg.num_classes, in_channels=cfg.data.channels, image_size=cfg.data.image_size,
                        dropout=cfg.dropout, relation=cfg.relation, input_dim=cfg.data.feature_dim,
-                       trunk=HFBackbone(cfg.backbone) if cfg.finetune else None)
+                       trunk=HFBackbone(cfg.backbone) if cfg.finetune else None, loss=cfg.loss)
 
 
 def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[RelcompModel, TrainConfig]:
@@ -81,12 +81,12 @@ def run_title(cfg: TrainConfig) -> str:
         return f"{cfg.model} on {Path(cfg.data.comparisons).name}"
     if not cfg.relational:
         return cfg.model
-    return f"{cfg.model} ({cfg.data.pairs}{', paper-code loss' if cfg.loss != 'correct' else ''})"
+    return f"{cfg.model} ({cfg.data.pairs}{f', {cfg.loss} loss' if cfg.loss != 'unconditional' else ''})"
 
 
 def run_tag(cfg: TrainConfig) -> str:
     """A default run-folder name part: model, data, and the settings that differ from the defaults."""
     parts = [cfg.model] + ([cfg.data.tag()] if cfg.relational else [])
-    parts += [cfg.loss] if cfg.loss != "correct" else []
+    parts += [cfg.loss] if cfg.loss != "unconditional" else []
     parts += [cfg.relation] if cfg.relation != "gt" else []
     return "-".join(parts)

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..inference import Predictor
 from ..metrics import ranking_metrics
 from ..utils import atomic_path, parse_count
-from .common import fmt, log, machine_info, md_table, pct, provenance, write_study
+from .common import fmt, log, machine_info, md_table, pct, provenance, provenance_line, write_study
 
 METRICS = ("kendall_tau", "spearman_rho", "ndcg")
 
@@ -94,10 +94,9 @@ def run_baseline(prof: dict, out: Path, device: str = "auto", data_dir: str | No
 
 
 def markdown(res: dict, figure_dir: str = "figures") -> str:
-    s, m = res["settings"], res["machine"]
+    s = res["settings"]
     n_never = s["items"] - res["n_compared_items"]
-    intro = (f"`{res['command']}`, relcomp {res['relcomp']}, {m['cpu']}, {m['cores']} cores; seeds {s['seeds']} "
-             f"(each its own comparisons); {parse_count(str(s['pairs'])):,} comparisons among the first "
+    intro = (f"{provenance_line(res)} (each its own comparisons); {parse_count(str(s['pairs'])):,} comparisons among the first "
              f"{s['compared']:,} MNIST train images ({res['n_compared_items']:,} of them compared in the last seed), "
              f"{s['items']:,} items in all ({n_never:,} never compared); relcomp: the weak model, "
              f"{parse_count(str(s['samples'])):,} pairs seen. Scores against the hidden digit labels, × 100.")

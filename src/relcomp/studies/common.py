@@ -53,13 +53,13 @@ def load_profile(name: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"profile {name}: invalid TOML ({e})") from None
     prof["name"] = path.stem if path.suffix == ".toml" else name
-    if prof.get("kind") in ("beyond", "active", "crowd", "ties", "bt"):
+    if prof.get("kind") in ("beyond", "active", "crowd", "ties", "bt", "loss"):
         return prof
     for section, key in (("supervised", "epochs"), ("relational", "sizes"), ("relational", "samples"),
                          ("fewshot", "shots"), ("fewshot", "draws")):
         if key not in prof.get(section, {}):
             raise ConfigError(f"profile {name}: missing [{section}] {key}")
-    prof.setdefault("weak", {}).setdefault("losses", ["paper-code", "correct"])
+    prof.setdefault("weak", {}).setdefault("losses", ["paper-code", "unconditional"])
     prof.setdefault("analysis", {}).setdefault("tsne_points", 2000)
     prof.setdefault("data", {})
     return prof
@@ -75,9 +75,10 @@ def cached_json(path: Path, newer_than: Path, check=lambda d: True) -> dict | No
     return None
 
 
-def pct(values, paper: float | None = None) -> dict[str, Any]:
-    """A table cell in percent: mean, std (sample, 0 for one value), n, the values (and the paper's number)."""
-    v = np.asarray(values, dtype=float) * 100
+def pct(values, paper: float | None = None, scale: float = 100) -> dict[str, Any]:
+    """A table cell in percent (times ``scale``): mean, std (sample, 0 for one value), n, the values
+    (and the paper's number)."""
+    v = np.asarray(values, dtype=float) * scale
     cell = {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
             "n": int(len(v)), "values": [float(x) for x in v]}
     return cell if paper is None else {**cell, "paper": paper}
@@ -125,6 +126,13 @@ def provenance(prof: dict) -> dict[str, Any]:
 
     return {"command": prof.get("command"), "relcomp": __version__, "commit": git_commit(),
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
+
+
+def provenance_line(res: dict) -> str:
+    """The opening of a study's README block: its command, relcomp's version, the machine, the seeds."""
+    m = res["machine"]
+    return (f"`{res['command']}`, relcomp {res['relcomp']}, {m['cpu']}, {m['cores']} cores"
+            + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; seeds {res['settings']['seeds']}")
 
 
 def write_study(res: dict, out: Path, title: str, markdown, figures_html: list[str] | None = None) -> dict:

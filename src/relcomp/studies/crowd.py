@@ -25,7 +25,18 @@ from ..errors import ConfigError
 from ..evaluate import evaluate_run
 from ..plots import plot_bars, plot_reliability
 from ..utils import atomic_path, parse_count
-from .common import cached_json, fmt, html_figures, log, machine_info, md_table, pct, provenance, write_study
+from .common import (
+    cached_json,
+    fmt,
+    html_figures,
+    log,
+    machine_info,
+    md_table,
+    pct,
+    provenance,
+    provenance_line,
+    write_study,
+)
 
 ARMS = {"clean": "clean outcomes", "crowd": "crowd, no annotator model", "modelled": "crowd, --annotator-model flip"}
 
@@ -118,9 +129,8 @@ def figures(res: dict, fig_dir: Path) -> dict[str, str]:
 
 
 def markdown(res: dict, figure_dir: str = "figures") -> str:
-    s, m = res["settings"], res["machine"]
-    intro = (f"`{res['command']}`, relcomp {res['relcomp']}, {m['cpu']}, {m['cores']} cores; seeds {s['seeds']}; "
-             f"{parse_count(str(s['pairs'])):,} random MNIST train pairs (ties left out), each arm "
+    s = res["settings"]
+    intro = (f"{provenance_line(res)}; {parse_count(str(s['pairs'])):,} random MNIST train pairs (ties left out), each arm "
              f"{parse_count(str(s['samples'])):,} pairs seen; the MNIST test split (10,000 images, 20,000 clean "
              f"pairs). {res['n_runs']} runs, {res['train_time_s_total']:.0f} s of training.")
     acc = md_table(["weak model trained on", "test classification (%)", "test relational (%)", "ECE of P(A > B)"],

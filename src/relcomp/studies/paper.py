@@ -1,7 +1,7 @@
 """``relcomp reproduce``: rerun the paper's whole study and report it beside the paper's numbers.
 
 Plan: one supervised run, one Siamese run per pair-set size, and two weak runs per size (the
-paper's original ``paper-code`` loss and the correct loss), each with every seed asked for. Each
+paper's original ``paper-code`` loss and relcomp's default, ``unconditional``), each with every seed asked for. Each
 run lives in its own folder named by a hash of its config, so a rerun reuses finished runs and
 continues interrupted ones. Then: test evaluation, few-shot transfer of the Siamese backbones,
 the ordinal analysis of the embeddings, and the tables, figures and report.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from .common import (
     md_figures,
     md_table,
     pct,
+    provenance,
     run_folder,
 )
 
@@ -65,7 +65,7 @@ FEWSHOT_STEPS, FEWSHOT_LR = 300, 1e-3
 
 @dataclass
 class RunSpec:
-    key: str          # e.g. "weak-500k-correct"
+    key: str          # e.g. "weak-500k-unconditional"
     group: str        # supervised | siamese | weak
     size: str | None  # pair-set size
     loss: str
@@ -86,7 +86,7 @@ def plan(prof: dict[str, Any], seeds: list[int], device: str = "auto", data_dir:
     rel = prof["relational"]
     specs = []
     for seed in seeds:
-        specs.append(RunSpec("supervised", "supervised", None, "correct", seed,
+        specs.append(RunSpec("supervised", "supervised", None, "unconditional", seed,
                              TrainConfig(model="supervised", epochs=prof["supervised"]["epochs"], seed=seed,
                                          eval_every=prof["supervised"].get("eval_every"), device=device,
                                          data=source())))
@@ -94,7 +94,7 @@ def plan(prof: dict[str, Any], seeds: list[int], device: str = "auto", data_dir:
             # The paper's counterparts learn from the pairs alone: no unlabeled images.
             relational = dict(samples=parse_count(rel["samples"]), eval_every=rel.get("eval_every"), seed=seed,
                               device=device, data=source(size), unlabeled="off")
-            specs.append(RunSpec(f"siamese-{size}", "siamese", size, "correct", seed,
+            specs.append(RunSpec(f"siamese-{size}", "siamese", size, "unconditional", seed,
                                  TrainConfig(model="siamese", **relational)))
             for loss in prof["weak"]["losses"]:
                 specs.append(RunSpec(f"weak-{size}-{loss}", "weak", size, loss, seed,
@@ -127,12 +127,12 @@ def reproduce_paper(prof: dict[str, Any], out: Path, seeds: int = 1, device: str
     sizes = prof["relational"]["sizes"]
     results = _tables(prof, runs, seeds, shots)
     results.update({
-        "profile": prof["name"], "description": prof.get("description", ""),
+        "kind": "paper", "profile": prof["name"], "description": prof.get("description", ""), **provenance(prof),
         "budgets": {"supervised_epochs": prof["supervised"]["epochs"],
                     "relational_samples": parse_count(prof["relational"]["samples"]), "sizes": sizes,
-                    "fewshot_shots": shots, "fewshot_draws": int(prof["fewshot"]["draws"]), "data": prof["data"]},
+                    "fewshot_shots": shots, "fewshot_draws": int(prof["fewshot"]["draws"]), "data": prof["data"],
+                    "weak_losses": list(prof["weak"]["losses"])},
         "seeds": list(range(seeds)), "ordinal": ordinal, "runs": runs, "machine": machine_info(),
-        "command": "relcomp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("relcomp") else None,
         # Training time of every run, whether trained now or earlier and reused from the cache.
         "train_time_s_total": round(sum(r["train"]["train_time_s"] for r in runs.values()), 1),
     })
@@ -164,26 +164,32 @@ def train_and_evaluate(spec: RunSpec, out: Path, n: int, total: int, prof: dict,
 
 def ordinal_analysis(prof: dict, specs: list[RunSpec], runs: dict, device: str,
                      data_dir: str | None) -> tuple[dict, list[dict]]:
-    """PC1 / Spearman rho of the test embeddings of every seed-0 model; t-SNE panels of a few.
-    The paper's rho and ordering sit only beside the models the paper measured them on."""
+    """PC1 / Spearman rho of the test embeddings of every model and seed (mean ± std over seeds,
+    the ordering of seed 0); t-SNE panels of a few seed-0 models. The paper's rho and ordering sit
+    only beside the models the paper measured them on."""
     sizes = prof["relational"]["sizes"]
     tsne_keys = ["supervised", f"siamese-{sizes[-1]}"] + [f"weak-{sizes[-1]}-{loss}"
                                                           for loss in reversed(prof["weak"]["losses"])]
     test_labels = load_mnist(data_dir).test.labels
     sub = stratified_subsample(test_labels, int(prof["analysis"]["tsne_points"]), seed=0)
     ordinal, panels = {}, []
-    for key in [s.key for s in specs if s.seed == 0]:
-        rec = runs[f"{key}/s0"]
-        outs = test_embeddings(rec["folder"], device=device)
-        o = pc1_ordering(outs["embeddings"], outs["labels"])
+    for key in dict.fromkeys(s.key for s in specs):
+        rhos, first = [], None
+        for spec in (s for s in specs if s.key == key):
+            rec = runs[f"{key}/s{spec.seed}"]
+            outs = test_embeddings(rec["folder"], device=device)
+            o = pc1_ordering(outs["embeddings"], outs["labels"])
+            rhos.append(o["rho"])
+            if first is None:
+                first = o
+                if key in tsne_keys:
+                    panels.append({"key": key, "title": _pretty(rec), "tsne": tsne_2d(outs["embeddings"][sub]),
+                                   "labels": outs["labels"][sub], "pc1": o["projection"],
+                                   "pc1_labels": outs["labels"], "rho": o["rho"], "ordering": o["ordering"]})
         paper_key = PAPER_RHO_RUN.get(key)
-        ordinal[key] = {"rho": o["rho"], "rho_raw": o["rho_raw"], "ordering": o["ordering"],
+        ordinal[key] = {"rho": pct(rhos, scale=1), "ordering": first["ordering"],
                         "paper_rho": PAPER["rho"][paper_key] if paper_key else None,
                         "paper_ordering": PAPER["ordering"].get(paper_key) if paper_key else None}
-        if key in tsne_keys:
-            panels.append({"key": key, "title": _pretty(rec), "tsne": tsne_2d(outs["embeddings"][sub]),
-                           "labels": outs["labels"][sub], "pc1": o["projection"], "pc1_labels": outs["labels"],
-                           "rho": o["rho"], "ordering": o["ordering"]})
     panels.sort(key=lambda p: tsne_keys.index(p["key"]))
     return ordinal, panels
 
@@ -193,15 +199,22 @@ def _pretty(rec: dict) -> str:
         return "Supervised"
     if rec["group"] == "siamese":
         return f"Siamese ({rec['size']})"
-    return f"Weak ({rec['size']}, {'paper-code' if rec['loss'] == 'paper-code' else 'correct'} loss)"
+    return f"Weak ({rec['size']}, {rec['loss']} loss)"
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables
 
+def size_label(size: str, samples: int) -> str:
+    """A pair-set size as a row names it: a set larger than the pairs a run sees is not a larger
+    data condition, and says so."""
+    return size if parse_count(size) <= samples else f"{size} set, ≤{format_count(samples)} distinct seen"
+
+
 def _tables(prof: dict, runs: dict, seeds: int, shots: list[int]) -> dict[str, Any]:
     sizes = prof["relational"]["sizes"]
     losses = prof["weak"]["losses"]
+    seen = parse_count(prof["relational"]["samples"])
 
     def collect(key: str, get) -> list[float]:
         return [get(runs[f"{key}/s{s}"]) for s in range(seeds) if f"{key}/s{s}" in runs]
@@ -211,10 +224,10 @@ def _tables(prof: dict, runs: dict, seeds: int, shots: list[int]) -> dict[str, A
 
     t1, t2, t3 = [], [], []
     for size in sizes:
-        t1.append({"row": f"Siamese ({size})", "size": size, "paper_size": (size if size in PAPER_SIZES else None),
+        t1.append({"row": f"Siamese ({size_label(size, seen)})", "size": size, "paper_size": (size if size in PAPER_SIZES else None),
                    "relcomp": _cell(collect(f"siamese-{size}", lambda r: r["eval"]["relational_accuracy"]),
                                     paper_at(PAPER["siamese_rel"], size))})
-        row = {"row": f"Weak ({size})", "size": size, "paper_size": (size if size in PAPER_SIZES else None),
+        row = {"row": f"Weak ({size_label(size, seen)})", "size": size, "paper_size": (size if size in PAPER_SIZES else None),
                "paper": paper_at(PAPER["weak_rel"], size)}
         for loss in losses:
             row[loss] = _cell(collect(f"weak-{size}-{loss}", lambda r: r["eval"]["relational_accuracy"]),
@@ -227,9 +240,9 @@ def _tables(prof: dict, runs: dict, seeds: int, shots: list[int]) -> dict[str, A
             vals = [a for r in collect(f"siamese-{size}", lambda r, k=str(shot): r["fewshot"]["shots"][k]["accuracies"])
                     for a in r]
             paper = paper_at(PAPER["siamese_cls"].get(shot, []), size)
-            t3.append({"row": f"Siamese ({size}), {shot}-shot", "paper": paper, "relcomp": _cell(vals, paper)})
+            t3.append({"row": f"Siamese ({size_label(size, seen)}), {shot}-shot", "paper": paper, "relcomp": _cell(vals, paper)})
     for size in sizes:
-        row = {"row": f"Weakly supervised ({size})", "paper": paper_at(PAPER["weak_cls"], size)}
+        row = {"row": f"Weakly supervised ({size_label(size, seen)})", "paper": paper_at(PAPER["weak_cls"], size)}
         for loss in losses:
             row[loss] = _cell(collect(f"weak-{size}-{loss}", lambda r: r["eval"]["classification_accuracy"]),
                               row["paper"] if loss == "paper-code" else None)
@@ -240,21 +253,28 @@ def _tables(prof: dict, runs: dict, seeds: int, shots: list[int]) -> dict[str, A
 def table_rows(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """The three tables as (title, header, rows) of strings, for the console, Markdown and HTML."""
     t = results["tables"]
-    out = []
-    out.append(("Table 1. Siamese, relational test accuracy (%)", ["model", "paper", "relcomp"],
-                [[r["row"], fmt_paper(r["relcomp"]["paper"]), fmt(r["relcomp"])] for r in t["table1"]]))
-    out.append(("Table 2. Weakly supervised, relational test accuracy (%)",
-                ["model", "paper", "relcomp, paper-code loss", "relcomp, correct loss"],
-                [[r["row"], fmt_paper(r["paper"]), fmt(r.get("paper-code")), fmt(r.get("correct"))] for r in t["table2"]]))
+    losses = results["budgets"].get("weak_losses", ["paper-code", "unconditional"])
+    cols = [f"relcomp, {loss} loss" for loss in losses]
+    out = [("Table 1. Siamese, relational test accuracy (%)", ["model", "paper", "relcomp"],
+            [[r["row"], fmt_paper(r["relcomp"]["paper"]), fmt(r["relcomp"])] for r in t["table1"]]),
+           ("Table 2. Weakly supervised, relational test accuracy (%)", ["model", "paper", *cols],
+            [[r["row"], fmt_paper(r["paper"]), *(fmt(r.get(loss)) for loss in losses)] for r in t["table2"]])]
     rows3 = []
     for r in t["table3"]:
-        if "relcomp" in r:
-            rows3.append([r["row"], fmt_paper(r["paper"]), fmt(r["relcomp"]), ""])
+        if "relcomp" in r:  # supervised and Siamese rows: the paper's method, in the first relcomp column
+            rows3.append([r["row"], fmt_paper(r["paper"]), fmt(r["relcomp"])] + [""] * (len(losses) - 1))
         else:
-            rows3.append([r["row"], fmt_paper(r["paper"]), fmt(r.get("paper-code")), fmt(r.get("correct"))])
+            rows3.append([r["row"], fmt_paper(r["paper"]), *(fmt(r.get(loss)) for loss in losses)])
     out.append(("Table 3. Classification test accuracy (%)",
-                ["model", "paper", "relcomp (same method; weak: paper-code loss)", "relcomp, correct loss"], rows3))
+                ["model", "paper", f"relcomp (paper's method; weak: {losses[0]} loss)", *cols[1:]], rows3))
     return out
+
+
+def fmt_rho(cell: dict | float) -> str:
+    """|rho| as mean ± std over seeds (a results file before 0.4 holds one number)."""
+    if not isinstance(cell, dict):
+        return f"{cell:.3f}"
+    return f"{cell['mean']:.3f}" + (f" ± {cell['std']:.3f}" if cell["n"] > 1 else "")
 
 
 def format_console(results: dict) -> str:
@@ -267,12 +287,27 @@ def format_console(results: dict) -> str:
     lines += ["", "Ordinal structure of the test embeddings (PC1 projection, |Spearman rho|):"]
     for key, o in results["ordinal"].items():
         paper = f"   paper {o['paper_rho']:.3f}" if o.get("paper_rho") is not None else ""
-        lines.append(f"  {key:<24} |rho| {o['rho']:.3f}  {o['ordering']}{paper}")
+        lines.append(f"  {key:<24} |rho| {fmt_rho(o['rho'])}  {o['ordering']}{paper}")
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
 # Figures
+
+def classification_groups(results: dict) -> dict[str, dict[str, float]]:
+    """Table 3 as bar groups: the paper's number beside relcomp's means."""
+    losses = results["budgets"].get("weak_losses", ["paper-code", "unconditional"])
+    groups = {}
+    for r in results["tables"]["table3"]:
+        g = {"paper": r["paper"]} if r["paper"] is not None else {}
+        if "relcomp" in r:
+            g["relcomp, paper's method"] = r["relcomp"]["mean"]
+        else:
+            g["relcomp, paper's method"] = (r.get(losses[0]) or {}).get("mean")
+            g.update({f"relcomp, {loss} loss": (r.get(loss) or {}).get("mean") for loss in losses[1:]})
+        groups[r["row"]] = {k: v for k, v in g.items() if v is not None}
+    return groups
+
 
 def _figures(out: Path, results: dict, runs: dict, panels: list[dict], prof: dict) -> dict[str, str]:
     sizes = prof["relational"]["sizes"]
@@ -302,15 +337,7 @@ def _figures(out: Path, results: dict, runs: dict, panels: list[dict], prof: dic
     plot_embeddings(panels, fig_dir / "fig7_embeddings.png")
     figs["fig7_embeddings.png"] = ("Figure 7. Top: t-SNE of the 128-d test embeddings, digit medians labelled. "
                                    "Bottom: projection on the first principal component (oriented so rho > 0) per digit.")
-    groups = {}
-    for r in results["tables"]["table3"]:
-        g = {"paper": r["paper"]} if r["paper"] is not None else {}
-        if "relcomp" in r:
-            g["relcomp, paper's method"] = r["relcomp"]["mean"]
-        else:
-            g["relcomp, paper's method"] = (r.get("paper-code") or {}).get("mean")
-            g["relcomp, correct loss"] = (r.get("correct") or {}).get("mean")
-        groups[r["row"]] = {k: v for k, v in g.items() if v is not None}
+    groups = classification_groups(results)
     plot_bars(groups, fig_dir / "classification.png", "Classification test accuracy: paper vs relcomp", "accuracy (%)")
     figs["classification.png"] = "Table 3 as a chart: the paper's numbers beside relcomp's."
     return figs
@@ -339,13 +366,43 @@ NOTES = [
     "Figures are numbered as in the paper. Its Figures 1 and 3 are drawings of the architectures, which "
     "relcomp's code states exactly (src/relcomp/models.py); they are not redrawn here.",
     "The paper's weak model fed a probability into a loss that expects logits (`BCEWithLogits` on P(A > B): "
-    "a double sigmoid). The `paper-code` column reproduces that bug; the `correct` column uses the log-space "
-    "binary cross-entropy of P(A > B).",
+    "a double sigmoid). The `paper-code` column reproduces that bug; the `unconditional` column is relcomp's "
+    "default, -[z log P(A > B) + (1 - z) log P(A <= B)] computed in log space.",
+    "A row `500k set, ≤150k distinct seen` trains on a larger set for the same number of pairs seen: it sees at "
+    "most that many distinct pairs, so it is not a larger-data condition.",
     "Spearman rho: the sign of a principal component is arbitrary, so the projection is oriented to make rho "
-    "positive and |rho| is reported; the ordering lists the digits by the median of the oriented projection.",
-    "Few-shot cells are the mean ± standard deviation over the random draws of the labelled images (and seeds); "
-    "the paper reports a single draw.",
+    "positive and |rho| is reported (mean ± std over seeds); the ordering is seed 0's, the digits by the median "
+    "of the oriented projection.",
+    "Few-shot cells are the mean ± standard deviation over the random draws of the labelled images, pooled over "
+    "seeds; the paper reports a single draw. Other cells: mean ± standard deviation over seeds.",
 ]
+
+
+def markdown(results: dict, figure_dir: str = "figures") -> str:
+    """The README block of a results file: provenance, budgets, the three tables, rho, the chart."""
+    m, name = results["machine"], results["profile"]
+    lines = [f"`{results.get('command')}`, relcomp {results.get('relcomp')}, {results.get('date')}; {m['cpu']}, "
+             f"{m['cores']} cores" + (f", GPU {m['gpu']}" if m["gpu"] else "") + f", torch {m['torch']}. "
+             f"Seeds {results['seeds']}. {_budget_text(results)} Time: {time_text(results)}.", ""]
+    for title, header, rows in table_rows(results):
+        lines += [f"**{title}**", ""] + md_table(header, rows) + [""]
+    lines += ["**Ordinal structure** (PC1 of the 128-d test embeddings, |Spearman rho|; the paper's rho only "
+              "beside the model it was measured on)", "",
+              *md_table(["model", "abs. Spearman rho", "ordering (seed 0)", "paper rho"],
+                        [[key, fmt_rho(o["rho"]), o["ordering"], fmt_rho(o["paper_rho"]) if o.get("paper_rho") else "—"]
+                         for key, o in results["ordinal"].items()]), ""]
+    lines += [f"![Table 3 as a chart]({figure_dir}/{name}-classification.png)"]
+    return "\n".join(lines)
+
+
+def figures(results: dict, fig_dir: Path) -> dict[str, str]:
+    """The chart of Table 3, drawn from the results file's numbers."""
+    fig_dir = Path(fig_dir)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{results['profile']}-classification.png"
+    plot_bars(classification_groups(results), fig_dir / name, "Classification test accuracy: paper vs relcomp",
+              "accuracy (%)")
+    return {name: "Table 3 as a chart: the paper's numbers beside relcomp's."}
 
 
 def render_markdown(results: dict) -> str:
@@ -362,7 +419,7 @@ def render_markdown(results: dict) -> str:
               "| model | abs. Spearman rho | discovered ordering | paper rho | paper ordering |", "|---|---|---|---|---|"]
     for key, o in results["ordinal"].items():
         pr = "—" if o.get("paper_rho") is None else f"{o['paper_rho']:.3f}"
-        lines.append(f"| {key} | {o['rho']:.3f} | {o['ordering']} | {pr} | {o.get('paper_ordering') or '—'} |")
+        lines.append(f"| {key} | {fmt_rho(o['rho'])} | {o['ordering']} | {pr} | {o.get('paper_ordering') or '—'} |")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES] + ["", "## Figures", ""] + md_figures(results["figures"])
     return "\n".join(lines)
 
@@ -383,7 +440,7 @@ def render_html(results: dict, out: Path) -> str:
                  "<th>discovered ordering</th><th>paper rho</th><th>paper ordering</th></tr>")
     for key, o in results["ordinal"].items():
         pr = "—" if o.get("paper_rho") is None else f"{o['paper_rho']:.3f}"
-        parts.append(f"<tr><td>{esc(key)}</td><td>{o['rho']:.3f}</td><td>{esc(o['ordering'])}</td><td>{pr}</td>"
+        parts.append(f"<tr><td>{esc(key)}</td><td>{fmt_rho(o['rho'])}</td><td>{esc(o['ordering'])}</td><td>{pr}</td>"
                      f"<td>{esc(o.get('paper_ordering') or '—')}</td></tr>")
     parts.append("</table><h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in NOTES) + "</ul><h2>Figures</h2>")
     parts += html_figures(results["figures"], out)

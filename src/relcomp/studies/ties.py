@@ -29,7 +29,7 @@ from ..engine import train
 from ..metrics import item_outputs, score_outputs
 from ..run import load_run_model
 from ..utils import atomic_path, parse_count, resolve_device, resolve_precision
-from .common import fmt, log, machine_info, md_table, pct, provenance, write_study
+from .common import fmt, log, machine_info, md_table, pct, provenance, provenance_line, write_study
 
 ARMS = {"mnist": "MNIST ge path (--pairs N --relation ge)", "user": "your comparisons CSV with ties (--images, --comparisons)"}
 OUTCOME = {0: "<", 1: ">", 2: "="}
@@ -97,9 +97,8 @@ def run_ties(prof: dict, out: Path, device: str = "auto", data_dir: str | None =
 
 
 def markdown(res: dict, figure_dir: str = "figures") -> str:
-    s, m, c = res["settings"], res["machine"], res["cells"]
-    intro = (f"`{res['command']}`, relcomp {res['relcomp']}, {m['cpu']}, {m['cores']} cores; seeds {s['seeds']}; "
-             f"weak model, `--relation ge`, {parse_count(str(s['pairs'])):,} training pairs per arm (about 10% of "
+    s, c = res["settings"], res["cells"]
+    intro = (f"{provenance_line(res)}; weak model, `--relation ge`, {parse_count(str(s['pairs'])):,} training pairs per arm (about 10% of "
              f"them ties), {parse_count(str(s['samples'])):,} pairs seen; scored on MNIST's 20,000 `ge` test pairs "
              f"(three-way accuracy) and 10,000 test images. {res['n_runs']} runs, {res['train_time_s_total']:.0f} s "
              "of training.")
