@@ -5,7 +5,16 @@ import pytest
 import torch
 
 from conftest import mnist_cfg
-from relcomp.bench import TARGETS, bench_pair_store, flops_per_pair, format_bench, naive_loss, run_bench
+from relcomp.bench import (
+    TARGETS,
+    AmaxPool2,
+    bench_pair_store,
+    flops_per_pair,
+    format_bench,
+    naive_loss,
+    nominal_peak,
+    run_bench,
+)
 from relcomp.data import make_pairs
 from relcomp.data.sources import Data, to_tensor
 from relcomp.engine import train
@@ -83,5 +92,22 @@ def test_quick_bench_targets_are_computed_from_the_measurements(data_dir):
     assert t["unlabeled_slowdown"]["met"] == (r["unlabeled_slowdown"] <= TARGETS["unlabeled_slowdown"])
     assert t["suggest_1000_s"]["measured"] == r["suggest_1000_s"] > 0
     text = format_bench(r)
-    assert "targets:" in text and "speedup" in text and "suggest 1,000 pairs" in text
+    assert "targets (speedup and MFU: the worse of the two models):" in text and "suggest 1,000 pairs" in text
+    assert t["mfu"]["measured"] == min(r["mfu"].values())  # both targets judged on the same (worse) model
+    if r["precision"] == "bf16":  # the naive path in bf16 too: layout and precision measured apart
+        assert all(v["naive_bf16"] > 0 for v in r["pairs_per_s"].values())
     json.dumps(r)  # --json must be serialisable
+
+
+def test_nominal_peak_is_cores_times_clock_times_flop_per_cycle():
+    zen4 = {"vendor_id": "AuthenticAMD", "cpu family": "25", "cpu MHz": "2596.148"}
+    n = nominal_peak(cores=2, facts=zen4)
+    assert n["gflops_fp32"] == round(2 * 2596.148 * 32 / 1e3, 1) and n["gflops_bf16"] == round(2 * 2596.148 * 64 / 1e3, 1)
+    # an unknown core or clock is not guessed
+    assert nominal_peak(cores=2, facts={**zen4, "vendor_id": "GenuineIntel"}) is None
+    assert nominal_peak(cores=2, facts={"vendor_id": "AuthenticAMD", "cpu family": "25"}) is None
+
+
+def test_amax_pool_ablation_computes_max_pooling():
+    x = torch.randn(3, 4, 14, 14)
+    assert torch.equal(AmaxPool2()(x), torch.nn.functional.max_pool2d(x, 2))

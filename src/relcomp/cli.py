@@ -438,6 +438,10 @@ def _add_bench_parser(sub) -> None:
              "Siamese 1-shot mean 97%. Takes a few minutes (--quick: seconds, small numbers that mean little).")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="few steps and tiny caps (a smoke test of the bench)")
+    p.add_argument("--ablations", action="store_true", help="also time the fast path's variants that were tried and "
+                   "not kept: torch.compile, batch 256, max-pooling as reshape + amax")
+    p.add_argument("--out", metavar="FILE", help="also write the results as JSON to FILE (what `relcomp report` reads; "
+                   "docs/results/bench.json is one)")
     _add_data_dir(p)
 
 

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import bench
 from .errors import ConfigError, DataError
-from .studies import active, baseline, crowd, likelihoods, paper, ties
+from .studies import active, baseline, crowd, likelihoods, own, paper, ties
 from .utils import write_text_atomic
 
 
@@ -38,6 +39,8 @@ RENDERERS: dict[str, Renderer] = {"paper": Renderer(paper.markdown, paper.figure
                                   "crowd": Renderer(crowd.markdown, crowd.figures),
                                   "ties": Renderer(ties.markdown, lambda res, fig_dir: {}),
                                   "loss": Renderer(likelihoods.markdown, likelihoods.figures),
+                                  "own": Renderer(own.markdown, lambda res, fig_dir: {}),
+                                  "bench": Renderer(bench.markdown, lambda res, fig_dir: {}),
                                   "bt": Renderer(baseline.markdown, lambda res, fig_dir: {})}
 
 # A block: its header line, then any lines that are not another block's header, then the end marker.

@@ -15,10 +15,11 @@ from .beyond import run_beyond
 from .common import load_profile, profile_names
 from .crowd import run_crowd
 from .likelihoods import run_losses
+from .own import run_own
 from .paper import format_console, reproduce_paper, time_text
 from .ties import run_ties
 
-RUNNERS = {"beyond": run_beyond, "crowd": run_crowd, "ties": run_ties, "bt": run_baseline, "loss": run_losses}  # the other kinds; paper and active below
+RUNNERS = {"beyond": run_beyond, "crowd": run_crowd, "ties": run_ties, "bt": run_baseline, "loss": run_losses, "own": run_own}  # the other kinds; paper and active below
 
 
 def command_line(profile: str, seeds: int | None, overrides: dict[str, Any] | None) -> str:

@@ -53,7 +53,7 @@ def load_profile(name: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"profile {name}: invalid TOML ({e})") from None
     prof["name"] = path.stem if path.suffix == ".toml" else name
-    if prof.get("kind") in ("beyond", "active", "crowd", "ties", "bt", "loss"):
+    if prof.get("kind") in ("beyond", "active", "crowd", "ties", "bt", "loss", "own"):
         return prof
     for section, key in (("supervised", "epochs"), ("relational", "sizes"), ("relational", "samples"),
                          ("fewshot", "shots"), ("fewshot", "draws")):

@@ -1,6 +1,8 @@
-"""The loss study end to end on its smoke profile (real MNIST, tiny budgets) and its README block."""
+"""The loss and own-data studies end to end on their smoke profiles (real MNIST, tiny budgets) and
+their README blocks."""
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -31,3 +33,22 @@ def test_loss_smoke_profile(data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     row = next(line for line in printed.splitlines() if line.startswith("| **"))
     assert r["chosen_on_val"] in row and f"{np.mean(r['cells'][r['chosen_on_val']]['test_cls_acc']['values']):.2f}" in row
+
+
+def test_own_data_smoke_profile(mnist, data_dir, tmp_path, capsys):
+    out = tmp_path / "own"
+    assert main(["reproduce", "--profile", "own-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["kind"] == "own" and r["n_runs"] == 1 and r["n_labelled_scored"] == 100
+    # what a user brings: PNG files, comparisons by file name that agree with the digits, labels
+    rows = list(csv.DictReader(open(out / "data" / "comparisons.csv")))
+    labels = mnist.train.labels
+    assert len(rows) == 2000 and len(list((out / "data" / "images").glob("*.png"))) == 300
+    assert all(int(x["outcome"]) == int(labels[int(x["a"][3:8])] > labels[int(x["b"][3:8])]) for x in rows)
+    ev = json.loads(next((out / "runs").glob("small-s0-*/eval.json")).read_text())
+    cell = r["cells"]["small"]
+    assert cell["samples"] == 2000 and cell["cls_acc"]["values"] == [pytest.approx(100 * ev["classification_accuracy"])]
+    assert cell["spearman"]["values"] == [pytest.approx(ev["spearman_rho"])]
+    capsys.readouterr()
+    assert main(["report", str(out / "results.json")]) == 0
+    assert f"| small: 2k pairs seen, --unlabeled off | 2,000 | {cell['test_rel_acc']['mean']:.2f} |" in capsys.readouterr().out
