@@ -173,7 +173,7 @@ def test_every_option_from_the_cli(tmp_path, data_dir, capsys):
     assert 0 < rows[-1]["noise_rate"] <= 0.45
     for bad, msg in ((["weak", "--noise-correction", "given"], "give a --flip-rate > 0"),
                      (["weak", "--flip-rate", "0.6"], "--flip-rate must be in [0, 0.5)"),
-                     (["weak", "--relation", "ge", "--loss", "paper-code"], "gt relation only")):
+                     (["weak", "--relation", "ge", "--loss", "paper-code"], "is a likelihood of the gt relation")):
         assert main(["train", *bad, "--quiet", "--out", str(tmp_path / "bad")]) == 2
         assert msg in capsys.readouterr().err
 

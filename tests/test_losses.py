@@ -5,7 +5,7 @@ from relcomp.errors import ConfigError
 from relcomp.losses import get_loss, log_prob_first_greater, log_prob_relations, prob_first_greater, relation_loss
 from relcomp.models import build_model
 
-WEAK = build_model("weak")
+WEAK = build_model("weak", loss="unconditional")
 
 
 def weak_relation_loss(la, lb, z, name="unconditional", weight=None):
@@ -110,6 +110,11 @@ def test_conditional_and_symmetric_losses_match_their_formulas():
     expected = -(z * p_gt.log() + (1 - z) * p_lt.log()).mean()
     out = log_prob_relations(la.log_softmax(-1), lb.log_softmax(-1))
     assert torch.allclose(get_loss("symmetric")(out, z).double(), expected, atol=1e-5)
+    # with annotator noise e the two orders swap with probability e; the tie mass stays a failure
+    e = torch.rand(32, generator=g, dtype=torch.float64) * 0.5
+    obs_gt, obs_lt = (1 - e) * p_gt + e * p_lt, (1 - e) * p_lt + e * p_gt
+    expected = -(z * obs_gt.log() + (1 - z) * obs_lt.log()).mean()
+    assert torch.allclose(get_loss("symmetric")(out, z, noise=e.float()).double(), expected, atol=1e-5)
     # unconditional counts the tie mass as "not greater": the three differ exactly there
     expected = -(z * p_gt.log() + (1 - z) * (p_lt + p_eq).log()).mean()
     assert torch.allclose(weak_relation_loss(la.float(), lb.float(), z.float()).double(), expected, atol=1e-4)
@@ -136,7 +141,7 @@ def test_config_validates_losses_and_reads_the_old_name():
 
     TrainConfig(model="weak", loss="conditional", annotator_model="none").validate()
     for bad in (dict(model="weak", loss="symmetric", relation="ge"), dict(model="siamese", loss="conditional"),
-                dict(model="weak", loss="symmetric", noise_correction="estimate")):
+                dict(model="weak", loss="paper-code", noise_correction="estimate")):
         with pytest.raises(ConfigError):
             TrainConfig(**bad).validate()
     old = TrainConfig(model="weak").to_dict() | {"loss": "correct"}  # a run folder of relcomp 0.3

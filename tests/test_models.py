@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from relcomp.errors import ConfigError
-from relcomp.losses import relation_loss
+from relcomp.losses import get_loss
 from relcomp.models import MODELS, BaseModel, build_model
 
 
@@ -15,23 +15,27 @@ def test_base_model_is_the_papers():
     assert m(torch.rand(3, 1, 28, 28)).shape == (3, 128)
 
 
-@pytest.mark.parametrize("kind", list(MODELS))
-def test_one_contract_shapes_and_gradients(kind):
-    """forward gives what the loop needs: class logits (supervised) or the pair output (every
-    relational model), and the item/pair protocol computes the same thing in eval mode."""
+@pytest.mark.parametrize("kind,loss", [(k, loss) for k, c in MODELS.items() for loss in c.losses])
+def test_one_contract_shapes_and_gradients(kind, loss):
+    """forward gives what the loop needs for the model's loss: class logits (supervised), the pair
+    output (every relational model), or for the weak model's symmetric loss the three
+    log-probabilities [A < B, A > B, tie]; the item/pair protocol (what evaluation reads)
+    computes the same relation in eval mode."""
     torch.manual_seed(0)
-    m = build_model(kind)
+    m = build_model(kind, loss=loss)
     xa, xb = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
     out = m(xa, xb) if m.relational else m(xa)
-    assert out.shape == ((4,) if m.relational else (4, 10))
-    relation_loss(out, torch.ones(4) if m.relational else torch.zeros(4, dtype=torch.long)).backward()
+    three = m.relational and out.ndim == 2
+    assert out.shape == ((4, 3) if three else (4,) if m.relational else (4, 10))
+    get_loss(loss)(out, torch.ones(4) if m.relational else torch.zeros(4, dtype=torch.long)).backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     m.eval()
     with torch.no_grad():
         oa, ob = m.item_output(m.embed(xa)), m.item_output(m.embed(xb))
         if m.relational:
-            assert torch.allclose(m.pair_logit(oa, ob), m(xa, xb), atol=1e-5)
+            out = m(xa, xb)
+            assert torch.allclose(m.pair_logit(oa, ob), out[:, 1] - out[:, 0] if three else out, atol=1e-5)
         else:
             assert torch.allclose(oa, m(xa), atol=1e-5)
         if m.classifies:  # a classifier's P(A > B) and P(B > A) cannot both exceed one half

@@ -49,23 +49,23 @@ def test_results_schema_and_files(smoke):
         check(row["relcomp"], False)
     for row in t["table2"]:
         check(row["paper-code"], False)
-        check(row["unconditional"], False)
+        check(row["symmetric"], False)
     for row in t["table3"]:
         if "relcomp" in row:
             check(row["relcomp"], row["row"] == "Supervised")
         else:
             check(row["paper-code"], False)
-            check(row["unconditional"], False)
+            check(row["symmetric"], False)
     siamese_rows = [row for row in t["table3"] if row["row"].startswith("Siamese")]
     assert all(row["relcomp"]["n"] == 3 for row in siamese_rows)  # one value per few-shot draw
-    assert set(r["ordinal"]) >= {"supervised", "siamese-20k", "weak-20k-unconditional", "weak-20k-paper-code"}
+    assert set(r["ordinal"]) >= {"supervised", "siamese-20k", "weak-20k-symmetric", "weak-20k-paper-code"}
     for key, o in r["ordinal"].items():
         assert o["rho"]["n"] == 1 and 0 <= o["rho"]["mean"] <= 1 and o["rho"]["std"] == 0
         assert sorted(o["ordering"].split("→")) == [str(d) for d in range(10)]
         # the paper's rho was measured on supervised, Siamese-50k and paper-code weak-500k models only
         assert (o["paper_rho"] is not None) == (key == "supervised"), key
     for name in ("fig2_supervised_curves.png", "fig4_confusion_supervised.png", "fig5_confusion_siamese_3shot.png",
-                 "fig6_confusion_weak_unconditional.png", "fig7_embeddings.png", "curves_relational.png", "classification.png"):
+                 "fig6_confusion_weak_symmetric.png", "fig7_embeddings.png", "curves_relational.png", "classification.png"):
         assert (out / "figures" / name).stat().st_size > 5000, name
         assert name in r["figures"]
     html = (out / "report.html").read_text()
@@ -82,7 +82,7 @@ def test_results_schema_and_files(smoke):
     assert "**Table 3. Classification test accuracy (%)**" in block and "![Table 3 as a chart](img/smoke-classification.png)" in block
     assert (out / "img" / "smoke-classification.png").stat().st_size > 5000
     for row in t["table3"]:  # every cell of the results file is in the block as printed
-        cell = row.get("relcomp") or row["unconditional"]
+        cell = row.get("relcomp") or row["symmetric"]
         assert f"{cell['mean']:.2f}" in block
 
 

@@ -178,8 +178,9 @@ def _add_train_parser(sub) -> None:
                     "head (the MLP on features has none)")
     tr.add_argument("--lr", type=float, default=TRAIN["lr"], help="Adam learning rate")
     tr.add_argument("--weight-decay", type=float, default=TRAIN["weight_decay"], help="Adam weight decay")
-    tr.add_argument("--loss", choices=list(LOSSES), default=TRAIN["loss"],
-                    help="the likelihood of an outcome. unconditional: -[z log P(A>B) + (1-z) log P(A<=B)], every "
+    tr.add_argument("--loss", choices=["auto", *LOSSES], default=TRAIN["loss"],
+                    help="the likelihood of an outcome; auto (default): the model's own default (" +
+                    ", ".join(f"{name} {cls.losses[0]}" for name, cls in MODELS.items()) + "). unconditional: -[z log P(A>B) + (1-z) log P(A<=B)], every "
                     "model. For the weak model on gt also: conditional, -log P(outcome | not a tie); symmetric, "
                     "-[z log P(A>B) + (1-z) log P(A<B)]; paper-code, the original code's bug (a logits loss "
                     "applied to the probability: a double sigmoid). The README's 'The weak loss, studied' compares them")

@@ -38,7 +38,7 @@ class TrainConfig:
 
     model: str = "weak"                 # a name of relcomp.models.MODELS
     relation: str = "gt"                # gt (A > B, ties dropped) | ge (ties a third outcome) | same (same class?)
-    loss: str = "unconditional"         # a name of relcomp.losses.LOSSES (the others: weak model on gt only)
+    loss: str = "auto"                  # a name of relcomp.losses.LOSSES; auto: the model's default (its losses[0])
     num_classes: int = 10               # K ordered classes of the weak model (and the supervised head)
     backbone: str = "auto"              # paper (CNN) | mlp (features) | hf:<model id or folder>; auto: by the data
     finetune: bool = False              # hf: train the backbone too (default: frozen, embeddings cached)
@@ -64,6 +64,10 @@ class TrainConfig:
     deterministic: bool = False
     progress: bool = True
     data: MnistSource | UserSource = field(default_factory=MnistSource)
+
+    def __post_init__(self) -> None:
+        if self.loss == "auto" and self.model in MODELS:  # an unknown model is refused by validate()
+            self.loss = model_class(self.model).losses[0] if self.relation == "gt" else "unconditional"
 
     def validate(self) -> None:
         """Raises: ConfigError on an impossible setting."""
@@ -139,13 +143,13 @@ class TrainConfig:
         if self.annotator_model != "none":
             if self.loss not in NOISY_LOSSES or self.noise_correction != "none" or not self.relational:
                 raise ConfigError("--annotator-model flip models the annotators of a relational model's comparisons "
-                                  "with the unconditional or conditional loss, instead of --noise-correction")
+                                  "with the unconditional, conditional or symmetric loss, instead of --noise-correction")
             if self.relation == "same":
                 raise ConfigError("--annotator-model flip applies to the gt and ge relations")
         if self.noise_correction == "none":
             return
         if self.loss not in NOISY_LOSSES:
-            raise ConfigError("noise correction applies to the unconditional and conditional losses")
+            raise ConfigError("noise correction applies to the unconditional, conditional and symmetric losses")
         if self.noise_correction == "given" and self.flip_rate == 0:
             raise ConfigError("--noise-correction given uses --flip-rate as the noise rate; give a --flip-rate > 0")
 
@@ -202,7 +206,7 @@ class TrainConfig:
 
 
 # The losses that forward correction and the annotator model apply to (a binary logit).
-NOISY_LOSSES = ("unconditional", "conditional")
+NOISY_LOSSES = ("unconditional", "conditional", "symmetric")
 # Settings that do not change what is learned.
 NON_SEMANTIC = frozenset({"progress", "device", "data_dir", "resolved"})
 # Settings added after 0.3, at their default: left out of the hash, so that study runs hashed

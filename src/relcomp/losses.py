@@ -127,11 +127,23 @@ def paper_code_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | N
 
 
 def symmetric_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
-                   noise: float = 0.0) -> torch.Tensor:
+                   noise: float | torch.Tensor = 0.0) -> torch.Tensor:
     """-[z log P(A > B) + (1 - z) log P(A < B)] for the weak model on ``gt``, whose training output
     under this loss is the three log-probabilities [A < B, A > B, tie] (B, 3): the tie mass counts
-    as a failure on both sides. ``noise`` is not supported (validated by the config)."""
-    return weighted_mean(F.nll_loss(out.float(), z.long(), reduction="none"), weight)
+    as a failure on both sides.
+
+    ``noise`` = e (one rate or per-pair rates) swaps the two orders as an annotator who flips a
+    fraction e would: P_obs(A > B) = (1 - e) P(A > B) + e P(A < B), and the other way round; the
+    tie mass stays a failure.
+    """
+    lp = out.float()
+    if torch.is_tensor(noise) or noise > 0:
+        e = torch.as_tensor(noise, dtype=torch.float32, device=lp.device)
+        keep, flip = torch.log1p(-e), torch.log(e)
+        lp_gt = torch.logaddexp(keep + lp[:, 1], flip + lp[:, 0])
+        lp_lt = torch.logaddexp(keep + lp[:, 0], flip + lp[:, 1])
+        lp = torch.stack([lp_lt, lp_gt], -1)
+    return weighted_mean(F.nll_loss(lp, z.long(), reduction="none"), weight)
 
 
 # The registry of losses (``--loss``): the likelihood of an observed outcome. For the weak model on

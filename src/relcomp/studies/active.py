@@ -78,7 +78,8 @@ class ActiveStudy:
         source = MnistSource(pairs=str(pairs), train_subset=self.subset, val_subset=d.get("val_subset"),
                              val_pairs=d.get("val_pairs", 20_000), data_dir=self.data_dir)
         eval_every = parse_count(t.get("eval_every", samples))
-        return TrainConfig(model="weak", samples=parse_count(samples), eval_every=eval_every, seed=seed,
+        return TrainConfig(model="weak", loss=self.prof.get("loss", "auto"), samples=parse_count(samples),
+                           eval_every=eval_every, seed=seed,
                            unlabeled=unlabeled, unlabeled_batch=int(t.get("unlabeled_batch", 64)),
                            augment=t.get("augment", "off"), init_from=init_from, device=self.device,
                            progress=self.progress, data=source)

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..inference import Predictor
 from ..metrics import ranking_metrics
 from ..utils import atomic_path, parse_count
-from .common import fmt, log, machine_info, md_table, pct, provenance, provenance_line, write_study
+from .common import fmt, log, md_table, pct, provenance_line, study_head, write_study
 
 METRICS = ("kendall_tau", "spearman_rho", "ndcg")
 
@@ -69,7 +69,7 @@ def run_baseline(prof: dict, out: Path, device: str = "auto", data_dir: str | No
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows([("a", "b", "outcome"), *((int(w), int(v), 1) for w, v in pairs)])
-        cfg = TrainConfig(model="weak", samples=parse_count(str(prof["samples"])), seed=seed, device=device,
+        cfg = TrainConfig(model="weak", loss=prof.get("loss", "auto"), samples=parse_count(str(prof["samples"])), seed=seed, device=device,
                           progress=progress, eval_every=parse_count(str(prof["samples"])),
                           data=MnistSource(pairs=str(path), train_subset=n_items, val_subset=d.get("val_subset"),
                                            val_pairs=d.get("val_pairs", 20_000), data_dir=data_dir))
@@ -83,9 +83,7 @@ def run_baseline(prof: dict, out: Path, device: str = "auto", data_dir: str | No
         scores["relcomp"].append(ranking_metrics(ours[seen], labels[seen]))
         scores["relcomp, never compared"].append(ranking_metrics(ours[~seen], labels[~seen]))
         scores["choix"].append(ranking_metrics(bt[seen[:compared]], labels[:compared][seen[:compared]]))
-    res = {"kind": "bt", "profile": prof["name"], "description": prof.get("description", ""),
-           "settings": {k: prof[k] for k in ("seeds", "items", "compared", "pairs", "samples")} | {"data": d},
-           **provenance(prof), "machine": machine_info(),
+    res = {**study_head("bt", prof, ("seeds", "items", "compared", "pairs", "samples"), data=d),
            "cells": {arm: {m: pct([s[m] for s in ss]) for m in METRICS} for arm, ss in scores.items()},
            "n_compared_items": int(seen.sum()), "n_runs": len(times),
            "train_time_s_total": round(sum(times.values()), 1), "wall_time_s": round(time.perf_counter() - t0, 1),

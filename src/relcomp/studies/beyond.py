@@ -63,7 +63,7 @@ class Study:
                              flip_rate=flip_rate, data_dir=self.data_dir)
         # The studies measured before relcomp learned from unlabeled images keep their setting.
         base = dict(samples=parse_count(b["samples"]), eval_every=parse_count(b["eval_every"]), device=self.device,
-                    progress=self.progress, data=source, unlabeled="off")
+                    progress=self.progress, data=source, unlabeled="off", loss=self.prof.get("loss", "auto"))
         return TrainConfig(**{**base, **kw})
 
     def run(self, **kw) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def load_profile(name: str) -> dict[str, Any]:
                          ("fewshot", "shots"), ("fewshot", "draws")):
         if key not in prof.get(section, {}):
             raise ConfigError(f"profile {name}: missing [{section}] {key}")
-    prof.setdefault("weak", {}).setdefault("losses", ["paper-code", "unconditional"])
+    prof.setdefault("weak", {}).setdefault("losses", ["paper-code", "symmetric"])
     prof.setdefault("analysis", {}).setdefault("tsne_points", 2000)
     prof.setdefault("data", {})
     return prof
@@ -126,6 +126,13 @@ def provenance(prof: dict) -> dict[str, Any]:
 
     return {"command": prof.get("command"), "relcomp": __version__, "commit": git_commit(),
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
+
+
+def study_head(kind: str, prof: dict, keys: tuple[str, ...], **settings) -> dict[str, Any]:
+    """What every study's results file opens with: its kind and profile, the profile's settings
+    named by ``keys`` (and ``settings``), where it came from and the machine."""
+    return {"kind": kind, "profile": prof["name"], "description": prof.get("description", ""),
+            "settings": {k: prof[k] for k in keys} | settings, **provenance(prof), "machine": machine_info()}
 
 
 def provenance_line(res: dict) -> str:

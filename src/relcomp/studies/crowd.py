@@ -30,11 +30,10 @@ from .common import (
     fmt,
     html_figures,
     log,
-    machine_info,
     md_table,
     pct,
-    provenance,
     provenance_line,
+    study_head,
     write_study,
 )
 
@@ -83,7 +82,7 @@ def run_crowd(prof: dict, out: Path, device: str = "auto", data_dir: str | None 
     times: dict[str, float] = {}
     for seed in prof["seeds"]:
         for arm in ARMS:
-            cfg = TrainConfig(model="weak", samples=parse_count(str(prof["samples"])), seed=seed, device=device,
+            cfg = TrainConfig(model="weak", loss=prof.get("loss", "auto"), samples=parse_count(str(prof["samples"])), seed=seed, device=device,
                               progress=progress, annotator_model="flip" if arm == "modelled" else "none",
                               eval_every=parse_count(str(prof.get("eval_every", prof["samples"]))),
                               data=MnistSource(pairs=str(files["clean" if arm == "clean" else "crowd"]),
@@ -95,9 +94,8 @@ def run_crowd(prof: dict, out: Path, device: str = "auto", data_dir: str | None 
             ev = cached_json(folder / "eval.json", folder / "best.safetensors") or evaluate_run(folder, device=device)
             runs[arm].append(ev)
     realised = {name: float(np.mean([zo != z for _, _, z, zo, n in rows if n == name])) for name in annotators}
-    res = {"kind": "crowd", "profile": prof["name"], "description": prof.get("description", ""),
-           "settings": {k: prof[k] for k in ("seeds", "pairs", "samples", "annotators")} | {"data": d},
-           **provenance(prof), "machine": machine_info(), "realised_flip_share": realised,
+    res = {**study_head("crowd", prof, ("seeds", "pairs", "samples", "annotators"), data=d),
+           "realised_flip_share": realised,
            "cells": {arm: {"test_cls_acc": pct([e["classification_accuracy"] for e in evs]),
                            "test_rel_acc": pct([e["relational_accuracy"] for e in evs]),
                            "ece": pct([e["calibration"]["ece"] for e in evs])} for arm, evs in runs.items()},

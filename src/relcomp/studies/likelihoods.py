@@ -25,7 +25,16 @@ from ..metrics import item_outputs
 from ..plots import plot_bars
 from ..run import load_run_model
 from ..utils import parse_count, read_jsonl, resolve_device, resolve_precision
-from .common import cached_json, fmt, log, machine_info, md_table, pct, provenance, provenance_line, write_study
+from .common import (
+    cached_json,
+    fmt,
+    log,
+    md_table,
+    pct,
+    provenance_line,
+    study_head,
+    write_study,
+)
 
 
 @torch.no_grad()
@@ -74,10 +83,8 @@ def run_losses(prof: dict, out: Path, device: str = "auto", data_dir: str | None
     keys = ("val_cls_acc", "val_rel_acc", "test_cls_acc", "test_rel_acc", "tie_mass")
     cells = {loss: {k: pct([r[k] for r in rs]) for k in keys} for loss, rs in runs.items()}
     chosen = max(losses, key=lambda loss: cells[loss]["val_cls_acc"]["mean"])
-    res = {"kind": "loss", "profile": prof["name"], "description": prof.get("description", ""),
-           "settings": {k: prof[k] for k in ("seeds", "pairs", "samples")} | {"unlabeled": prof.get("unlabeled", "off"),
-                                                                            "losses": losses, "data": prof.get("data", {})},
-           **provenance(prof), "machine": machine_info(), "cells": cells, "chosen_on_val": chosen,
+    res = {**study_head("loss", prof, ("seeds", "pairs", "samples"), unlabeled=prof.get("unlabeled", "off"),
+                        losses=losses, data=prof.get("data", {})), "cells": cells, "chosen_on_val": chosen,
            "n_runs": sum(map(len, runs.values())),
            "train_time_s_total": round(sum(r["train_time_s"] for rs in runs.values() for r in rs), 1),
            "wall_time_s": round(time.perf_counter() - t0, 1)}

@@ -24,7 +24,16 @@ from ..data.sources import UserSource
 from ..engine import train
 from ..evaluate import evaluate_run
 from ..utils import atomic_path, parse_count
-from .common import cached_json, fmt, log, machine_info, md_table, pct, provenance, provenance_line, write_study
+from .common import (
+    cached_json,
+    fmt,
+    log,
+    md_table,
+    pct,
+    provenance_line,
+    study_head,
+    write_study,
+)
 
 
 def write_own_data(root: Path, images: np.ndarray, labels: np.ndarray, n_comparisons: int, n_labelled: int,
@@ -76,9 +85,8 @@ def run_own(prof: dict, out: Path, device: str = "auto", data_dir: str | None = 
                       "cls_acc": pct([e["classification_accuracy"] for e in evs]),
                       "spearman": pct([e["spearman_rho"] for e in evs], scale=1),
                       "kendall": pct([e["kendall_tau"] for e in evs], scale=1)}
-    res = {"kind": "own", "profile": prof["name"], "description": prof.get("description", ""),
-           "settings": {k: prof[k] for k in ("seeds", "images", "comparisons", "labelled", "arms")},
-           **provenance(prof), "machine": machine_info(), "cells": cells, "n_runs": len(times),
+    res = {**study_head("own", prof, ("seeds", "images", "comparisons", "labelled", "arms")), "cells": cells,
+           "n_runs": len(times),
            "n_held_out": evs[-1]["n_test_pairs"], "n_labelled_scored": evs[-1]["n_test_images"],
            "train_time_s_total": round(sum(times.values()), 1), "wall_time_s": round(time.perf_counter() - t0, 1)}
     return write_study(res, out, "relcomp on your own data", markdown)

@@ -29,7 +29,7 @@ from ..engine import train
 from ..metrics import item_outputs, score_outputs
 from ..run import load_run_model
 from ..utils import atomic_path, parse_count, resolve_device, resolve_precision
-from .common import fmt, log, machine_info, md_table, pct, provenance, provenance_line, write_study
+from .common import fmt, log, md_table, pct, provenance_line, study_head, write_study
 
 ARMS = {"mnist": "MNIST ge path (--pairs N --relation ge)", "user": "your comparisons CSV with ties (--images, --comparisons)"}
 OUTCOME = {0: "<", 1: ">", 2: "="}
@@ -79,16 +79,14 @@ def run_ties(prof: dict, out: Path, device: str = "auto", data_dir: str | None =
     times = {}
     for seed in prof["seeds"]:
         for arm, source in sources.items():
-            cfg = TrainConfig(model="weak", relation="ge", samples=parse_count(str(prof["samples"])), seed=seed,
+            cfg = TrainConfig(model="weak", relation="ge", loss=prof.get("loss", "auto"), samples=parse_count(str(prof["samples"])), seed=seed,
                               eval_every=parse_count(str(prof.get("eval_every", prof["samples"]))), device=device,
                               progress=progress, data=source)
             folder = out / "runs" / f"{arm}-s{seed}-{cfg.digest()}"
             log(f"[{len(times) + 1}] {arm} seed {seed} -> {folder}")
             times[str(folder)] = train(cfg, folder, resume=True)["train_time_s"]
             cells[arm].append(mnist_ge_test(folder, device, data_dir))
-    res = {"kind": "ties", "profile": prof["name"], "description": prof.get("description", ""),
-           "settings": {k: prof[k] for k in ("seeds", "pairs", "samples")} | {"val_fraction": val_fraction, "data": d},
-           **provenance(prof), "machine": machine_info(),
+    res = {**study_head("ties", prof, ("seeds", "pairs", "samples"), val_fraction=val_fraction, data=d),
            "cells": {arm: {"test_rel_acc": pct([c["rel_acc"] for c in cs]), "test_cls_acc": pct([c["cls_acc"] for c in cs])}
                      for arm, cs in cells.items()},
            "n_runs": len(times), "train_time_s_total": round(sum(times.values()), 1),
