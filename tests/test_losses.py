@@ -146,3 +146,16 @@ def test_config_validates_losses_and_reads_the_old_name():
             TrainConfig(**bad).validate()
     old = TrainConfig(model="weak").to_dict() | {"loss": "correct"}  # a run folder of relcomp 0.3
     assert TrainConfig.from_dict(old).loss == "unconditional"
+
+
+def test_the_weak_default_is_what_the_loss_study_chose_on_val():
+    import json
+    from pathlib import Path
+
+    from relcomp.config import TrainConfig
+    from relcomp.models import MODELS
+
+    study = json.loads((Path(__file__).parents[1] / "docs" / "results" / "loss-quick.json").read_text())
+    chosen = max(study["cells"], key=lambda k: study["cells"][k]["val_cls_acc"]["mean"])
+    assert chosen == study["chosen_on_val"] == MODELS["weak"].losses[0] == TrainConfig(model="weak").loss
+    assert TrainConfig(model="weak", relation="ge").loss == TrainConfig(model="siamese").loss == "unconditional"

@@ -94,7 +94,8 @@ def run_crowd(prof: dict, out: Path, device: str = "auto", data_dir: str | None 
             ev = cached_json(folder / "eval.json", folder / "best.safetensors") or evaluate_run(folder, device=device)
             runs[arm].append(ev)
     realised = {name: float(np.mean([zo != z for _, _, z, zo, n in rows if n == name])) for name in annotators}
-    res = {**study_head("crowd", prof, ("seeds", "pairs", "samples", "annotators"), data=d),
+    res = {**study_head("crowd", prof, ("seeds", "pairs", "samples", "annotators"), data=d,
+                        loss=TrainConfig(model="weak", loss=prof.get("loss", "auto")).loss),
            "realised_flip_share": realised,
            "cells": {arm: {"test_cls_acc": pct([e["classification_accuracy"] for e in evs]),
                            "test_rel_acc": pct([e["relational_accuracy"] for e in evs]),
@@ -128,7 +129,8 @@ def figures(res: dict, fig_dir: Path) -> dict[str, str]:
 
 def markdown(res: dict, figure_dir: str = "figures") -> str:
     s = res["settings"]
-    intro = (f"{provenance_line(res)}; {parse_count(str(s['pairs'])):,} random MNIST train pairs (ties left out), each arm "
+    loss = f"the weak model, `--loss {s['loss']}`; " if s.get("loss") else ""
+    intro = (f"{provenance_line(res)}; {loss}{parse_count(str(s['pairs'])):,} random MNIST train pairs (ties left out), each arm "
              f"{parse_count(str(s['samples'])):,} pairs seen; the MNIST test split (10,000 images, 20,000 clean "
              f"pairs). {res['n_runs']} runs, {res['train_time_s_total']:.0f} s of training.")
     acc = md_table(["weak model trained on", "test classification (%)", "test relational (%)", "ECE of P(A > B)"],
@@ -143,9 +145,13 @@ def markdown(res: dict, figure_dir: str = "figures") -> str:
     c = res["cells"]
     gap = c["clean"]["test_cls_acc"]["mean"] - c["modelled"]["test_cls_acc"]["mean"]
     drop = c["clean"]["test_cls_acc"]["mean"] - c["crowd"]["test_cls_acc"]["mean"]
+    rel_gap = c["clean"]["test_rel_acc"]["mean"] - c["modelled"]["test_rel_acc"]["mean"]
+    rel_drop = c["clean"]["test_rel_acc"]["mean"] - c["crowd"]["test_rel_acc"]["mean"]
     notes = [f"- Largest distance between a learned and a true rate: {worst:.3f} (target ±0.07: "
              f"{'met' if worst <= 0.07 else 'missed'}).",
              f"- Classification, clean minus modelled: {gap:+.2f} points (target within 1.5: "
-             f"{'met' if abs(gap) <= 1.5 else 'missed'}); clean minus the crowd without the model: {drop:+.2f}."]
+             f"{'met' if abs(gap) <= 1.5 else 'missed'}); clean minus the crowd without the model: {drop:+.2f}.",
+             f"- Relational, clean minus modelled: {rel_gap:+.2f} points (target within 1.5: "
+             f"{'met' if abs(rel_gap) <= 1.5 else 'missed'}); clean minus the crowd without the model: {rel_drop:+.2f}."]
     figs = [f"![{cap}]({figure_dir}/{name})" for name, cap in res["figures"].items()]
     return "\n".join([intro, "", *acc, "", *rates, "", *notes, "", *figs])
