@@ -6,20 +6,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from relcomp.report import BLOCK, update_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_blocks_match_their_results_files():
-    assert update_readme(ROOT / "README.md", check=True) == [], \
-        "run: relcomp report --readme README.md (and commit the results files and figures it names)"
+@pytest.mark.parametrize("doc", ["README.md", "docs/performance.md"])
+def test_readme_blocks_match_their_results_files(doc):
+    assert update_readme(ROOT / doc, check=True) == [], \
+        f"run: relcomp report --readme {doc} (and commit the results files and figures it names)"
 
 
 def test_readme_blocks_name_committed_results_and_figures():
     text = (ROOT / "README.md").read_text()
     blocks = list(BLOCK.finditer(text))
-    assert {Path(m["path"]).name for m in blocks} >= {"active-quick.json", "crowd-quick.json", "ties-quick.json"}
+    assert {Path(m["path"]).name for m in blocks} >= {"active-quick.json", "crowd-quick.json", "ties-quick.json",
+                                                       "loss-quick.json", "quick.json", "own-quick.json"}
     for m in blocks:
         assert (ROOT / m["path"]).exists()
         for link in re.findall(r"\]\(([^)]+\.png)\)", m["body"]):

@@ -2,8 +2,9 @@
 
 ``--annotator-model flip`` gives every annotator a of the comparisons file a rate
 e_a = sigmoid(theta_a): the share of their outcomes that disagree with the clean relation. The
-loss is forward-corrected per pair with its annotator's rate (:func:`relcomp.losses.relation_loss`
-with per-pair ``noise``), and theta is trained by the same optimizer as the network, at a higher
+loss is forward-corrected per pair with its annotator's rate (the ``noise`` of the run's loss,
+:func:`relcomp.losses.symmetric_loss` by default for the weak model, or
+:func:`relcomp.losses.relation_loss`), and theta is trained by the same optimizer as the network, at a higher
 learning rate (:data:`LR`), from e = :data:`START` for everyone. A reliable annotator's rate goes
 towards 0, a spammer's towards 0.5 (their outcomes then carry no gradient), and an inverted
 annotator's above 0.5 (their outcomes are then read inverted). The rates are identified because

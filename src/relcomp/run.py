@@ -81,12 +81,13 @@ def run_title(cfg: TrainConfig) -> str:
         return f"{cfg.model} on {Path(cfg.data.comparisons).name}"
     if not cfg.relational:
         return cfg.model
-    return f"{cfg.model} ({cfg.data.pairs}{f', {cfg.loss} loss' if cfg.loss != 'unconditional' else ''})"
+    default = TrainConfig(model=cfg.model, relation=cfg.relation).loss
+    return f"{cfg.model} ({cfg.data.pairs}{f', {cfg.loss} loss' if cfg.loss != default else ''})"
 
 
 def run_tag(cfg: TrainConfig) -> str:
     """A default run-folder name part: model, data, and the settings that differ from the defaults."""
     parts = [cfg.model] + ([cfg.data.tag()] if cfg.relational else [])
-    parts += [cfg.loss] if cfg.loss != "unconditional" else []
+    parts += [cfg.loss] if cfg.loss != TrainConfig(model=cfg.model, relation=cfg.relation).loss else []
     parts += [cfg.relation] if cfg.relation != "gt" else []
     return "-".join(parts)
