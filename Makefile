@@ -38,7 +38,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests
 
 test: lint
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
