@@ -13,7 +13,7 @@ from relcomp.report import BLOCK, update_readme
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("doc", ["README.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/performance.md"])
 def test_readme_blocks_match_their_results_files(doc):
     assert update_readme(ROOT / doc, check=True) == [], \
         f"run: relcomp report --readme {doc} (and commit the results files and figures it names)"
