@@ -22,7 +22,7 @@ from .data.pairs import RELATIONS
 from .data.sources import SOURCES, MnistSource, UserSource, source_from_dict, source_to_dict
 from .errors import ConfigError
 from .losses import LOSSES
-from .models import MODELS, model_class
+from .models import MODELS, default_loss, model_class
 
 NOISE_CORRECTIONS = ("none", "given", "estimate")
 UNLABELED = ("auto", "off")
@@ -67,7 +67,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.loss == "auto" and self.model in MODELS:  # an unknown model is refused by validate()
-            self.loss = model_class(self.model).losses[0] if self.relation == "gt" else "unconditional"
+            self.loss = default_loss(model_class(self.model), self.relation)
 
     def validate(self) -> None:
         """Raises: ConfigError on an impossible setting."""

@@ -248,6 +248,12 @@ def model_class(kind: str) -> type[RelcompModel]:
     return MODELS[kind]
 
 
+def default_loss(cls: type[RelcompModel], relation: str = "gt") -> str:
+    """The loss ``--loss auto`` trains ``cls`` with: its first declared one on ``gt``; every other
+    relation knows only ``unconditional``."""
+    return cls.losses[0] if relation == "gt" else "unconditional"
+
+
 def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                 dropout: float = 0.2, relation: str = "gt", input_dim: int | None = None,
                 trunk: nn.Module | None = None, loss: str | None = None) -> RelcompModel:
@@ -265,7 +271,7 @@ def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_si
     cls = model_class(kind)
     if relation not in RELATIONS:
         raise ConfigError(f"unknown relation {relation!r}; choose from {', '.join(RELATIONS)}")
-    loss = loss or cls.losses[0]
+    loss = loss or default_loss(cls, relation)
     if loss not in cls.losses:
         raise ConfigError(f"--loss {loss} does not apply to the {kind} model; it takes {', '.join(cls.losses)}")
     if trunk is not None:
