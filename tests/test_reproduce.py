@@ -98,25 +98,35 @@ def test_rerun_reuses_finished_runs(smoke, data_dir):
 
 
 def test_beyond_smoke_profile_end_to_end(data_dir, tmp_path):
-    """`relcomp reproduce --profile beyond-smoke`: every study, table, figure and report file."""
+    """`relcomp reproduce --profile beyond-smoke`: every study, cell, figure and report file, and
+    the README block `relcomp report` makes of its results."""
     from relcomp.cli import main
+    from relcomp.report import render
 
     out = tmp_path / "beyond"
     assert main(["reproduce", "--profile", "beyond-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
     r = json.loads((out / "results.json").read_text())
     # relations 3 x 3, noise 2 models x 1 rate x 2 corrections, sizes 2 models x 2 (own budget)
-    assert r["kind"] == "beyond" and r["n_runs"] == 9 + 4 + 4 and r["efficiency_samples"] == 1500
+    assert r["kind"] == "beyond" and r["n_runs"] == 9 + 4 + 4 and r["settings"]["seeds"] == [0]
+    assert r["command"] == "relcomp reproduce --profile beyond-smoke"
     assert set(r["relations"]) == {f"{m}/{rel}" for m in ("weak", "siamese", "ranker") for rel in ("gt", "ge", "same")}
+    assert r["relations"]["weak/gt"]["loss"] == "symmetric" and r["relations"]["weak/ge"]["loss"] == "unconditional"
     assert set(r["ranker"]["cutpoints"]) == {"0 (kmeans)", "0 (quantile)", "1", "3"}
     assert set(r["siamese_k"]["anchors"]) == {"1", "3"}
-    assert {(v["rate"], v["correction"]) for v in r["noise"].values()} == {(0.0, "none"), (0.2, "none"), (0.2, "given")}
+    assert set(r["noise"]) == {"weak/0/none", "weak/0.2/none", "weak/0.2/given", "siamese/0/none",
+                               "siamese/0.2/none", "siamese/0.2/given"}
+    # the clean noise cell is the gt run's own number
+    assert r["noise"]["weak/0/none"]["accuracy"] == r["relations"]["weak/gt"]["classification_accuracy"]
+    assert r["noise"]["siamese/0/none"]["accuracy"] == r["siamese_k"]["linear"]["1"]
     assert len(r["efficiency"]) == 4
-    assert all(v["accuracy"]["mean"] == pytest.approx(np.mean(v["accuracy"]["values"])) for v in r["efficiency"].values())
-    assert [t[0][:8] for t in r["tables"]] == ["Table 4.", "Table 5.", "Table 6."]
-    for name in ("noise.png", "efficiency.png"):
+    cell = r["efficiency"]["weak/500"]["accuracy"]
+    assert cell["n"] == 1 and cell["std"] == 0 and cell["mean"] == pytest.approx(cell["values"][0])
+    for name in ("beyond-smoke-noise.png", "beyond-smoke-efficiency.png"):
         assert (out / "figures" / name).stat().st_size > 10_000
     html = (out / "report.html").read_text()
-    assert "Table 6." in html and html.count("data:image/png;base64,") == 2
+    assert "2k set, ≤1.5k distinct seen" in html and html.count("data:image/png;base64,") == 2
+    md = render(out / "results.json")
+    assert f"| `gt` (A > B, ties dropped; the paper) | {r['relations']['weak/gt']['relational_accuracy']['mean']:.2f} / " in md
     t = time.perf_counter()
     assert main(["reproduce", "--profile", "beyond-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
     assert time.perf_counter() - t < 60  # every run reused

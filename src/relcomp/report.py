@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import bench
 from .errors import ConfigError, DataError
-from .studies import active, baseline, crowd, likelihoods, own, paper, ties
+from .studies import active, baseline, beyond, crowd, likelihoods, own, paper, ties
 from .utils import write_text_atomic
 
 
@@ -36,6 +36,7 @@ class Renderer:
 
 RENDERERS: dict[str, Renderer] = {"paper": Renderer(paper.markdown, paper.figures),
                                   "active": Renderer(active.markdown, active.figures),
+                                  "beyond": Renderer(beyond.markdown, beyond.figures),
                                   "crowd": Renderer(crowd.markdown, crowd.figures),
                                   "ties": Renderer(ties.markdown, lambda res, fig_dir: {}),
                                   "loss": Renderer(likelihoods.markdown, likelihoods.figures),

@@ -19,7 +19,9 @@ from .own import run_own
 from .paper import format_console, reproduce_paper, time_text
 from .ties import run_ties
 
-RUNNERS = {"beyond": run_beyond, "crowd": run_crowd, "ties": run_ties, "bt": run_baseline, "loss": run_losses, "own": run_own}  # the other kinds; paper and active below
+# Every kind but the paper's (below); each takes the profile's seeds, or seeds 0 .. --seeds - 1.
+RUNNERS = {"beyond": run_beyond, "crowd": run_crowd, "ties": run_ties, "bt": run_baseline, "loss": run_losses,
+           "own": run_own, "active": run_active}
 
 
 def command_line(profile: str, seeds: int | None, overrides: dict[str, Any] | None) -> str:
@@ -64,9 +66,7 @@ def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seed
     prof["command"] = command_line(profile, seeds, overrides)
     fetch_mnist(data_dir)  # says where MNIST came from and that it was verified
     if prof.get("kind") in RUNNERS:
-        return RUNNERS[prof["kind"]](prof, out, device, data_dir, progress)
-    if prof.get("kind") == "active":
         if seeds is not None:
             prof["seeds"] = list(range(seeds))
-        return run_active(prof, out, device, data_dir, progress)
+        return RUNNERS[prof["kind"]](prof, out, device, data_dir, progress)
     return reproduce_paper(prof, out, seeds or 1, device, data_dir, progress)

@@ -1,7 +1,7 @@
 """``relcomp reproduce``: rerun the paper's whole study and report it beside the paper's numbers.
 
 Plan: one supervised run, one Siamese run per pair-set size, and two weak runs per size (the
-paper's original ``paper-code`` loss and relcomp's default, ``unconditional``), each with every seed asked for. Each
+paper's original ``paper-code`` loss and relcomp's default, ``symmetric``), each with every seed asked for. Each
 run lives in its own folder named by a hash of its config, so a rerun reuses finished runs and
 continues interrupted ones. Then: test evaluation, few-shot transfer of the Siamese backbones,
 the ordinal analysis of the embeddings, and the tables, figures and report.
@@ -366,8 +366,8 @@ NOTES = [
     "Figures are numbered as in the paper. Its Figures 1 and 3 are drawings of the architectures, which "
     "relcomp's code states exactly (src/relcomp/models.py); they are not redrawn here.",
     "The paper's weak model fed a probability into a loss that expects logits (`BCEWithLogits` on P(A > B): "
-    "a double sigmoid). The `paper-code` column reproduces that bug; the `unconditional` column is relcomp's "
-    "default, -[z log P(A > B) + (1 - z) log P(A <= B)] computed in log space.",
+    "a double sigmoid). The `paper-code` column reproduces that bug; the `symmetric` column is relcomp's "
+    "default (since 0.4), -[z log P(A > B) + (1 - z) log P(A < B)] computed in log space.",
     "A row `500k set, ≤150k distinct seen` trains on a larger set for the same number of pairs seen: it sees at "
     "most that many distinct pairs, so it is not a larger-data condition.",
     "Spearman rho: the sign of a principal component is arbitrary, so the projection is oriented to make rho "
