@@ -63,3 +63,18 @@ def test_batched_backbone_equals_two_calls():
 def test_unknown_model():
     with pytest.raises(ConfigError, match="unknown model"):
         build_model("resnet")
+
+
+@pytest.mark.parametrize("kind,relation,loss", [(k, rel, loss) for k, c in MODELS.items() if c.relational
+                                                for rel in ("gt", "ge", "same")
+                                                for loss in (c.losses if rel == "gt" else c.losses[:1])])
+def test_pair_logit_grid_is_pair_logit_on_every_pair(kind, relation, loss):
+    """Brute force: the grid (the weak model's matrix products) equals pair_logit pair by pair."""
+    torch.manual_seed(0)
+    m = build_model(kind, relation=relation, loss=loss if relation == "gt" else None).eval()
+    with torch.no_grad():
+        oa, ob = (m.item_output(m.embed(torch.rand(n, 1, 28, 28))) for n in (5, 3))
+        grid = m.pair_logit_grid(oa * 3, ob * 3)  # sharper distributions than an untrained model's
+        for a in range(5):
+            for b in range(3):
+                assert torch.allclose(grid[a, b], m.pair_logit(oa[a:a + 1] * 3, ob[b:b + 1] * 3)[0], atol=1e-4)

@@ -78,6 +78,12 @@ def outcome_probabilities(pair_out: torch.Tensor) -> torch.Tensor:
     return torch.stack([1 - p, p], -1)
 
 
+def require_order(model: nn.Module) -> None:
+    """Raises: ConfigError: a model trained on the ``same`` relation (it knows no order)."""
+    if model.relation == "same":
+        raise ConfigError("this model was trained on same/different comparisons: it has no order to compare or rank by")
+
+
 @torch.no_grad()
 def prob_greater(model: nn.Module, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
     """P(A > B) from rows of item outputs (for a ``ge`` model: the A > B share of the three outcomes).
@@ -85,9 +91,17 @@ def prob_greater(model: nn.Module, out_a: torch.Tensor, out_b: torch.Tensor) -> 
     Raises:
         ConfigError: a model trained on the ``same`` relation (it knows no order).
     """
-    if model.relation == "same":
-        raise ConfigError("this model was trained on same/different comparisons: it has no order to compare or rank by")
+    require_order(model)
     return outcome_probabilities(model.pair_logit(out_a, out_b))[:, 1]
+
+
+@torch.no_grad()
+def prob_greater_grid(model: nn.Module, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
+    """P(a > b) for every a of ``out_a`` and b of ``out_b``, shape (len(a), len(b)); raises as
+    :func:`prob_greater` does."""
+    require_order(model)
+    grid = model.pair_logit_grid(out_a, out_b)
+    return outcome_probabilities(grid.reshape(-1, *grid.shape[2:]))[:, 1].view(len(out_a), len(out_b))
 
 
 @torch.no_grad()
@@ -106,7 +120,7 @@ def item_scores(model: nn.Module, out: torch.Tensor, references: int = 512, seed
     result = []
     for k in range(0, n, rows):
         a = out[k:k + rows]
-        p = prob_greater(model, a.repeat_interleave(r, 0), ref_out.repeat(len(a), 1)).view(len(a), r)
+        p = prob_greater_grid(model, a, ref_out)
         other = torch.arange(k, k + len(a), device=out.device)[:, None] != ref_t[None, :]
         result.append((p * other).sum(1) / other.sum(1).clamp(min=1))
     return torch.cat(result).cpu().numpy()

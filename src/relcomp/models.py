@@ -88,6 +88,13 @@ class RelcompModel(nn.Module):
     def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
         return self.pair_forward(xa, xb)
 
+    def pair_logit_grid(self, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
+        """The pair output of every (a, b) of two sets of item outputs, shape (len(a), len(b), ...):
+        :meth:`pair_logit` on each pair (a model may compute it faster, to the same values)."""
+        n, r = len(out_a), len(out_b)
+        out = self.pair_logit(out_a.repeat_interleave(r, 0), out_b.repeat(n, *[1] * (out_b.ndim - 1)))
+        return out.view(n, r, *out.shape[1:])
+
 
 class _Classifier(RelcompModel):
     """``BaseModel`` + Linear(128, K). Shared by the supervised and the weak model."""
@@ -118,12 +125,25 @@ class _Classifier(RelcompModel):
         if self.relation == "gt" and self.likelihood in ("unconditional", "paper-code"):
             lp_gt, lp_le = log_prob_first_greater(logp_a, logp_b)
             return lp_gt - lp_le
-        lp = log_prob_relations(logp_a, logp_b)
+        return self.output_from_relations(log_prob_relations(logp_a, logp_b))
+
+    def output_from_relations(self, lp: torch.Tensor) -> torch.Tensor:
+        """The pair output from log [P(A < B), P(A > B), P(A = B)] (last dimension)."""
+        if self.relation == "gt" and self.likelihood in ("unconditional", "paper-code"):
+            return lp[..., 1] - torch.logsumexp(lp[..., [0, 2]], -1)
         if self.relation == "gt":  # conditional, symmetric: P(A > B | not a tie)
-            return lp[:, 1] - lp[:, 0]
+            return lp[..., 1] - lp[..., 0]
         if self.relation == "ge":
             return lp
-        return lp[:, 2] - torch.logsumexp(lp[:, :2], -1)
+        return lp[..., 2] - torch.logsumexp(lp[..., :2], -1)
+
+    def pair_logit_grid(self, la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
+        """:meth:`pair_logit` of every (a, b) at once: the three relation probabilities are
+        p_A^T M p_B for a 0/1 matrix M (float64 matrix products), K^2 work per pair instead of log-space sums."""
+        pa, pb = la.double().softmax(-1), lb.double().softmax(-1)
+        below = torch.ones(pa.shape[1], pa.shape[1], dtype=pa.dtype, device=pa.device).tril(-1)  # [i, j] = j < i
+        probs = torch.stack([pa @ below.T @ pb.T, pa @ below @ pb.T, pa @ pb.T], -1)
+        return self.output_from_relations(probs.clamp_min(1e-300).log()).float()
 
 
 class SupervisedModel(_Classifier):
