@@ -23,7 +23,8 @@ def test_readme_blocks_name_committed_results_and_figures():
     text = (ROOT / "README.md").read_text()
     blocks = list(BLOCK.finditer(text))
     assert {Path(m["path"]).name for m in blocks} >= {"active-quick.json", "crowd-quick.json", "ties-quick.json",
-                                                       "loss-quick.json", "quick.json", "own-quick.json"}
+                                                       "loss-quick.json", "quick.json", "own-quick.json",
+                                                       "features-mnist.json", "hf-embed-speed.json"}
     for m in blocks:
         assert (ROOT / m["path"]).exists()
         for link in re.findall(r"\]\(([^)]+\.png)\)", m["body"]):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import bench
 from .errors import ConfigError, DataError
-from .studies import active, baseline, beyond, crowd, likelihoods, own, paper, ties
+from .studies import active, baseline, beyond, crowd, likelihoods, own, paper, scripted, ties
 from .utils import write_text_atomic
 
 
@@ -42,7 +42,9 @@ RENDERERS: dict[str, Renderer] = {"paper": Renderer(paper.markdown, paper.figure
                                   "loss": Renderer(likelihoods.markdown, likelihoods.figures),
                                   "own": Renderer(own.markdown, lambda res, fig_dir: {}),
                                   "bench": Renderer(bench.markdown, lambda res, fig_dir: {}),
-                                  "bt": Renderer(baseline.markdown, lambda res, fig_dir: {})}
+                                  "bt": Renderer(baseline.markdown, lambda res, fig_dir: {}),
+                                  "features-mnist": Renderer(scripted.features_markdown, lambda res, fig_dir: {}),
+                                  "hf-embed-speed": Renderer(scripted.embed_speed_markdown, lambda res, fig_dir: {})}
 
 # A block: its header line, then any lines that are not another block's header, then the end marker.
 BLOCK = re.compile(r"(<!-- relcomp report (?P<path>\S+)(?: figures=(?P<figs>\S+))? -->\n)"
@@ -55,7 +57,7 @@ def read_results(path: str | os.PathLike) -> dict:
         res = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not a readable results file ({e})") from None
-    kind = res.get("kind") if isinstance(res, dict) else None
+    kind = res.get("kind", res.get("study")) if isinstance(res, dict) else None  # scripts name it "study"
     if kind not in RENDERERS:
         raise DataError(f"{path}: results of kind {kind!r}; relcomp report reads {', '.join(RENDERERS)}")
     return res
@@ -65,7 +67,7 @@ def render(path: str | os.PathLike, figures: str = "figures", draw_into: Path | 
     """The markdown of a results file, its figures linked in the folder ``figures``; with
     ``draw_into`` the figures are drawn there from the file's numbers."""
     res = read_results(path)
-    r = RENDERERS[res["kind"]]
+    r = RENDERERS[res.get("kind", res.get("study"))]
     if draw_into is not None:
         r.figures(res, draw_into)
     return r.markdown(res, figures)
