@@ -32,6 +32,20 @@ def test_profiles_exist_and_plan_every_row():
         load_profile("nope")
 
 
+def test_seeds_flag_reaches_every_study_kind(monkeypatch, data_dir, tmp_path):
+    """`--seeds N` sets seeds 0 .. N-1 for the profile kinds with their own runner (not only the
+    paper's and the active study), and the command recorded says so."""
+    from relcomp import studies
+
+    seen = {}
+    for kind in ("beyond", "loss", "crowd", "active"):
+        monkeypatch.setitem(studies.RUNNERS, kind, lambda prof, *a, **k: seen.setdefault(prof["kind"], prof))
+    for name in ("beyond-smoke", "loss-smoke", "crowd-smoke", "active-smoke"):
+        reproduce(name, tmp_path, seeds=2, data_dir=str(data_dir), progress=False)
+    assert {k: p["seeds"] for k, p in seen.items()} == {k: [0, 1] for k in ("beyond", "loss", "crowd", "active")}
+    assert seen["beyond"]["command"] == "relcomp reproduce --profile beyond-smoke --seeds 2"
+
+
 def test_results_schema_and_files(smoke):
     out, r = smoke
     on_disk = json.loads((out / "results.json").read_text())
