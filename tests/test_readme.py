@@ -24,7 +24,7 @@ def test_readme_blocks_name_committed_results_and_figures():
     blocks = list(BLOCK.finditer(text))
     assert {Path(m["path"]).name for m in blocks} >= {"active-quick.json", "crowd-quick.json", "ties-quick.json",
                                                        "loss-quick.json", "quick.json", "own-quick.json",
-                                                       "features-mnist.json", "hf-embed-speed.json"}
+                                                       "features-mnist.json", "hf-embed-speed.json", "beyond-quick.json"}
     for m in blocks:
         assert (ROOT / m["path"]).exists()
         for link in re.findall(r"\]\(([^)]+\.png)\)", m["body"]):

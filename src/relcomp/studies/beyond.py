@@ -296,5 +296,8 @@ def markdown(res: dict, figure_dir: str = "figures") -> str:
              f"shown), `--loss {s['loss']}` ({losses_text(res)}), unlabeled images off, batch 128, Adam lr 1e-3. "
              f"{res['n_runs']} runs, {res['train_time_s_total']:.0f} s of training.")
     figs = [f"![{cap}]({figure_dir}/{name})" for name, cap in res["figures"].items()]
-    return "\n".join([intro, "", *_ranker_table(res), "", *_relation_table(res), "", *_noise_table(res), "",
+    return "\n".join([intro, "", "**A ranker: one score per image** (test, %)", "", *_ranker_table(res), "",
+                      "**Relations** (test accuracy, %)", "", *_relation_table(res), "",
+                      "**Noisy annotators**: test accuracy (%) without / with forward correction", "",
+                      *_noise_table(res), "", "**Data efficiency** and **few-shot** (test accuracy, %)", "",
                       *_efficiency_tables(res), "", *[f"- {n}" for n in NOTES], "", *figs])
