@@ -90,3 +90,23 @@ def test_fetch_says_where_mnist_came_from_and_that_it_was_verified(data_dir, tmp
     assert f"MNIST: the four files in {dest / 'mnist'}, SHA-256 verified" in err
     fetch_mnist(dest)  # the second time: the cache, verified again
     assert f"MNIST: the four files in {dest / 'mnist'} (cache), SHA-256 verified" in capsys.readouterr().err
+
+
+def test_test_subset_evaluates_on_the_first_images_only(mnist, data_dir):
+    """`test_subset` (smoke profiles): the first N test images, 2N pairs among them, shots drawn
+    from the train subset; a config without it keeps the hash it had before the setting existed."""
+    from conftest import mnist_cfg
+    from relcomp.config import TrainConfig
+    from relcomp.data.sources import MnistSource
+
+    src = MnistSource(train_subset=3000, test_subset=500, data_dir=str(data_dir))
+    test = src.test_split("gt")
+    assert len(test.images) == 500 and np.array_equal(test.labels, mnist.test.labels[:500])
+    assert len(test.pairs.i) == 1000 and max(test.pairs.i.max(), test.pairs.j.max()) < 500
+    pool = src.shot_pool()
+    assert len(pool.train_y) == 3000 and len(pool.test_y) == 500
+    assert len(MnistSource(data_dir=str(data_dir)).test_split("gt").images) == 10_000
+    cfg = mnist_cfg(model="weak")
+    old = cfg.to_dict()
+    del old["data"]["test_subset"]  # a config.json written before the setting existed
+    assert TrainConfig.from_dict(old).digest() == cfg.digest() != mnist_cfg(model="weak", test_subset=500).digest()

@@ -138,7 +138,7 @@ def test_beyond_smoke_profile_end_to_end(data_dir, tmp_path):
     for name in ("beyond-smoke-noise.png", "beyond-smoke-efficiency.png"):
         assert (out / "figures" / name).stat().st_size > 10_000
     html = (out / "report.html").read_text()
-    assert "2k set, ≤1.5k distinct seen" in html and html.count("data:image/png;base64,") == 2
+    assert "2k set, ≤1500 distinct seen" in html and html.count("data:image/png;base64,") == 2
     md = render(out / "results.json")
     assert f"| `gt` (A > B, ties dropped; the paper) | {r['relations']['weak/gt']['relational_accuracy']['mean']:.2f} / " in md
     t = time.perf_counter()

@@ -198,7 +198,8 @@ class TrainConfig:
         rest); their hash names study run folders."""
         d = {k: v for k, v in self.to_dict().items()
              if k not in NON_SEMANTIC and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
-        d["data"] = {k: v for k, v in d["data"].items() if k not in NON_SEMANTIC}
+        d["data"] = {k: v for k, v in d["data"].items() if k not in NON_SEMANTIC
+                     and not (k in LATER_DATA_DEFAULTS and v == LATER_DATA_DEFAULTS[k])}
         return d
 
     def digest(self) -> str:
@@ -212,6 +213,7 @@ NON_SEMANTIC = frozenset({"progress", "device", "data_dir", "resolved"})
 # Settings added after 0.3, at their default: left out of the hash, so that study runs hashed
 # before they existed keep their folder names.
 LATER_DEFAULTS = {"annotator_model": "none"}
+LATER_DATA_DEFAULTS = {"test_subset": None}  # the same for the data part
 
 
 def _choice(option: str, value: str, choices) -> None:

@@ -201,6 +201,7 @@ class MnistSource(_Inputs):
     val_pairs: int = 20_000
     train_subset: int | None = None     # use only the first N train images (tests, smoke profile)
     val_subset: int | None = None       # use only the first N val images
+    test_subset: int | None = None      # evaluate on the first N test images (2N random pairs among them)
     pair_seed: int = 42                 # seed of the pair sets, separate from the model seed
     flip_rate: float = 0.0              # simulated annotators: flip this share of train and val outcomes
     data_dir: str | None = None         # MNIST and pair cache (default $RELCOMP_DATA_DIR or ~/.cache/relcomp)
@@ -297,14 +298,20 @@ class MnistSource(_Inputs):
 
     def test_split(self, relation: str) -> TestSplit:
         mnist = self.mnist()
-        pairs = mnist_pairs(mnist, "test", N_TEST_PAIRS, self.pair_seed, relation, data_dir=self.data_dir)
-        return TestSplit("MNIST test", mnist.test.images, mnist.test.labels, pairs)
+        n = self.test_subset
+        if n is None:
+            pairs = mnist_pairs(mnist, "test", N_TEST_PAIRS, self.pair_seed, relation, data_dir=self.data_dir)
+            return TestSplit("MNIST test", mnist.test.images, mnist.test.labels, pairs)
+        labels = mnist.test.labels[:n]  # a subset's pairs are not the paper's: made in memory
+        return TestSplit(f"MNIST test[:{n}]", mnist.test.images[:n], labels,
+                         make_pairs(labels, 2 * n, self.pair_seed + 2, relation))
 
     def shot_pool(self, labels: str | None = None) -> ShotPool:
         if labels is not None:
             raise ConfigError("--labels applies to runs trained on your own data")
         m = self.mnist()
-        return ShotPool(m.train.images, m.train.labels, m.test.images, m.test.labels, same_pool=False)
+        tr, te = self.train_subset, self.test_subset
+        return ShotPool(m.train.images[:tr], m.train.labels[:tr], m.test.images[:te], m.test.labels[:te], same_pool=False)
 
     def tag(self) -> str:
         base = Path(self.pairs).stem if self.pairs_file else self.pairs

@@ -34,7 +34,19 @@ from ..evaluate import evaluate_run
 from ..plots import plot_lines
 from ..suggest import STRATEGIES, candidate_pairs, suggest
 from ..utils import atomic_path, format_count, parse_count, read_jsonl, write_json_atomic, write_text_atomic
-from .common import cached_json, fmt, html_figures, html_head, html_table, log, machine_info, md_table, pct, provenance
+from .common import (
+    cached_json,
+    fmt,
+    html_figures,
+    html_head,
+    html_table,
+    log,
+    machine_info,
+    md_table,
+    mnist_subsets,
+    pct,
+    provenance,
+)
 
 ARMS = {"auto": "with unlabeled images", "off": "pairs only"}
 
@@ -75,8 +87,8 @@ class ActiveStudy:
 
     def config(self, pairs: Path, seed: int, unlabeled: str, samples: str, init_from: str | None) -> TrainConfig:
         d, t = self.prof.get("data", {}), self.prof["train"]
-        source = MnistSource(pairs=str(pairs), train_subset=self.subset, val_subset=d.get("val_subset"),
-                             val_pairs=d.get("val_pairs", 20_000), data_dir=self.data_dir)
+        source = MnistSource(pairs=str(pairs), **{**mnist_subsets(d), "train_subset": self.subset},
+                             data_dir=self.data_dir)
         eval_every = parse_count(t.get("eval_every", samples))
         return TrainConfig(model="weak", loss=self.prof.get("loss", "auto"), samples=parse_count(samples),
                            eval_every=eval_every, seed=seed,

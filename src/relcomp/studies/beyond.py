@@ -38,6 +38,7 @@ from .common import (
     html_figures,
     log,
     md_table,
+    mnist_subsets,
     pct,
     provenance_line,
     study_head,
@@ -56,9 +57,7 @@ class Study:
 
     def config(self, pairs: str | None = None, flip_rate: float = 0.0, **kw) -> TrainConfig:
         b, d = self.prof["budget"], self.prof.get("data", {})
-        source = MnistSource(pairs=pairs or b["pairs"], train_subset=d.get("train_subset"),
-                             val_subset=d.get("val_subset"), val_pairs=d.get("val_pairs", 20_000),
-                             flip_rate=flip_rate, data_dir=self.data_dir)
+        source = MnistSource(pairs=pairs or b["pairs"], **mnist_subsets(d), flip_rate=flip_rate, data_dir=self.data_dir)
         # The studies measured before relcomp learned from unlabeled images keep their setting.
         base = dict(samples=parse_count(b["samples"]), eval_every=parse_count(b["eval_every"]), device=self.device,
                     progress=self.progress, data=source, unlabeled="off", loss=self.prof.get("loss", "auto"))

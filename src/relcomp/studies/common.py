@@ -30,6 +30,12 @@ def run_folder(out: Path, tag: str, cfg) -> Path:
     return out / "runs" / f"{tag}-{cfg.digest()}"
 
 
+def mnist_subsets(data: dict) -> dict[str, Any]:
+    """The MnistSource settings of a profile's ``[data]`` table: train/val/test subsets and val pairs."""
+    return {"train_subset": data.get("train_subset"), "val_subset": data.get("val_subset"),
+            "val_pairs": data.get("val_pairs", 20_000), "test_subset": data.get("test_subset")}
+
+
 def profile_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("relcomp").joinpath("configs").iterdir()
                   if p.name.endswith(".toml"))

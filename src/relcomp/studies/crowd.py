@@ -31,6 +31,7 @@ from .common import (
     html_figures,
     log,
     md_table,
+    mnist_subsets,
     pct,
     provenance_line,
     study_head,
@@ -86,8 +87,7 @@ def run_crowd(prof: dict, out: Path, device: str = "auto", data_dir: str | None 
                               progress=progress, annotator_model="flip" if arm == "modelled" else "none",
                               eval_every=parse_count(str(prof.get("eval_every", prof["samples"]))),
                               data=MnistSource(pairs=str(files["clean" if arm == "clean" else "crowd"]),
-                                               train_subset=d.get("train_subset"), val_subset=d.get("val_subset"),
-                                               val_pairs=d.get("val_pairs", 20_000), data_dir=data_dir))
+                                               **mnist_subsets(d), data_dir=data_dir))
             folder = out / "runs" / f"{arm}-s{seed}-{cfg.digest()}"
             log(f"[{len(times) + 1}] {arm} seed {seed} -> {folder}")
             times[str(folder)] = train(cfg, folder, resume=True)["train_time_s"]

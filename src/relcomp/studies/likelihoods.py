@@ -30,6 +30,7 @@ from .common import (
     fmt,
     log,
     md_table,
+    mnist_subsets,
     pct,
     provenance_line,
     study_head,
@@ -61,9 +62,7 @@ def one_run(prof: dict, loss: str, seed: int, out: Path, device: str, data_dir: 
     cfg = TrainConfig(model="weak", loss=loss, samples=parse_count(str(prof["samples"])), seed=seed, device=device,
                       progress=progress, unlabeled=prof.get("unlabeled", "off"),
                       eval_every=parse_count(str(prof.get("eval_every", prof["samples"]))),
-                      data=MnistSource(pairs=str(prof["pairs"]), train_subset=d.get("train_subset"),
-                                       val_subset=d.get("val_subset"), val_pairs=d.get("val_pairs", 20_000),
-                                       data_dir=data_dir))
+                      data=MnistSource(pairs=str(prof["pairs"]), **mnist_subsets(d), data_dir=data_dir))
     folder = out / "runs" / f"{loss}-s{seed}-{cfg.digest()}"
     log(f"{loss} seed {seed} -> {folder}")
     summary = train(cfg, folder, resume=True)

@@ -35,6 +35,7 @@ from .common import (
     machine_info,
     md_figures,
     md_table,
+    mnist_subsets,
     pct,
     provenance,
     run_folder,
@@ -80,8 +81,7 @@ def plan(prof: dict[str, Any], seeds: list[int], device: str = "auto", data_dir:
     d = prof["data"]
 
     def source(pairs: str = "50k") -> MnistSource:
-        return MnistSource(pairs=pairs, train_subset=d.get("train_subset"), val_subset=d.get("val_subset"),
-                           val_pairs=d.get("val_pairs", 20_000), data_dir=data_dir)
+        return MnistSource(pairs=pairs, **mnist_subsets(d), data_dir=data_dir)
 
     rel = prof["relational"]
     specs = []
@@ -170,7 +170,7 @@ def ordinal_analysis(prof: dict, specs: list[RunSpec], runs: dict, device: str,
     sizes = prof["relational"]["sizes"]
     tsne_keys = ["supervised", f"siamese-{sizes[-1]}"] + [f"weak-{sizes[-1]}-{loss}"
                                                           for loss in reversed(prof["weak"]["losses"])]
-    test_labels = load_mnist(data_dir).test.labels
+    test_labels = load_mnist(data_dir).test.labels[: prof["data"].get("test_subset")]
     sub = stratified_subsample(test_labels, int(prof["analysis"]["tsne_points"]), seed=0)
     ordinal, panels = {}, []
     for key in dict.fromkeys(s.key for s in specs):
