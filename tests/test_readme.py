@@ -36,3 +36,14 @@ def test_an_empty_block_does_not_swallow_the_text_after_it():
             "<!-- relcomp report b.json figures=img -->\nold\n<!-- end relcomp report -->\n")
     found = [(m["path"], m["figs"], m["body"]) for m in BLOCK.finditer(text)]
     assert found == [("a.json", None, ""), ("b.json", "img", "old\n")]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "docs" / "results").glob("*.json")), ids=lambda p: p.name)
+def test_every_committed_results_file_renders_with_its_provenance(path):
+    """Each file under docs/results is one `relcomp report` can print, and says what command made it."""
+    import json
+
+    from relcomp.report import render
+
+    assert json.loads(path.read_text())["command"].split()[0] in ("relcomp", "python")
+    assert render(path).strip()
