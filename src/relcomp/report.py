@@ -51,13 +51,18 @@ BLOCK = re.compile(r"(<!-- relcomp report (?P<path>\S+)(?: figures=(?P<figs>\S+)
                    r"(?P<body>(?:(?!<!-- relcomp report )[^\n]*\n)*?)(<!-- end relcomp report -->)")
 
 
+def results_kind(res: dict) -> str | None:
+    """What study wrote a results file: its ``kind`` (the scripts' files name it ``study``)."""
+    return res.get("kind", res.get("study"))
+
+
 def read_results(path: str | os.PathLike) -> dict:
     """Raises: DataError: not a readable results file of a known kind."""
     try:
         res = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not a readable results file ({e})") from None
-    kind = res.get("kind", res.get("study")) if isinstance(res, dict) else None  # scripts name it "study"
+    kind = results_kind(res) if isinstance(res, dict) else None
     if kind not in RENDERERS:
         raise DataError(f"{path}: results of kind {kind!r}; relcomp report reads {', '.join(RENDERERS)}")
     return res
@@ -67,7 +72,7 @@ def render(path: str | os.PathLike, figures: str = "figures", draw_into: Path | 
     """The markdown of a results file, its figures linked in the folder ``figures``; with
     ``draw_into`` the figures are drawn there from the file's numbers."""
     res = read_results(path)
-    r = RENDERERS[res.get("kind", res.get("study"))]
+    r = RENDERERS[results_kind(res)]
     if draw_into is not None:
         r.figures(res, draw_into)
     return r.markdown(res, figures)

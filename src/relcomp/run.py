@@ -16,7 +16,7 @@ from .backbones import HFBackbone
 from .checkpoint import load_weights
 from .config import TrainConfig
 from .errors import ConfigError
-from .models import RelcompModel, build_model
+from .models import RelcompModel, build_model, default_loss, model_class
 
 WEIGHTS_FORMAT = "relcomp-weights/1"
 
@@ -81,13 +81,13 @@ def run_title(cfg: TrainConfig) -> str:
         return f"{cfg.model} on {Path(cfg.data.comparisons).name}"
     if not cfg.relational:
         return cfg.model
-    default = TrainConfig(model=cfg.model, relation=cfg.relation).loss
+    default = default_loss(model_class(cfg.model), cfg.relation)
     return f"{cfg.model} ({cfg.data.pairs}{f', {cfg.loss} loss' if cfg.loss != default else ''})"
 
 
 def run_tag(cfg: TrainConfig) -> str:
     """A default run-folder name part: model, data, and the settings that differ from the defaults."""
     parts = [cfg.model] + ([cfg.data.tag()] if cfg.relational else [])
-    parts += [cfg.loss] if cfg.loss != TrainConfig(model=cfg.model, relation=cfg.relation).loss else []
+    parts += [cfg.loss] if cfg.loss != default_loss(model_class(cfg.model), cfg.relation) else []
     parts += [cfg.relation] if cfg.relation != "gt" else []
     return "-".join(parts)

@@ -87,7 +87,7 @@ class ActiveStudy:
 
     def config(self, pairs: Path, seed: int, unlabeled: str, samples: str, init_from: str | None) -> TrainConfig:
         d, t = self.prof.get("data", {}), self.prof["train"]
-        source = MnistSource(pairs=str(pairs), **mnist_subsets(d), data_dir=self.data_dir)  # train_subset: self.subset
+        source = MnistSource(pairs=str(pairs), **mnist_subsets(d), data_dir=self.data_dir)
         eval_every = parse_count(t.get("eval_every", samples))
         return TrainConfig(model="weak", loss=self.prof.get("loss", "auto"), samples=parse_count(samples),
                            eval_every=eval_every, seed=seed,

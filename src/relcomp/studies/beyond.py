@@ -41,6 +41,7 @@ from .common import (
     mnist_subsets,
     pct,
     provenance_line,
+    run_folder,
     study_head,
     write_study,
 )
@@ -68,7 +69,7 @@ class Study:
         cfg = self.config(**kw)
         tag = "-".join(str(v) for v in (cfg.model, cfg.data.pairs, cfg.relation) if v) + \
             (f"-flip{cfg.flip_rate:g}-{cfg.noise_correction}" if cfg.flip_rate else "") + f"-s{cfg.seed}"
-        folder = self.out / "runs" / f"{tag}-{cfg.digest()}"
+        folder = run_folder(self.out, tag, cfg)
         log(f"[{len(self.train_times) + 1}] {tag} -> {folder}")
         summary = train(cfg, folder, resume=True)
         self.train_times[str(folder)] = summary["train_time_s"]
