@@ -144,3 +144,18 @@ def test_beyond_smoke_profile_end_to_end(data_dir, tmp_path):
     t = time.perf_counter()
     assert main(["reproduce", "--profile", "beyond-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
     assert time.perf_counter() - t < 60  # every run reused
+
+
+def test_a_bad_test_subset_in_a_profile_is_one_line_and_exit_2(data_dir, tmp_path, capsys):
+    from importlib import resources
+
+    from relcomp.cli import main
+
+    body = resources.files("relcomp").joinpath("configs", "loss-smoke.toml").read_text()
+    assert "test_subset = 2000" in body
+    profile = tmp_path / "bad.toml"
+    profile.write_text(body.replace("test_subset = 2000", 'test_subset = "many"'))
+    assert main(["reproduce", "--profile", str(profile), "--out", str(tmp_path / "o"), "--quiet",
+                 "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "a profile's [data] test_subset must be a positive integer, got 'many'" in err and "Traceback" not in err

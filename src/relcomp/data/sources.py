@@ -228,10 +228,11 @@ class MnistSource(_Inputs):
                                   "or ge, no --flip-rate")
         else:
             parse_count(self.pairs)
-        for name in ("val_pairs", "train_subset", "val_subset"):
+        for name in ("val_pairs", "train_subset", "val_subset", "test_subset"):
             v = getattr(self, name)
-            if v is not None and v <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+                where = "a profile's [data] test_subset" if name == "test_subset" else f"--{name.replace('_', '-')}"
+                raise ConfigError(f"{where} must be a positive integer, got {v!r}")
         if not 0 <= self.flip_rate < 0.5:
             raise ConfigError(f"--flip-rate must be in [0, 0.5), got {self.flip_rate}")
 
