@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from relcomp.analysis import match_clusters
 from relcomp.data.pairs import flip_outcomes, make_pairs
-from relcomp.losses import log_prob_relations, pair_predictions, relation_loss
+from relcomp.losses import get_loss, log_prob_relations, pair_predictions, relation_loss
 from relcomp.models import build_model
 from relcomp.ordinal import anchor_predict, apply_cutpoints, fit_cutpoints
 
@@ -37,9 +37,9 @@ def test_tie_and_same_probabilities_match_brute_force(k):
     want = brute(p_a, p_b)
     assert torch.allclose(log_prob_relations(p_a.log(), p_b.log()).exp(), want, atol=1e-10)
     weak_ge = build_model("weak", num_classes=k, relation="ge")
-    assert torch.allclose(weak_ge.pair_logit(la, lb).exp().double(), want, atol=1e-5)
+    assert torch.allclose(weak_ge.pair_output(la, lb).exp().double(), want, atol=1e-5)
     weak_same = build_model("weak", num_classes=k, relation="same")
-    p_same = torch.sigmoid(weak_same.pair_logit(la, lb)).double()
+    p_same = torch.sigmoid(get_loss("unconditional", "same").logits(weak_same.pair_output(la, lb))).double()
     assert torch.allclose(p_same, want[:, 2], atol=1e-5)
 
 
@@ -105,7 +105,7 @@ def test_cutpoints_recover_known_thresholds():
 class _PerfectRelation(torch.nn.Module):
     """Item output = the digit; P(A > B) = sigmoid(20 (a - b)), so P = 1/2 on ties."""
 
-    def pair_logit(self, a, b):
+    def pair_output(self, a, b):
         return 20 * (a - b)[:, 0]
 
 

@@ -138,16 +138,15 @@ def test_ctrl_c_message_is_one_line_of_its_own(data_dir, tmp_path, monkeypatch, 
     import os
     import signal
 
-    from relcomp.engine import Trainer
+    from relcomp.callbacks import Callback, default_callbacks
 
-    real = Trainer.train_step
+    class CtrlCAtStep3(Callback):
+        def on_step_end(self, trainer):
+            if trainer.state.step == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT, as Ctrl-C sends it
 
-    def step_then_ctrl_c(self, idx, take):
-        real(self, idx, take)
-        if self.state.step == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT, as Ctrl-C sends it
-
-    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    # the command line takes no callbacks: this one joins the defaults every run gets
+    monkeypatch.setattr("relcomp.engine.default_callbacks", lambda: [*default_callbacks(), CtrlCAtStep3()])
     out = tmp_path / "run"
     assert main(["train", "weak", "--pairs", "3000", "--samples", "2000", "--train-subset", "1000", "--val-subset",
                  "300", "--val-pairs", "500", "--out", str(out), "--data-dir", str(data_dir)]) == 130

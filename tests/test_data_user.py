@@ -14,7 +14,7 @@ from relcomp.data.comparisons import ValidationError, largest_label, load_compar
 from relcomp.data.images import load_image_file, load_images, load_inputs
 from relcomp.data.user import load_user_data
 from relcomp.errors import DataError
-from relcomp.losses import relation_loss
+from relcomp.losses import get_loss, relation_loss
 from relcomp.models import build_model
 
 
@@ -188,11 +188,11 @@ def test_ge_loss_on_user_ties_matches_mnist_codes():
     torch.manual_seed(0)
     model = build_model("weak", 5, relation="ge")
     la, lb = torch.randn(3, 5), torch.randn(3, 5)
-    out = model.pair_logit(la, lb)
+    out = model.pair_output(la, lb)
     z = torch.tensor([0, 1, 2])
     lp = log_prob_relations(la.log_softmax(-1), lb.log_softmax(-1))
     want = -(lp[0, 0] + lp[1, 1] + lp[2, 2]) / 3
-    assert torch.allclose(relation_loss(out, z), want, atol=1e-5)
+    assert torch.allclose(get_loss("unconditional", "ge")(out, z), want, atol=1e-5)
 
 
 def test_split_keeps_pairs_together_and_is_seeded(tmp_path):
@@ -253,8 +253,10 @@ def test_weighted_losses_match_explicit_loop():
     torch.manual_seed(0)
     la, lb, z, w = torch.randn(6, 4), torch.randn(6, 4), torch.randint(0, 2, (6,)).float(), torch.rand(6)
     weak = build_model("weak")
-    per = torch.stack([relation_loss(weak.pair_logit(la[k:k + 1], lb[k:k + 1]), z[k:k + 1]) for k in range(6)])
-    assert torch.allclose(relation_loss(weak.pair_logit(la, lb), z, w), (per * w).mean(), atol=1e-6)
+    for name in ("unconditional", "symmetric"):
+        loss = get_loss(name)
+        per = torch.stack([loss(weak.pair_output(la[k:k + 1], lb[k:k + 1]), z[k:k + 1]) for k in range(6)])
+        assert torch.allclose(loss(weak.pair_output(la, lb), z, w), (per * w).mean(), atol=1e-6)
     logit = torch.randn(6)
     per = torch.stack([relation_loss(logit[k:k + 1], z[k:k + 1]) for k in range(6)])
     assert torch.allclose(relation_loss(logit, z, w), (per * w).mean(), atol=1e-6)

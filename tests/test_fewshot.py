@@ -5,7 +5,7 @@ import torch
 from conftest import mnist_cfg
 from relcomp.engine import train
 from relcomp.errors import ConfigError, DataError
-from relcomp.fewshot import draw_shots, fewshot_eval, fit_heads
+from relcomp.fewshot import draw_shots, fewshot_eval, fit_heads, write_fewshot
 
 
 def test_draw_shots():
@@ -35,6 +35,8 @@ def test_fewshot_on_a_tiny_siamese_run(mnist, data_dir, tmp_path):
                       precision="fp32", progress=False, data_dir=str(data_dir))
     train(cfg, tmp_path / "s")
     r = fewshot_eval(tmp_path / "s", shots=[1, 3], draws=4)
+    assert not (tmp_path / "s" / "fewshot.json").exists()  # computing writes nothing
+    write_fewshot(tmp_path / "s", r)
     for k in ("1", "3"):
         s = r["shots"][k]
         assert s["n"] == 4 and len(s["accuracies"]) == 4

@@ -5,12 +5,12 @@ from relcomp.errors import ConfigError
 from relcomp.losses import get_loss, log_prob_first_greater, log_prob_relations, prob_first_greater, relation_loss
 from relcomp.models import build_model
 
-WEAK = build_model("weak", loss="unconditional")
+WEAK = build_model("weak")
 
 
 def weak_relation_loss(la, lb, z, name="unconditional", weight=None):
     """The weak model's loss as the engine computes it: a loss of the registry on its pair output."""
-    return get_loss(name)(WEAK.pair_logit(la, lb), z, weight)
+    return get_loss(name)(WEAK.pair_output(la, lb), z, weight)
 
 
 def brute_force(p_a, p_b):
@@ -101,11 +101,11 @@ def test_conditional_and_symmetric_losses_match_their_formulas():
     z = (torch.rand(32, generator=g) > 0.5).double()
     p_lt, p_gt, p_eq = brute_force_three(la.softmax(-1), lb.softmax(-1))
     assert torch.allclose(p_lt + p_gt + p_eq, torch.ones(32, dtype=torch.float64))
-    cond = build_model("weak", loss="conditional")
-    # the conditional model's pair output is the logit of P(A > B | not a tie); its loss the BCE of it
-    assert torch.allclose(cond.pair_logit(la, lb).double(), (p_gt / p_lt).log(), atol=1e-5)
+    cond = get_loss("conditional")
+    # the conditional loss reads the weak model's output as the logit of P(A > B | not a tie); its value the BCE of it
+    assert torch.allclose(cond.logits(WEAK.pair_output(la, lb)).double(), (p_gt / p_lt).log(), atol=1e-5)
     expected = -(z * (p_gt / (p_gt + p_lt)).log() + (1 - z) * (p_lt / (p_gt + p_lt)).log()).mean()
-    assert torch.allclose(get_loss("conditional")(cond.pair_logit(la, lb), z).double(), expected, atol=1e-5)
+    assert torch.allclose(cond(WEAK.pair_output(la, lb), z).double(), expected, atol=1e-5)
     # symmetric: the tie mass is a failure on both sides
     expected = -(z * p_gt.log() + (1 - z) * p_lt.log()).mean()
     out = log_prob_relations(la.log_softmax(-1), lb.log_softmax(-1))
@@ -122,18 +122,51 @@ def test_conditional_and_symmetric_losses_match_their_formulas():
 
 def test_symmetric_weak_model_trains_on_three_outcomes_and_evaluates_on_one_logit():
     torch.manual_seed(0)
-    model = build_model("weak", loss="symmetric").eval()
+    model = build_model("weak").eval()
     xa, xb = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
     out = model(xa, xb)
     assert out.shape == (4, 3) and torch.allclose(out.exp().sum(-1), torch.ones(4), atol=1e-5)
     la, lb = model.classify(xa), model.classify(xb)
-    assert torch.allclose(model.pair_logit(la, lb), out[:, 1] - out[:, 0], atol=1e-5)
+    assert torch.allclose(get_loss("symmetric").logits(model.pair_output(la, lb)), out[:, 1] - out[:, 0], atol=1e-5)
 
 
 @pytest.mark.parametrize("model,loss", [("siamese", "conditional"), ("ranker", "symmetric"), ("supervised", "paper-code")])
 def test_weak_only_losses_are_refused_elsewhere(model, loss):
+    from relcomp.config import TrainConfig
+
     with pytest.raises(ConfigError, match="does not apply"):
-        build_model(model, loss=loss)
+        TrainConfig(model=model, loss=loss).validate()
+
+
+def brute_force_loss(name, p_lt, p_gt, p_eq, z):
+    """Each registered loss from its formula, pair by pair, on the three relation probabilities."""
+    rows = []
+    for lt, gt, eq, zk in zip(p_lt, p_gt, p_eq, z):
+        if name == "unconditional":
+            p = gt / (gt + lt + eq)
+            rows.append(-(zk * p.log() + (1 - zk) * (1 - p).log()))
+        elif name == "conditional":
+            p = gt / (gt + lt)
+            rows.append(-(zk * p.log() + (1 - zk) * (1 - p).log()))
+        elif name == "symmetric":
+            rows.append(-(zk * gt.log() + (1 - zk) * lt.log()))
+        elif name == "paper-code":
+            q = torch.sigmoid(gt / (gt + lt + eq))  # BCEWithLogits of the probability: a second sigmoid
+            rows.append(-(zk * q.log() + (1 - zk) * (1 - q).log()))
+    return torch.stack(rows).mean()
+
+
+@pytest.mark.parametrize("name", ["unconditional", "conditional", "symmetric", "paper-code"])
+def test_every_registered_loss_matches_its_brute_force_formula(name):
+    from relcomp.losses import LOSSES
+
+    assert sorted(LOSSES) == sorted(["unconditional", "conditional", "symmetric", "paper-code"])  # one test each
+    g = torch.Generator().manual_seed(4)
+    la, lb = torch.randn(16, 10, generator=g, dtype=torch.float64), torch.randn(16, 10, generator=g, dtype=torch.float64)
+    z = (torch.rand(16, generator=g) > 0.5).double()
+    p_lt, p_gt, p_eq = brute_force_three(la.softmax(-1), lb.softmax(-1))
+    got = get_loss(name)(WEAK.pair_output(la.float(), lb.float()), z.float())
+    assert torch.allclose(got.double(), brute_force_loss(name, p_lt, p_gt, p_eq, z), atol=1e-5)
 
 
 def test_config_validates_losses_and_reads_the_old_name():
@@ -152,10 +185,10 @@ def test_the_weak_default_is_what_the_loss_study_chose_on_val():
     import json
     from pathlib import Path
 
-    from relcomp.config import TrainConfig
+    from relcomp.config import TrainConfig, loss_name
     from relcomp.models import MODELS
 
     study = json.loads((Path(__file__).parents[1] / "docs" / "results" / "loss-quick.json").read_text())
     chosen = max(study["cells"], key=lambda k: study["cells"][k]["val_cls_acc"]["mean"])
-    assert chosen == study["chosen_on_val"] == MODELS["weak"].losses[0] == TrainConfig(model="weak").loss
-    assert TrainConfig(model="weak", relation="ge").loss == TrainConfig(model="siamese").loss == "unconditional"
+    assert chosen == study["chosen_on_val"] == MODELS["weak"].losses[0] == loss_name(TrainConfig(model="weak"))
+    assert loss_name(TrainConfig(model="weak", relation="ge")) == loss_name(TrainConfig(model="siamese")) == "unconditional"

@@ -17,29 +17,31 @@ def test_base_model_is_the_papers():
 
 @pytest.mark.parametrize("kind,loss", [(k, loss) for k, c in MODELS.items() for loss in c.losses])
 def test_one_contract_shapes_and_gradients(kind, loss):
-    """forward gives what the loop needs for the model's loss: class logits (supervised), the pair
-    output (every relational model), or for the weak model's symmetric loss the three
-    log-probabilities [A < B, A > B, tie]; the item/pair protocol (what evaluation reads)
-    computes the same relation in eval mode."""
+    """forward gives what the loop needs, whatever the loss: class logits (supervised), the pair
+    output (a logit, or the weak model's three log-probabilities [A < B, A > B, tie]); every loss
+    the model takes trains it; the item/pair protocol (what evaluation reads) computes the same
+    output in eval mode."""
     torch.manual_seed(0)
-    m = build_model(kind, loss=loss)
+    m = build_model(kind)
     xa, xb = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
     out = m(xa, xb) if m.relational else m(xa)
-    three = m.relational and out.ndim == 2
+    three = m.relational and m.classifies
     assert out.shape == ((4, 3) if three else (4,) if m.relational else (4, 10))
-    get_loss(loss)(out, torch.ones(4) if m.relational else torch.zeros(4, dtype=torch.long)).backward()
+    if three:  # log-probabilities of three outcomes that cover every case
+        assert torch.allclose(out.exp().sum(-1), torch.ones(4), atol=1e-5)
+    lf = get_loss(loss, "gt" if m.relational else None)
+    lf(out, torch.ones(4) if m.relational else torch.zeros(4, dtype=torch.long)).backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     m.eval()
     with torch.no_grad():
         oa, ob = m.item_output(m.embed(xa)), m.item_output(m.embed(xb))
         if m.relational:
-            out = m(xa, xb)
-            assert torch.allclose(m.pair_logit(oa, ob), out[:, 1] - out[:, 0] if three else out, atol=1e-5)
+            assert torch.allclose(m.pair_output(oa, ob), m(xa, xb), atol=1e-5)
         else:
             assert torch.allclose(oa, m(xa), atol=1e-5)
-        if m.classifies:  # a classifier's P(A > B) and P(B > A) cannot both exceed one half
-            assert not torch.any((m.pair_logit(oa, ob) > 0) & (m.pair_logit(ob, oa) > 0))
+        if m.classifies and m.relational:  # a classifier's P(A > B) and P(B > A) cannot both exceed one half
+            assert not torch.any((lf.logits(m.pair_output(oa, ob)) > 0) & (lf.logits(m.pair_output(ob, oa)) > 0))
 
 
 def test_capabilities_are_declared_by_the_classes():
@@ -65,16 +67,15 @@ def test_unknown_model():
         build_model("resnet")
 
 
-@pytest.mark.parametrize("kind,relation,loss", [(k, rel, loss) for k, c in MODELS.items() if c.relational
-                                                for rel in ("gt", "ge", "same")
-                                                for loss in (c.losses if rel == "gt" else c.losses[:1])])
-def test_pair_logit_grid_is_pair_logit_on_every_pair(kind, relation, loss):
-    """Brute force: the grid (the weak model's matrix products) equals pair_logit pair by pair."""
+@pytest.mark.parametrize("kind,relation", [(k, rel) for k, c in MODELS.items() if c.relational
+                                           for rel in ("gt", "ge", "same")])
+def test_pair_output_grid_is_pair_output_on_every_pair(kind, relation):
+    """Brute force: the grid (the weak model's matrix products) equals pair_output pair by pair."""
     torch.manual_seed(0)
-    m = build_model(kind, relation=relation, loss=loss if relation == "gt" else None).eval()
+    m = build_model(kind, relation=relation).eval()
     with torch.no_grad():
         oa, ob = (m.item_output(m.embed(torch.rand(n, 1, 28, 28))) for n in (5, 3))
-        grid = m.pair_logit_grid(oa * 3, ob * 3)  # sharper distributions than an untrained model's
+        grid = m.pair_output_grid(oa * 3, ob * 3)  # sharper distributions than an untrained model's
         for a in range(5):
             for b in range(3):
-                assert torch.allclose(grid[a, b], m.pair_logit(oa[a:a + 1] * 3, ob[b:b + 1] * 3)[0], atol=1e-4)
+                assert torch.allclose(grid[a, b], m.pair_output(oa[a:a + 1] * 3, ob[b:b + 1] * 3)[0], atol=1e-4)

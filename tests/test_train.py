@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pytest
 
-import relcomp.engine as T
 from conftest import mnist_cfg
+from relcomp.callbacks import Callback
 from relcomp.checkpoint import read_weights
 from relcomp.engine import train
 from relcomp.errors import ConfigError
-from relcomp.evaluate import evaluate_run
+from relcomp.evaluate import evaluate_run, write_evaluation
 from relcomp.utils import read_jsonl
 
 
@@ -56,6 +56,8 @@ def test_tiny_end_to_end(model, mnist, data_dir, tmp_path):
     _, meta = read_weights(tmp_path / "run" / "best.safetensors")
     assert meta["relcomp_model"] == model
     r = evaluate_run(tmp_path / "run")
+    assert not (tmp_path / "run" / "eval.json").exists()  # computing writes nothing
+    write_evaluation(tmp_path / "run", r)
     assert r["n_test_pairs"] == 20_000 and r["n_test_images"] == 10_000
     assert 0.6 < r["relational_accuracy"] <= 1.0  # far above chance after 3000 samples
     if model == "siamese":
@@ -77,19 +79,14 @@ def test_resume_after_crash_matches_uninterrupted(mnist, data_dir, tmp_path, mon
     cfg = tiny("weak", data_dir=str(data_dir), deterministic=True)
     train(cfg, tmp_path / "full")
 
-    real = T.save_checkpoint
-    calls = {"n": 0}
+    class CrashAfterSecondCheckpoint(Callback):  # a caller's callback runs after the checkpoint is written
+        def on_eval(self, trainer, row):
+            if row["samples"] == 2000:
+                raise RuntimeError("simulated crash")
 
-    def crash_after_second(*a, **k):
-        real(*a, **k)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(T, "save_checkpoint", crash_after_second)
     with pytest.raises(RuntimeError, match="simulated"):
-        train(tiny("weak", data_dir=str(data_dir), deterministic=True), tmp_path / "crashed")
-    monkeypatch.setattr(T, "save_checkpoint", real)
+        train(tiny("weak", data_dir=str(data_dir), deterministic=True), tmp_path / "crashed",
+              callbacks=[CrashAfterSecondCheckpoint()])
     assert len(read_jsonl(tmp_path / "crashed" / "metrics.jsonl")) == 2
     with pytest.raises(ConfigError, match="--resume"):
         train(tiny("weak", data_dir=str(data_dir), deterministic=True), tmp_path / "crashed")
@@ -119,17 +116,14 @@ def test_ctrl_c_mid_interval_resumes_to_the_same_metrics_byte_for_byte(data_dir,
         return tiny("weak", data_dir=str(data_dir), deterministic=True)
 
     train(cfg(), tmp_path / "full")
-    real = T.Trainer.train_step
 
-    def step_then_ctrl_c(self, idx, take):
-        real(self, idx, take)
-        if self.state.step == 12:  # 1,512 samples: in the middle of the second evaluation interval
-            os.kill(os.getpid(), signal.SIGINT)
+    class CtrlCAtStep12(Callback):
+        def on_step_end(self, trainer):
+            if trainer.state.step == 12:  # 1,512 samples: in the middle of the second evaluation interval
+                os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(T.Trainer, "train_step", step_then_ctrl_c)
     with pytest.raises(TrainingInterrupted, match="interrupted after 1,512 samples"):
-        train(cfg(), tmp_path / "cut")
-    monkeypatch.setattr(T.Trainer, "train_step", real)
+        train(cfg(), tmp_path / "cut", callbacks=[CtrlCAtStep12()])
     assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 1
     s = train(cfg(), tmp_path / "cut", resume=True)
     assert s["finished"] and s["samples"] == 3000

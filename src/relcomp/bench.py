@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from .callbacks import StopWhen
 from .config import TrainConfig
 from .data.mnist import load_mnist
 from .data.pairs import load_pairs, make_pairs, save_pairs
@@ -29,7 +30,7 @@ from .data.sources import Data, MnistSource, to_tensor
 from .distributed import DistInfo
 from .engine import Plan, Trainer, TrainState, train
 from .fewshot import fewshot_accuracy
-from .losses import relation_loss
+from .losses import get_loss
 from .models import MODELS, build_model
 from .studies.common import machine_info, provenance
 from .utils import resolve_precision, write_json_atomic
@@ -118,8 +119,8 @@ class NaivePairDataset(Dataset):
 
 def naive_loss(model, xa: torch.Tensor, xb: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """The same loss as the fast path, but with two separate backbone calls."""
-    out = model.pair_logit(model.item_output(model.embed(xa)), model.item_output(model.embed(xb)))
-    return relation_loss(out, z)
+    out = model.pair_output(model.item_output(model.embed(xa)), model.item_output(model.embed(xb)))
+    return get_loss(BENCH_LOSS)(out, z)
 
 
 def _time_steps(step, steps: int, warmup: int = 3) -> float:
@@ -138,7 +139,7 @@ def throughput(kind: str, path: str, steps: int, images: np.ndarray, labels: np.
     the class-balance term on a batch of unlabeled images, as `relcomp train weak` by default;
     ``ablation``: one of :data:`ABLATIONS` applied to the fast path)."""
     torch.manual_seed(0)
-    model = build_model(kind, loss=BENCH_LOSS)
+    model = build_model(kind)
     if ablation == "amax_pool":
         model.backbone.features = nn.Sequential(*(AmaxPool2() if isinstance(m, nn.MaxPool2d) else m
                                                   for m in model.backbone.features))
@@ -186,10 +187,8 @@ def _engine_step(kind: str, model, opt, images: np.ndarray, labels: np.ndarray, 
     data = Data(x, torch.from_numpy(labels), x[:1], torch.from_numpy(labels[:1]), pairs, None,
                 unlabeled=torch.arange(len(x)) if unlabeled else None)
     plan = Plan(total=len(pairs), batch=batch, eval_every=len(pairs), n=len(pairs))
-    trainer = Trainer(TrainConfig(model=kind, loss=BENCH_LOSS), Path(tempfile.gettempdir()), model, opt, data, plan, TrainState(),
-                      DistInfo(), cpu, precision)
-    if compile_model:
-        trainer.fwd = torch.compile(model)
+    trainer = Trainer(TrainConfig(model=kind, loss=BENCH_LOSS), Path(tempfile.gettempdir()), model, opt, data, plan,
+                      TrainState(), DistInfo(), cpu, precision, forward=torch.compile(model) if compile_model else None)
     order = torch.randperm(len(pairs))
     pos = {"k": 0}
 
@@ -217,7 +216,7 @@ def bench_suggest(data_dir: str | None, n: int = 1_000) -> float:
 
 def flops_per_pair(kind: str, batch: int = 32) -> float:
     """Model FLOPs of one training pair (forward and backward, two images), counted by torch."""
-    model = build_model(kind, loss=BENCH_LOSS)
+    model = build_model(kind)
     xa, xb, z = torch.rand(batch, 1, 28, 28), torch.rand(batch, 1, 28, 28), torch.ones(batch)
     with FlopCounterMode(display=False) as fc:
         naive_loss(model, xa, xb, z).backward()
@@ -257,7 +256,7 @@ def time_to_accuracy(kind: str, target: float, cap: int, eval_every: int, mnist,
     draws) or ``cap`` pairs. Times count training steps only, not the evaluations."""
     hit: dict[str, Any] = {"reached": False, "time_s": None, "samples": None, "best": 0.0}
 
-    def on_eval(model, row) -> bool:
+    def reached(model, row) -> bool:
         if MODELS[kind].classifies:  # its own classes, no labels used
             acc = row["val_cls_acc"]
         else:
@@ -275,7 +274,7 @@ def time_to_accuracy(kind: str, target: float, cap: int, eval_every: int, mnist,
     with tempfile.TemporaryDirectory() as d:
         cfg = TrainConfig(model=kind, samples=cap, eval_every=eval_every, progress=False,
                           data=MnistSource(pairs="50k", data_dir=data_dir))
-        summary = train(cfg, Path(d) / "run", on_eval=on_eval)
+        summary = train(cfg, Path(d) / "run", callbacks=[StopWhen(reached)])
     hit["train_time_s"] = round(summary["train_time_s"], 2)
     hit.update(target=target, cap_samples=cap)
     return hit

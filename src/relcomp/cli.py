@@ -42,9 +42,9 @@ from .distributed import from_env, shutdown
 from .embed import write_embeddings
 from .engine import train
 from .errors import ConfigError, RelcompError
-from .evaluate import evaluate_run
+from .evaluate import evaluate_run, write_evaluation
 from .export import FORMATS, description_path, export_run, max_difference
-from .fewshot import METHODS, fewshot_eval
+from .fewshot import METHODS, fewshot_eval, write_fewshot
 from .inference import compare_interval, predict, rank
 from .models import MODEL_HELP
 from .report import render, update_readme
@@ -525,7 +525,9 @@ def _cmd_train(args) -> int:
     print(f"trained {cfg.model}: {summary['samples']:,} samples in {summary['train_time_s']:.0f}s; "
           f"best val {summary['best_val']:.4f} at {summary['best_samples']:,} samples; run folder {out}")
     if not args.no_eval:
-        _print_eval(evaluate_run(out, device=cfg.device))
+        r = evaluate_run(out, device=cfg.device)
+        write_evaluation(out, r)
+        _print_eval(r)
     return 0
 
 
@@ -567,6 +569,7 @@ def _print_eval(r: dict) -> None:
 
 def _cmd_eval(args) -> int:
     r = evaluate_run(args.run_dir, device=args.device)
+    write_evaluation(args.run_dir, r)
     if args.json:
         print(json.dumps(r))
     else:
@@ -578,6 +581,7 @@ def _cmd_eval(args) -> int:
 def _cmd_fewshot(args) -> int:
     r = fewshot_eval(args.run_dir, shots=args.shots, draws=args.draws, seed=args.seed, device=args.device,
                      labels=args.labels, method=args.method)
+    write_fewshot(args.run_dir, r)
     if args.json:
         print(json.dumps({**r, "shots": {k: {kk: vv for kk, vv in v.items() if kk != "confusion_matrix"}
                                          for k, v in r["shots"].items()}}))

@@ -21,7 +21,7 @@ from .data.comparisons import CONTRADICTIONS
 from .data.pairs import RELATIONS
 from .data.sources import SOURCES, MnistSource, UserSource, source_from_dict, source_to_dict
 from .errors import ConfigError
-from .losses import LOSSES
+from .losses import LOSSES, Loss, get_loss
 from .models import MODELS, default_loss, model_class
 
 NOISE_CORRECTIONS = ("none", "given", "estimate")
@@ -65,14 +65,11 @@ class TrainConfig:
     progress: bool = True
     data: MnistSource | UserSource = field(default_factory=MnistSource)
 
-    def __post_init__(self) -> None:
-        if self.loss == "auto" and self.model in MODELS:  # an unknown model is refused by validate()
-            self.loss = default_loss(model_class(self.model), self.relation)
-
     def validate(self) -> None:
         """Raises: ConfigError on an impossible setting."""
         cls = model_class(self.model)
-        _choice("--loss", self.loss, LOSSES)
+        _choice("--loss", self.loss, ("auto", *LOSSES))
+        loss = loss_name(self)
         _choice("--relation", self.relation, RELATIONS)
         _choice("--noise-correction", self.noise_correction, NOISE_CORRECTIONS)
         _choice("--precision", self.precision, PRECISIONS)
@@ -88,11 +85,12 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.num_classes < 2:
             raise ConfigError(f"--classes must be at least 2, got {self.num_classes}")
-        if self.loss not in cls.losses:
-            raise ConfigError(f"--loss {self.loss} does not apply to the {self.model} model; it takes "
+        if loss not in cls.losses:
+            raise ConfigError(f"--loss {loss} does not apply to the {self.model} model; it takes "
                               f"{', '.join(cls.losses)}")
-        if self.loss != "unconditional" and self.relation != "gt":
-            raise ConfigError(f"--loss {self.loss} is a likelihood of the gt relation; {self.relation} takes unconditional")
+        if self.relation not in LOSSES[loss].relations:
+            raise ConfigError(f"--loss {loss} is a likelihood of the {', '.join(LOSSES[loss].relations)} relation; "
+                              f"{self.relation} takes unconditional")
         if self.relation != "gt" and not cls.relational:
             raise ConfigError(f"--relation {self.relation} applies to models trained on pairs")
         self._validate_noise()
@@ -136,19 +134,20 @@ class TrainConfig:
         else:
             backbone = "paper"
         init_from = str(Path(self.init_from).expanduser().resolve()) if self.init_from else None
-        return dataclasses.replace(self, backbone=backbone, data=data, init_from=init_from)
+        return dataclasses.replace(self, backbone=backbone, data=data, init_from=init_from, loss=loss_name(self))
 
     def _validate_noise(self) -> None:
         _choice("--annotator-model", self.annotator_model, ANNOTATOR_MODELS)
+        corrects = LOSSES[loss_name(self)].corrects_noise
         if self.annotator_model != "none":
-            if self.loss not in NOISY_LOSSES or self.noise_correction != "none" or not self.relational:
+            if not corrects or self.noise_correction != "none" or not self.relational:
                 raise ConfigError("--annotator-model flip models the annotators of a relational model's comparisons "
                                   "with the unconditional, conditional or symmetric loss, instead of --noise-correction")
             if self.relation == "same":
                 raise ConfigError("--annotator-model flip applies to the gt and ge relations")
         if self.noise_correction == "none":
             return
-        if self.loss not in NOISY_LOSSES:
+        if not corrects:
             raise ConfigError("noise correction applies to the unconditional, conditional and symmetric losses")
         if self.noise_correction == "given" and self.flip_rate == 0:
             raise ConfigError("--noise-correction given uses --flip-rate as the noise rate; give a --flip-rate > 0")
@@ -196,7 +195,7 @@ class TrainConfig:
     def semantic(self) -> dict[str, Any]:
         """The settings that change what is learned (a run may be resumed with other values of the
         rest); their hash names study run folders."""
-        d = {k: v for k, v in self.to_dict().items()
+        d = {k: v for k, v in {**self.to_dict(), "loss": loss_name(self)}.items()
              if k not in NON_SEMANTIC and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
         d["data"] = {k: v for k, v in d["data"].items() if k not in NON_SEMANTIC
                      and not (k in LATER_DATA_DEFAULTS and v == LATER_DATA_DEFAULTS[k])}
@@ -206,14 +205,24 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True).encode()).hexdigest()[:8]
 
 
-# The losses that forward correction and the annotator model apply to (a binary logit).
-NOISY_LOSSES = ("unconditional", "conditional", "symmetric")
 # Settings that do not change what is learned.
 NON_SEMANTIC = frozenset({"progress", "device", "data_dir", "resolved"})
 # Settings added after 0.3, at their default: left out of the hash, so that study runs hashed
 # before they existed keep their folder names.
 LATER_DEFAULTS = {"annotator_model": "none"}
 LATER_DATA_DEFAULTS = {"test_subset": None}  # the same for the data part
+
+
+def loss_name(cfg: TrainConfig) -> str:
+    """The loss a config trains with: its ``loss``, or for ``auto`` the model's default
+    (:func:`relcomp.models.default_loss`)."""
+    return default_loss(model_class(cfg.model), cfg.relation) if cfg.loss == "auto" else cfg.loss
+
+
+def run_loss(cfg: TrainConfig) -> Loss:
+    """The loss object of a config: its likelihood, for the pairs of its relation (None for a model
+    trained on labels). Training minimises it; evaluation reads the model's outputs through it."""
+    return get_loss(loss_name(cfg), cfg.relation if model_class(cfg.model).relational else None)
 
 
 def _choice(option: str, value: str, choices) -> None:

@@ -6,19 +6,18 @@ for the supervised model, pairs for relational ones), evaluating on the val spli
 intervals. Every step is the same for every model: ``out = model(*inputs)`` and
 ``loss = loss_fn(out, target, weight, noise)`` (see :mod:`relcomp.models` for the contract).
 
-After each evaluation, named steps log the metrics, keep the best weights and checkpoint; a
-``callbacks`` function may stop training. :class:`Trainer`'s methods are the steps: subclass it
-to change one.
+What happens around the loop is a list of callbacks (:mod:`relcomp.callbacks`): after each
+evaluation the default ones log the metrics, keep the best weights (and announce a new best model
+on disk) and checkpoint; a caller's callbacks follow, e.g. :class:`~relcomp.callbacks.StopWhen`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,31 +30,30 @@ from tqdm.auto import tqdm
 from .annotators import LR as ANNOTATOR_LR
 from .annotators import AnnotatorFlips, annotator_counts, build_annotators
 from .augment import augment
-from .checkpoint import has_checkpoint, load_checkpoint, load_weights, remove_orphans, save_checkpoint, save_weights
-from .config import TrainConfig
+from .callbacks import Callback, default_callbacks
+from .checkpoint import has_checkpoint, load_checkpoint, load_weights, remove_orphans, save_checkpoint
+from .config import TrainConfig, run_loss
 from .data.comparisons import ValidationReport
 from .data.sources import Data
 from .distributed import DistInfo, any_rank, barrier, gather_objects, gather_rows, local_slice, shard_range, sum_values
 from .distributed import from_env as dist_from_env
 from .distributed import setup as dist_setup
 from .errors import ConfigError, TrainingError, TrainingInterrupted
-from .losses import balance_loss, get_loss, pair_predictions
+from .losses import balance_loss, pair_predictions
 from .metrics import item_outputs, score_outputs
 from .models import RelcompModel, model_class
 from .plots import plot_curves
-from .run import build_run_model, load_config, model_metadata, read_resolved, run_title
-from .utils import (
-    append_jsonl,
-    read_jsonl,
-    resolve_device,
-    resolve_precision,
-    seed_everything,
-    write_json_atomic,
-    write_text_atomic,
+from .run import (
+    build_run_model,
+    load_config,
+    model_metadata,
+    read_metrics,
+    read_resolved,
+    run_files,
+    run_title,
+    truncate_metrics,
 )
-
-OnEval = Callable[[torch.nn.Module, dict], bool]
-TIMING = ("time_s", "train_time_s")  # clock readings: in timing.jsonl, never in metrics.jsonl
+from .utils import resolve_device, resolve_precision, seed_everything, write_json_atomic
 
 
 @dataclass
@@ -90,12 +88,14 @@ class Plan:
     n: int           # training set size (pairs or images)
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False, on_eval: OnEval | None = None) -> dict[str, Any]:
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False,
+          callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train ``cfg`` into the run folder ``out``; return the final summary.
 
     With ``resume=True`` an existing checkpoint in ``out`` is continued to the same budget.
-    ``on_eval(model, row)`` is called after each validation with its metrics row; returning True
-    stops training there (the summary then says ``stopped_early``).
+    ``callbacks`` (:class:`~relcomp.callbacks.Callback`) are told of the loop's events after the
+    default ones (:func:`~relcomp.callbacks.default_callbacks`); :class:`~relcomp.callbacks.StopWhen`
+    stops training at an evaluation (the summary then says ``stopped_early``).
 
     Under torchrun (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel,
     ``batch_size`` is per process (the global batch is ``world x batch_size``), budgets count
@@ -130,16 +130,17 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, on_eval: OnEv
     n = data.n_train
     plan = Plan(cfg.budget(n), cfg.resolved_batch_size() * info.world, cfg.eval_every or min(n, 100_000), n)
     if info.main:
-        write_json_atomic(out / "config.json", {**cfg.to_dict(), "resolved": resolved(cfg, plan, info, device,
-                                                                                      precision, data)})
+        write_json_atomic(run_files(out).config, {**cfg.to_dict(), "resolved": resolved(cfg, plan, info, device,
+                                                                                        precision, data)})
     barrier(info)  # rank 0 may have created the folder; everyone now sees the same files
     state = restore(cfg, out, model, opt, info, resume)
     if annotators is not None and state.annotator_logits is not None:
         annotators.theta.data = torch.tensor(state.annotator_logits, device=device)
     if not state.finished:
-        Trainer(cfg, out, model, opt, data, plan, state, info, device, precision, on_eval, annotators).run()
+        Trainer(cfg, out, model, opt, data, plan, state, info, device, precision, annotators,
+                [*default_callbacks(), *callbacks]).run()
         if info.main:
-            plot_curves(read_jsonl(out / "metrics.jsonl"), out / "curves.png", title=run_title(cfg))
+            plot_curves(read_metrics(out), run_files(out).curves, title=run_title(cfg))
     return summary(out, state)
 
 
@@ -155,13 +156,13 @@ def init_weights(cfg: TrainConfig, model: RelcompModel) -> None:
         raise ConfigError(f"--init-from {cfg.init_from}: that run is a {other.model} ({other.relation}, "
                           f"{other.num_classes} classes, input {other.data.input_shape()}, backbone {other.backbone}); "
                           "it must match the one being trained")
-    load_weights(Path(cfg.init_from) / "best.safetensors", model)
+    load_weights(run_files(cfg.init_from).best, model)
 
 
 def check_run_folder(cfg: TrainConfig, out: Path, resume: bool) -> dict | None:
     """Refuse a folder that holds another run (or this one, without ``resume``); return the data
     fingerprint the existing run was started on."""
-    if not (out / "config.json").exists():
+    if not run_files(out).config.exists():
         return None
     if load_config(out).semantic() != cfg.semantic():
         raise ConfigError(f"{out} holds a run with another config; choose another --out or --resume it as it is")
@@ -180,7 +181,7 @@ def load_data(cfg: TrainConfig, out: Path, device: torch.device, old_fingerprint
         raise ConfigError(f"{out}: the {', '.join(changed)} changed since this run started; "
                           "train a new run (another --out) on the new data")
     if data.report is not None and main:
-        write_json_atomic(out / "validation.json", data.report)
+        write_json_atomic(run_files(out).validation, data.report)
         if cfg.progress:
             print(ValidationReport(**data.report).text(), file=sys.stderr)
     if cfg.unlabeled == "off" or not (cls.relational and cls.classifies):
@@ -205,8 +206,7 @@ def restore(cfg: TrainConfig, out: Path, model: torch.nn.Module, opt: torch.opti
     """A fresh state, or the checkpoint's (weights, optimizer, RNG and counters) when resuming."""
     if not (resume and has_checkpoint(out)):
         if info.main:
-            for name in ("metrics.jsonl", "timing.jsonl"):
-                (out / name).unlink(missing_ok=True)
+            truncate_metrics(out, None)
         return TrainState(noise=cfg.flip_rate if cfg.noise_correction == "given" else 0.0)
     if info.main:
         remove_orphans(out)  # files of a write that a kill interrupted
@@ -217,9 +217,7 @@ def restore(cfg: TrainConfig, out: Path, model: torch.nn.Module, opt: torch.opti
         torch.set_rng_state(rng[info.rank])
     state = TrainState.from_saved(saved["state"])
     if info.main:  # metrics written after the checkpoint belong to work that will be redone
-        for name in ("metrics.jsonl", "timing.jsonl"):
-            rows = [r for r in read_jsonl(out / name) if r["samples"] <= state.samples]
-            write_text_atomic(out / name, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        truncate_metrics(out, state.samples)
     return state
 
 
@@ -228,17 +226,25 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, out: Path, model: RelcompModel, opt: torch.optim.Optimizer, data: Data,
                  plan: Plan, state: TrainState, info: DistInfo, device: torch.device, precision: str,
-                 on_eval: OnEval | None = None, annotators: AnnotatorFlips | None = None):
+                 annotators: AnnotatorFlips | None = None, callbacks: Sequence[Callback] = (),
+                 forward: Callable[..., torch.Tensor] | None = None):
         self.cfg, self.out, self.model, self.opt, self.data = cfg, out, model, opt, data
         self.plan, self.state, self.info, self.device, self.precision = plan, state, info, device, precision
-        self.on_eval = on_eval
-        self.fwd = DDP(model) if info.enabled else model
-        self.loss_fn = get_loss(cfg.loss)
+        self.callbacks = list(callbacks)
+        self.files, self.metadata = run_files(out), model_metadata(cfg)
+        # what a step calls: the model, its DDP wrapper, or a compiled model (the bench's ablation)
+        self.fwd = forward or (DDP(model) if info.enabled else model)
+        self.loss_fn = run_loss(cfg)
         props = cfg.class_proportions
         self.prior = None if props is None else torch.tensor(props, device=device) / sum(props)
         self._order: tuple[int, torch.Tensor] | None = None
         self.annotators = annotators  # --annotator-model flip: per-annotator flip rates, trained with the model
         self._t0 = 0.0
+
+    def notify(self, event: str, **kw) -> None:
+        """Tell every callback of ``event`` (a method name of :class:`~relcomp.callbacks.Callback`)."""
+        for cb in self.callbacks:
+            getattr(cb, event)(self, **kw)
 
     def run(self) -> None:
         st, plan = self.state, self.plan
@@ -247,11 +253,13 @@ class Trainer:
         bar = tqdm(total=plan.total, initial=st.samples, unit="pair" if self.data.train_pairs is not None else "img",
                    unit_scale=True, disable=not (self.cfg.progress and self.info.main), desc=self.cfg.model,
                    dynamic_ncols=True, leave=False)
+        self.notify("on_train_begin")
         with sigint_flag() as interrupted:
             try:
                 while st.samples < plan.total and not st.stopped_early:
                     idx, take = self.next_batch()
                     self.train_step(idx, take)
+                    self.notify("on_step_end")
                     bar.update(take)
                     if st.step % 20 == 0:
                         bar.set_postfix(loss=f"{st.run_loss / st.run_seen:.4f}", acc=f"{st.run_correct / st.run_seen:.4f}")
@@ -264,6 +272,7 @@ class Trainer:
                         break
             finally:
                 bar.close()  # before any message, so that it stands on its own line
+        self.notify("on_train_end")
         if interrupted["set"] and not st.finished:
             st.elapsed = time.perf_counter() - self._t0
             self.checkpoint()
@@ -303,7 +312,7 @@ class Trainer:
         st.step += 1
         st.samples += take
         st.run_loss += loss.item() * len(idx)
-        st.run_correct += float((pair_predictions(out.detach()) == target.long()).sum())
+        st.run_correct += float((pair_predictions(self.loss_fn.logits(out.detach())) == target.long()).sum())
         st.run_seen += len(idx)
 
     def noise(self, idx: torch.Tensor) -> float | torch.Tensor:
@@ -330,11 +339,11 @@ class Trainer:
         n = len(self.data.val_x)  # one process: the shard is the whole split and gathering is a no-op
         a, b = shard_range(n, self.info)
         _, out = item_outputs(self.model, self.data.val_x[a:b], self.precision)
-        return score_outputs(self.model, gather_rows(out, n, self.info), self.data.val_y, self.data.val_pairs)
+        return score_outputs(self.model, self.loss_fn, gather_rows(out, n, self.info), self.data.val_y, self.data.val_pairs)
 
     def evaluate_and_log(self) -> dict[str, Any]:
-        """Validate, then the named steps: estimate noise, log, keep the best weights, checkpoint,
-        and ask ``on_eval`` whether to stop. Returns the metrics row."""
+        """Validate, estimate noise, then tell the callbacks (log, keep the best weights,
+        checkpoint, and the caller's). Returns the metrics row."""
         st = self.state
         t_eval = time.perf_counter()
         m = self.evaluate()
@@ -344,13 +353,9 @@ class Trainer:
         st.elapsed = time.perf_counter() - self._t0
         st.eval_time += time.perf_counter() - t_eval
         row = self.metrics_row(m)
-        self.log_metrics(row)
         st.run_loss = st.run_correct = st.run_seen = 0.0
-        self.keep_best(row)
         st.finished = st.samples >= self.plan.total
-        self.checkpoint()
-        if self.on_eval is not None and self.on_eval(self.model, row):
-            st.stopped_early = True
+        self.notify("on_eval", row=row)
         return row
 
     def estimate_noise(self, m: dict[str, Any]) -> None:
@@ -370,28 +375,10 @@ class Trainer:
             row["noise_rate"] = st.noise  # the rate the loss corrects for from here on
         return row
 
-    def log_metrics(self, row: dict[str, Any]) -> None:
-        """metrics.jsonl holds no clock readings, so a rerun reproduces it byte for byte."""
-        if self.info.main:
-            append_jsonl(self.out / "metrics.jsonl", {k: v for k, v in row.items() if k not in TIMING})
-            append_jsonl(self.out / "timing.jsonl", {k: row[k] for k in ("step", "samples", *TIMING)})
-
-    def keep_best(self, row: dict[str, Any]) -> None:
-        """best.safetensors: the weights with the best val selection metric so far."""
-        value, st = row[self.model.selection_metric], self.state
-        if value is not None and value > st.best:
-            st.best, st.best_samples = value, st.samples
-            if self.info.main:
-                save_weights(self.out / "best.safetensors", self.model, model_metadata(self.cfg))
-                self.write_annotators()
-
-    def write_annotators(self) -> None:
-        """annotators.json: each annotator's learned flip rate, judgements and flag, as at the best
-        checkpoint (``relcomp eval`` reports it)."""
-        if self.annotators is not None:
-            pairs = self.data.train_pairs
-            report = self.annotators.report(annotator_counts(pairs, len(self.annotators.names)))
-            write_json_atomic(self.out / "annotators.json", {"model": self.cfg.annotator_model, "annotators": report})
+    def annotator_report(self) -> dict[str, Any]:
+        """Each annotator's learned flip rate, judgements and flag (``--annotator-model flip``)."""
+        counts = annotator_counts(self.data.train_pairs, len(self.annotators.names))
+        return self.annotators.report(counts)
 
     def checkpoint(self) -> None:
         if self.annotators is not None:
@@ -401,7 +388,7 @@ class Trainer:
             save_checkpoint(self.out, self.model, {"state": dataclasses.asdict(self.state),
                                                    "optimizer": self.opt.state_dict(), "torch_rng": rng_states[0],
                                                    "torch_rng_ranks": rng_states},
-                            self.state.step, self.state.samples, model_metadata(self.cfg))
+                            self.state.step, self.state.samples, self.metadata)
         barrier(self.info)
 
 

@@ -9,7 +9,6 @@ Where the test split comes from is the data source's business (MNIST: the 20k te
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
+from .config import run_loss
 from .data.sources import to_tensor
 from .metrics import (
     calibration,
@@ -29,13 +29,13 @@ from .metrics import (
     score_outputs,
 )
 from .plots import plot_confusion, plot_reliability
-from .run import load_run_model, run_title
+from .run import cached_result, load_config, load_run_model, read_annotators, run_files, run_title
 from .utils import resolve_device, resolve_precision, write_json_atomic
 
 
-def evaluate_run(run_dir: str | os.PathLike, device: str = "auto", write: bool = True) -> dict[str, Any]:
-    """Evaluate the best checkpoint of a run on its source's test split; write ``eval.json`` and
-    ``confusion.png`` into the run folder when ``write``.
+def evaluate_run(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, Any]:
+    """Evaluate the best checkpoint of a run on its source's test split and return the numbers;
+    it writes nothing (:func:`write_evaluation` does).
 
     Raises:
         ConfigError, CheckpointError: not a usable run folder.
@@ -47,7 +47,8 @@ def evaluate_run(run_dir: str | os.PathLike, device: str = "auto", write: bool =
     test = cfg.data.test_split(cfg.relation)
     _, out = item_outputs(model, to_tensor(test.images, dev), resolve_precision(cfg.precision, dev))
     labels = test.labels
-    m = score_outputs(model, out, torch.from_numpy(labels).to(dev), test.pairs)
+    loss = run_loss(cfg)
+    m = score_outputs(model, loss, out, torch.from_numpy(labels).to(dev), test.pairs)
     labelled = labels >= 0
     result: dict[str, Any] = {
         "run_dir": str(run_dir), "model": cfg.model, "loss": cfg.loss,
@@ -57,23 +58,38 @@ def evaluate_run(run_dir: str | os.PathLike, device: str = "auto", write: bool =
         "confusion_matrix": None, "n_test_pairs": len(test.pairs), "n_test_images": int(labelled.sum()),
     }
     if model.relational and len(test.pairs):
-        result["calibration"] = cal = calibration(outcome_probabilities(pair_outputs(model, out, test.pairs)).cpu(),
-                                                  test.pairs.z)
-        if write:
-            plot_reliability(cal, run_dir / "reliability.png", title=run_title(cfg))
+        result["calibration"] = calibration(outcome_probabilities(pair_outputs(model, loss, out, test.pairs)).cpu(),
+                                            test.pairs.z)
     if model.relational and cfg.relation != "same" and len(np.unique(labels[labelled])) > 1:
-        score = item_scores(model, out[torch.from_numpy(labelled).to(out.device)])
+        score = item_scores(model, loss, out[torch.from_numpy(labelled).to(out.device)])
         result.update(ranking_metrics(score, labels[labelled]))
     if model.classifies and labelled.any():
         cm = confusion_matrix(labels[labelled], m["pred"][labelled], labels=list(range(cfg.num_classes)))
         result["confusion_matrix"] = cm.tolist()
-        if write:
-            plot_confusion(cm, run_dir / "confusion.png", title=run_title(cfg))
-    if (run_dir / "annotators.json").exists():  # --annotator-model flip: the learned rates
-        result["annotators"] = json.loads((run_dir / "annotators.json").read_text())["annotators"]
-    if write:
-        write_json_atomic(run_dir / "eval.json", result)
+    annotators = read_annotators(run_dir)  # --annotator-model flip: the learned rates
+    if annotators is not None:
+        result["annotators"] = annotators
     return result
+
+
+def write_evaluation(run_dir: str | os.PathLike, result: dict[str, Any]) -> None:
+    """``eval.json`` and its plots (``confusion.png``, ``reliability.png``) in the run folder."""
+    files, title = run_files(run_dir), run_title(load_config(run_dir))
+    if result.get("calibration"):
+        plot_reliability(result["calibration"], files.reliability, title=title)
+    if result.get("confusion_matrix") is not None:
+        plot_confusion(np.array(result["confusion_matrix"]), files.confusion, title=title)
+    write_json_atomic(files.eval, result)
+
+
+def cached_evaluation(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, Any]:
+    """The run's ``eval.json`` if it is newer than its best weights, else a fresh evaluation,
+    written."""
+    found = cached_result(run_files(run_dir).eval)
+    if found is None:
+        found = evaluate_run(run_dir, device=device)
+        write_evaluation(run_dir, found)
+    return found
 
 
 def test_embeddings(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ from .errors import ConfigError, DataError
 from .metrics import draw_shots, item_outputs
 from .ordinal import anchor_predict, apply_cutpoints, cutpoint_accuracy, fit_cutpoints
 from .plots import plot_confusion
-from .run import load_run_model, run_title
+from .run import load_config, load_run_model, run_files, run_title
 from .utils import resolve_device, resolve_precision, write_json_atomic
 
 __all__ = ["METHODS", "draw_shots", "fewshot_accuracy", "fewshot_eval", "fit_heads", "ordinal_accuracy"]
@@ -134,10 +134,10 @@ def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarr
 
 
 def fewshot_eval(run_dir: str | os.PathLike, shots: Sequence[int] = (1, 3), draws: int = 10, seed: int = 0,
-                 device: str = "auto", steps: int = 300, lr: float = 1e-3, write: bool = True,
+                 device: str = "auto", steps: int = 300, lr: float = 1e-3,
                  labels: str | os.PathLike | None = None, method: str | None = None) -> dict[str, Any]:
-    """Few-shot test accuracy of a run's frozen backbone for each k in ``shots``; writes
-    ``fewshot.json`` and ``confusion-<k>shot.png`` (pooled over draws) into the run folder when ``write``.
+    """Few-shot test accuracy of a run's frozen backbone for each k in ``shots``; it writes nothing
+    (:func:`write_fewshot` writes ``fewshot.json`` and ``confusion-<k>shot.png``, pooled over draws).
 
     Each head is trained full batch with Adam at the paper's lr (1e-3, weight decay 1e-4) for
     ``steps`` steps; on the val split this did as well as or better than lr 1e-2 / 1e-1, more
@@ -172,14 +172,17 @@ def fewshot_eval(run_dir: str | os.PathLike, shots: Sequence[int] = (1, 3), draw
                               "method": method, "draws": draws, "seed": seed, "steps": steps, "lr": lr,
                               "shots": {str(k): shot_summary(accs, pred, pool.test_y, k_cls)
                                         for k, (accs, pred) in per_k.items()}}
-    if write:
-        for k, s in result["shots"].items():
-            slug = f"{k}shot" if method == "linear" else f"{method}-{k.replace(' (', '-').rstrip(')')}shot"
-            plot_confusion(np.array(s["confusion_matrix"]), Path(run_dir) / f"confusion-{slug}.png",
-                           title=f"{run_title(cfg)} + {k}-shot {method}, {s['n_pred']} draw(s) pooled")
-        name = "fewshot.json" if method == "linear" else f"fewshot-{method}.json"
-        write_json_atomic(Path(run_dir) / name, result)
     return result
+
+
+def write_fewshot(run_dir: str | os.PathLike, result: dict[str, Any]) -> None:
+    """``fewshot.json`` (``fewshot-METHOD.json``) and a confusion matrix per k in the run folder."""
+    title, method = run_title(load_config(run_dir)), result["method"]
+    for k, s in result["shots"].items():
+        slug = f"{k}shot" if method == "linear" else f"{method}-{k.replace(' (', '-').rstrip(')')}shot"
+        plot_confusion(np.array(s["confusion_matrix"]), run_files(run_dir).root / f"confusion-{slug}.png",
+                       title=f"{title} + {k}-shot {method}, {s['n_pred']} draw(s) pooled")
+    write_json_atomic(run_files(run_dir).fewshot(method), result)
 
 
 def shot_summary(accs: np.ndarray, pred: np.ndarray, test_y: np.ndarray, k_cls: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import run_loss
 from .data.comparisons import load_labels
 from .data.features import load_features
 from .data.images import ImageSet, load_images, load_inputs
@@ -35,6 +36,7 @@ class Predictor:
     def __init__(self, run_dir: str | os.PathLike, device: str = "auto"):
         self.device = resolve_device(device)
         self.model, self.cfg = load_run_model(run_dir, self.device)
+        self.loss = run_loss(self.cfg)  # reads the model's pair outputs as outcome probabilities
         # fp32 even where training used bf16: a bf16 score has 8 significant bits, and ranking
         # thousands of images on it would make ties.
         self.precision = "fp32"
@@ -77,11 +79,11 @@ class Predictor:
 
     def prob_greater(self, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
         """P(A > B) for rows of item outputs (see :func:`relcomp.metrics.prob_greater`)."""
-        return prob_greater(self.model, out_a, out_b)
+        return prob_greater(self.model, self.loss, out_a, out_b)
 
     def scores(self, out: torch.Tensor, references: int = 512, seed: int = 0) -> np.ndarray:
         """Each item's score (see :func:`relcomp.metrics.item_scores`)."""
-        return item_scores(self.model, out, references, seed)
+        return item_scores(self.model, self.loss, out, references, seed)
 
 
 def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], device: str = "auto") -> list[dict[str, Any]]:
@@ -137,7 +139,7 @@ def compare_interval(run_dir: str | os.PathLike, a: str | os.PathLike, b: str | 
               "method": "mc-dropout"}
     if samples > 0:
         x = to_tensor(p.cfg.data.prepare(items.images), p.device)
-        draws = mc_dropout_prob_greater(p.model, x[:1], x[1:], samples, seed)
+        draws = mc_dropout_prob_greater(p.model, p.loss, x[:1], x[1:], samples, seed)
         if draws is not None:
             lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
             result["interval"] = (float(lo), float(hi))

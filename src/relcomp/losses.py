@@ -1,10 +1,8 @@
-"""Losses for learning from relational comparisons: one contract, ``loss(out, z, weight, noise)``.
-
-``out`` is a model's ``forward`` output: the logit of the binary relation (B,) (``gt``: A > B;
-``same``: same class), or logits (B, C) over C outcomes (``ge``: [A < B, A > B, tie]; the
-supervised model: K classes). :func:`relation_loss` is the likelihood of the observed outcome
-codes ``z`` for every model and relation; :func:`paper_code_loss` is the one exception, kept
-explicit: the paper's original bug.
+"""Losses for learning from relational comparisons, as objects: :class:`Loss` subclasses with one
+``compute_loss(out, z, weight, noise)`` on a model's standard pair output, registered in
+:data:`LOSSES`. The model knows nothing of the loss; the loss says what the output means
+(:meth:`Loss.logits`) and knows its own noise correction. :func:`relation_loss` is the
+cross-entropy of outcome logits that most of them share.
 
 The weak model turns two class distributions into P(A > B) = sum_{i > j} p_A[i] p_B[j]. The
 paper computes it with a K x K outer product and a triangular mask; here it is O(K) through the
@@ -12,7 +10,7 @@ cumulative distribution of B: P(A > B) = sum_i p_A[i] * P(B < i), in log space.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -117,54 +115,132 @@ def balance_loss(logits: torch.Tensor, prior: torch.Tensor | None = None) -> tor
     return (p_mean * (p_mean.clamp_min(1e-12).log() - prior.log())).sum()
 
 
-def paper_code_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
-                    noise: float = 0.0) -> torch.Tensor:
-    """The paper's original bug, for the weak model on ``gt``: ``BCEWithLogits`` applied to the
-    probability P(A > B) = sigmoid(out), i.e. a second sigmoid. The target sigmoid(P) can never
-    pass 0.73 and the gradients are weak. ``noise`` is not supported (validated by the config)."""
-    p = torch.sigmoid(out.float())
-    return weighted_mean(F.binary_cross_entropy_with_logits(p, z.float(), reduction="none"), weight)
+
+def binary_logit(lp: torch.Tensor, relation: str, ties: str) -> torch.Tensor:
+    """The logit of a binary outcome from log [P(A < B), P(A > B), P(A = B)] (last dimension):
+    ``gt`` with ``ties="against"`` log P(A > B) - log P(A <= B) (the tie mass counts as "not
+    greater"), with ``ties="free"`` log P(A > B) - log P(A < B); ``same`` log P(A = B) - log P(A != B)."""
+    if relation == "same":
+        return lp[..., 2] - torch.logsumexp(lp[..., :2], -1)
+    if ties == "against":
+        return lp[..., 1] - torch.logsumexp(lp[..., [0, 2]], -1)
+    return lp[..., 1] - lp[..., 0]
 
 
-def symmetric_loss(out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
-                   noise: float | torch.Tensor = 0.0) -> torch.Tensor:
-    """-[z log P(A > B) + (1 - z) log P(A < B)] for the weak model on ``gt``, whose training output
-    under this loss is the three log-probabilities [A < B, A > B, tie] (B, 3): the tie mass counts
-    as a failure on both sides.
+class Loss:
+    """The likelihood of observed outcome codes given a model's standard pair output.
+
+    A model's pair output is its own and knows nothing of the loss: on a binary relation (``gt``,
+    ``same``) either a logit (B,) or, for a model with a tie mass (the weak model), the three
+    log-probabilities log [P(A < B), P(A > B), P(A = B)] (B, 3); on ``ge`` three logits (B, 3); for
+    a model trained on labels (``relation=None``) K class logits. Each loss says what that output
+    means as logits of the outcome codes (:meth:`logits`, which evaluation reads too) and computes
+    its value, forward correction for flipped outcomes included (:meth:`compute_loss`).
+    """
+
+    name: ClassVar[str] = ""
+    relations: ClassVar[tuple[str, ...]] = ("gt", "ge", "same")  # the relations it is a likelihood of
+    corrects_noise: ClassVar[bool] = True   # takes a flip rate (forward correction, annotator model)
+    ties: ClassVar[str] = "against"         # what the tie mass is on gt: "against" A > B, or "free"
+    summary: ClassVar[str] = ""
+
+    def __init__(self, relation: str | None = "gt"):
+        self.relation = relation
+
+    def logits(self, out: torch.Tensor) -> torch.Tensor:
+        """The outcome codes' logits: (B,) for a binary outcome, (B, C) for C outcomes."""
+        if self.relation in ("gt", "same") and out.ndim >= 2 and out.shape[-1] == 3:
+            return binary_logit(out.float(), self.relation, self.ties)
+        return out
+
+    def compute_loss(self, out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
+                     noise: float | torch.Tensor = 0.0) -> torch.Tensor:
+        return relation_loss(self.logits(out), z, weight, noise)
+
+    def __call__(self, out: torch.Tensor, z: torch.Tensor, weight: torch.Tensor | None = None,
+                 noise: float | torch.Tensor = 0.0) -> torch.Tensor:
+        return self.compute_loss(out, z, weight, noise)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(relation={self.relation!r})"
+
+
+class UnconditionalLoss(Loss):
+    """-[z log P(A > B) + (1 - z) log P(A <= B)]: the tie mass counts as "not greater"; on every
+    other relation and model, the cross-entropy of the observed outcome."""
+
+    name = "unconditional"
+    summary = "-[z log P(A>B) + (1-z) log P(A<=B)]; the tie mass counts as not greater"
+
+
+class ConditionalLoss(Loss):
+    """-log P(outcome | not a tie): the cross-entropy of log P(A > B) - log P(A < B); the tie mass
+    is left free."""
+
+    name = "conditional"
+    relations = ("gt",)
+    ties = "free"
+    summary = "-log P(outcome | not a tie); the tie mass is left free"
+
+
+class SymmetricLoss(Loss):
+    """-[z log P(A > B) + (1 - z) log P(A < B)] on the three log-probabilities: the tie mass is a
+    failure both ways. Evaluation reads log P(A > B) - log P(A < B).
 
     ``noise`` = e (one rate or per-pair rates) swaps the two orders as an annotator who flips a
     fraction e would: P_obs(A > B) = (1 - e) P(A > B) + e P(A < B), and the other way round; the
     tie mass stays a failure.
     """
-    lp = out.float()
-    if torch.is_tensor(noise) or noise > 0:
-        e = torch.as_tensor(noise, dtype=torch.float32, device=lp.device)
-        keep, flip = torch.log1p(-e), torch.log(e)
-        lp_gt = torch.logaddexp(keep + lp[:, 1], flip + lp[:, 0])
-        lp_lt = torch.logaddexp(keep + lp[:, 0], flip + lp[:, 1])
-        lp = torch.stack([lp_lt, lp_gt], -1)
-    return weighted_mean(F.nll_loss(lp, z.long(), reduction="none"), weight)
+
+    name = "symmetric"
+    relations = ("gt",)
+    ties = "free"
+    summary = "-[z log P(A>B) + (1-z) log P(A<B)]; the tie mass is a failure both ways"
+
+    def compute_loss(self, out, z, weight=None, noise=0.0):
+        if out.ndim != 2 or out.shape[-1] != 3:
+            raise ConfigError("the symmetric loss needs the three log-probabilities [A < B, A > B, tie]")
+        lp = out.float()
+        if torch.is_tensor(noise) or noise > 0:
+            e = torch.as_tensor(noise, dtype=torch.float32, device=lp.device)
+            keep, flip = torch.log1p(-e), torch.log(e)
+            lp_gt = torch.logaddexp(keep + lp[:, 1], flip + lp[:, 0])
+            lp_lt = torch.logaddexp(keep + lp[:, 0], flip + lp[:, 1])
+            lp = torch.stack([lp_lt, lp_gt], -1)
+        return weighted_mean(F.nll_loss(lp[:, :2], z.long(), reduction="none"), weight)
 
 
-# The registry of losses (``--loss``): the likelihood of an observed outcome. For the weak model on
-# ``gt`` the three differ in what an unequal pair says of the tie mass P(A = B) (equal labels are
-# never shown): ``unconditional`` is -[z log P(A > B) + (1 - z) log P(A <= B)] (a tie counts as
-# "not greater"), ``conditional`` is -log P(outcome | not a tie), the cross-entropy of the logit
-# log P(A > B) - log P(A < B), and ``symmetric`` counts tie mass as wrong both ways. The model gives
-# the output each one needs (``WeakModel.likelihood``), so ``unconditional`` and ``conditional``
-# are the same function, :func:`relation_loss`, on different logits. Every other model has
-# P(A > B) + P(A < B) = 1 on ``gt`` and knows only ``unconditional``.
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {"unconditional": relation_loss, "conditional": relation_loss,
-                                                  "symmetric": symmetric_loss, "paper-code": paper_code_loss}
+class PaperCodeLoss(Loss):
+    """The paper's original bug: ``BCEWithLogits`` applied to the probability P(A > B) =
+    sigmoid(logit), i.e. a second sigmoid. The target sigmoid(P) can never pass 0.73 and the
+    gradients are weak. It takes no flip rate."""
+
+    name = "paper-code"
+    relations = ("gt",)
+    corrects_noise = False
+    summary = "BCEWithLogits on P(A>B): the paper's double sigmoid"
+
+    def compute_loss(self, out, z, weight=None, noise=0.0):
+        p = torch.sigmoid(self.logits(out).float())
+        return weighted_mean(F.binary_cross_entropy_with_logits(p, z.float(), reduction="none"), weight)
 
 
-def get_loss(name: str) -> Callable[..., torch.Tensor]:
-    """Raises: ConfigError for an unknown name."""
+# The registry of losses (``--loss``). A new loss is one class here, one line below, and a
+# brute-force test in tests/test_losses.py; a model says which it takes (``RelcompModel.losses``).
+LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (UnconditionalLoss, ConditionalLoss, SymmetricLoss,
+                                                           PaperCodeLoss)}
+
+
+def get_loss(name: str, relation: str | None = "gt") -> Loss:
+    """The loss ``name`` for pairs of ``relation`` (None: a model trained on labels).
+
+    Raises: ConfigError for an unknown name.
+    """
     if name not in LOSSES:
         raise ConfigError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
-    return LOSSES[name]
+    return LOSSES[name](relation)
 
 
-def pair_predictions(out: torch.Tensor) -> torch.Tensor:
-    """Predicted outcome codes from outputs: logit > 0 (binary) or the argmax (several outcomes)."""
-    return out.argmax(-1) if out.ndim == 2 else (out > 0).long()
+def pair_predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Predicted outcome codes from outcome logits: logit > 0 (binary) or the argmax (several)."""
+    return logits.argmax(-1) if logits.ndim == 2 else (logits > 0).long()

@@ -17,7 +17,7 @@ from .analysis import match_clusters
 from .data.pairs import Pairs
 from .data.sources import pairs_to_device
 from .errors import ConfigError, DataError
-from .losses import pair_predictions
+from .losses import Loss, pair_predictions
 
 PAIR_CHUNK = 65_536
 
@@ -39,20 +39,22 @@ def item_outputs(model: nn.Module, x: torch.Tensor, precision: str = "fp32",
 
 
 @torch.no_grad()
-def pair_outputs(model: nn.Module, out: torch.Tensor, pairs: Pairs) -> torch.Tensor:
-    """The model's pair output for every pair, from the item outputs ``out`` of the split."""
+def pair_outputs(model: nn.Module, loss: Loss, out: torch.Tensor, pairs: Pairs) -> torch.Tensor:
+    """The outcome logits of every pair (the model's pair output read by ``loss``), from the item
+    outputs ``out`` of the split."""
     i, j, _, _ = pairs_to_device(pairs, out.device)
-    return torch.cat([model.pair_logit(out[i[k:k + PAIR_CHUNK]], out[j[k:k + PAIR_CHUNK]])
+    return torch.cat([loss.logits(model.pair_output(out[i[k:k + PAIR_CHUNK]], out[j[k:k + PAIR_CHUNK]]))
                       for k in range(0, len(i), PAIR_CHUNK)])
 
 
 @torch.no_grad()
-def score_outputs(model: nn.Module, out: torch.Tensor, y: torch.Tensor, pairs: Pairs | None) -> dict[str, Any]:
+def score_outputs(model: nn.Module, loss: Loss, out: torch.Tensor, y: torch.Tensor,
+                  pairs: Pairs | None) -> dict[str, Any]:
     """Relational accuracy on ``pairs`` and, where the model classifies, classification accuracy
     on the labelled items (``y >= 0``) and every item's predicted class (``pred``)."""
     result: dict[str, Any] = {}
     if pairs is not None and len(pairs):
-        pred = pair_predictions(pair_outputs(model, out, pairs))
+        pred = pair_predictions(pair_outputs(model, loss, out, pairs))
         z = torch.from_numpy(pairs.z.astype(np.int64)).to(pred.device)
         result["rel_acc"] = float((pred == z).float().mean())
     if model.classifies:
@@ -69,12 +71,12 @@ def score_outputs(model: nn.Module, out: torch.Tensor, y: torch.Tensor, pairs: P
     return result
 
 
-def outcome_probabilities(pair_out: torch.Tensor) -> torch.Tensor:
-    """(N, C) probabilities of the outcome codes from pair outputs: [P(z=0), P(z=1)] from a logit,
-    the softmax of a ``ge`` model's three log-probabilities."""
-    if pair_out.ndim == 2:
-        return pair_out.float().softmax(-1)
-    p = torch.sigmoid(pair_out.float())
+def outcome_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C) probabilities of the outcome codes from outcome logits: [P(z=0), P(z=1)] from a logit,
+    the softmax of a ``ge`` model's three outputs."""
+    if logits.ndim == 2:
+        return logits.float().softmax(-1)
+    p = torch.sigmoid(logits.float())
     return torch.stack([1 - p, p], -1)
 
 
@@ -85,27 +87,27 @@ def require_order(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def prob_greater(model: nn.Module, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
+def prob_greater(model: nn.Module, loss: Loss, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
     """P(A > B) from rows of item outputs (for a ``ge`` model: the A > B share of the three outcomes).
 
     Raises:
         ConfigError: a model trained on the ``same`` relation (it knows no order).
     """
     require_order(model)
-    return outcome_probabilities(model.pair_logit(out_a, out_b))[:, 1]
+    return outcome_probabilities(loss.logits(model.pair_output(out_a, out_b)))[:, 1]
 
 
 @torch.no_grad()
-def prob_greater_grid(model: nn.Module, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
+def prob_greater_grid(model: nn.Module, loss: Loss, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
     """P(a > b) for every a of ``out_a`` and b of ``out_b``, shape (len(a), len(b)); raises as
     :func:`prob_greater` does."""
     require_order(model)
-    grid = model.pair_logit_grid(out_a, out_b)
+    grid = loss.logits(model.pair_output_grid(out_a, out_b))
     return outcome_probabilities(grid.reshape(-1, *grid.shape[2:]))[:, 1].view(len(out_a), len(out_b))
 
 
 @torch.no_grad()
-def item_scores(model: nn.Module, out: torch.Tensor, references: int = 512, seed: int = 0,
+def item_scores(model: nn.Module, loss: Loss, out: torch.Tensor, references: int = 512, seed: int = 0,
                 chunk: int = 65_536) -> np.ndarray:
     """Each item's score: a scoring model's own score; otherwise its mean P(item > reference) over
     ``references`` items sampled by ``seed`` (all items when there are no more than that), never
@@ -120,14 +122,14 @@ def item_scores(model: nn.Module, out: torch.Tensor, references: int = 512, seed
     result = []
     for k in range(0, n, rows):
         a = out[k:k + rows]
-        p = prob_greater_grid(model, a, ref_out)
+        p = prob_greater_grid(model, loss, a, ref_out)
         other = torch.arange(k, k + len(a), device=out.device)[:, None] != ref_t[None, :]
         result.append((p * other).sum(1) / other.sum(1).clamp(min=1))
     return torch.cat(result).cpu().numpy()
 
 
 @torch.no_grad()
-def mc_dropout_prob_greater(model: nn.Module, xa: torch.Tensor, xb: torch.Tensor, samples: int = 100,
+def mc_dropout_prob_greater(model: nn.Module, loss: Loss, xa: torch.Tensor, xb: torch.Tensor, samples: int = 100,
                             seed: int = 0) -> np.ndarray | None:
     """``samples`` draws of P(A > B) for one pair of inputs (each of shape (1, ...)) with the model's
     dropout layers active and everything else in eval mode (MC dropout); None for a model without
@@ -143,7 +145,7 @@ def mc_dropout_prob_greater(model: nn.Module, xa: torch.Tensor, xb: torch.Tensor
         torch.manual_seed(seed)
         x = torch.cat([xa.expand(samples, *xa.shape[1:]), xb.expand(samples, *xb.shape[1:])])
         out = model.item_output(model.embed(x)).float()
-        return prob_greater(model, out[:samples], out[samples:]).cpu().numpy()
+        return prob_greater(model, loss, out[:samples], out[samples:]).cpu().numpy()
     finally:
         model.train(was_training)
 

@@ -3,12 +3,14 @@
 Every model exposes the same three steps, which let one evaluator serve them all:
 ``embed(x)`` (the 128-d backbone output), ``item_output(e)`` (what one image contributes: class
 logits, the embedding itself for the Siamese head, a scalar score for the ranker) and
-``pair_logit(oa, ob)`` (the pair output for the model's relation: the logit of P(A > B) for
-``gt``, of P(same class) for ``same``, or logits over [A < B, A > B, tie] for ``ge``).
+``pair_output(oa, ob)`` (the pair output for the model's relation: a logit for ``gt`` and
+``same`` (P(A > B), P(same class)), or three outputs over [A < B, A > B, tie]; the weak model always
+gives its three log-probabilities).
 
 ``forward`` returns what the training loop needs and nothing else: a relational model's
-``forward(xa, xb)`` is its pair output, the supervised model's ``forward(x)`` its class logits. Both
-are scored by :func:`relcomp.losses.relation_loss`, so the loop never asks which model it trains.
+``forward(xa, xb)`` is its pair output, the supervised model's ``forward(x)`` its class logits. A
+loss object (:mod:`relcomp.losses`) scores that output and says what it means; the model knows
+nothing of the loss, and the loop never asks which model it trains.
 
 What a model can do is said by its class attributes (``relational``, ``classifies``, ``scores``,
 ``export`` ...), never by testing its name elsewhere. Adding a model is one class here plus one line
@@ -25,7 +27,7 @@ from torch import nn
 from .backbones import MLPBackbone
 from .data.pairs import RELATIONS
 from .errors import ConfigError
-from .losses import log_prob_first_greater, log_prob_relations
+from .losses import log_prob_relations
 
 EMBED_DIM = 128
 
@@ -74,7 +76,6 @@ class RelcompModel(nn.Module):
     summary: ClassVar[str] = ""                # one line for `relcomp train --help`
     losses: ClassVar[tuple[str, ...]] = ("unconditional",)  # the --loss names it takes; the first is its default
     relation: str = "gt"
-    likelihood: str = "unconditional"          # the --loss it is trained with (set by build_model)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -83,16 +84,16 @@ class RelcompModel(nn.Module):
         """The pair output, both images through the backbone in one batched call (half the kernel
         launches of two calls, the same result)."""
         oa, ob = self.item_output(self.embed(torch.cat([xa, xb]))).chunk(2)
-        return self.pair_logit(oa, ob)
+        return self.pair_output(oa, ob)
 
     def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
         return self.pair_forward(xa, xb)
 
-    def pair_logit_grid(self, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
+    def pair_output_grid(self, out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
         """The pair output of every (a, b) of two sets of item outputs, shape (len(a), len(b), ...):
-        :meth:`pair_logit` on each pair (a model may compute it faster, to the same values)."""
+        :meth:`pair_output` on each pair (a model may compute it faster, to the same values)."""
         n, r = len(out_a), len(out_b)
-        out = self.pair_logit(out_a.repeat_interleave(r, 0), out_b.repeat(n, *[1] * (out_b.ndim - 1)))
+        out = self.pair_output(out_a.repeat_interleave(r, 0), out_b.repeat(n, *[1] * (out_b.ndim - 1)))
         return out.view(n, r, *out.shape[1:])
 
 
@@ -117,33 +118,19 @@ class _Classifier(RelcompModel):
         """Per-image output from an embedding: the class logits."""
         return self.head(e)
 
-    def pair_logit(self, la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
-        """The pair output from two images' class logits: gt: logit of P(A > B) =
-        sum_{i>j} p_A[i] p_B[j], i.e. log P(A > B) - log P(A <= B); same: logit of P(A = B) =
-        sum_i p_A[i] p_B[i]; ge: the exact log-probabilities of [A < B, A > B, tie]."""
-        logp_a, logp_b = la.float().log_softmax(-1), lb.float().log_softmax(-1)
-        if self.relation == "gt" and self.likelihood in ("unconditional", "paper-code"):
-            lp_gt, lp_le = log_prob_first_greater(logp_a, logp_b)
-            return lp_gt - lp_le
-        return self.output_from_relations(log_prob_relations(logp_a, logp_b))
+    def pair_output(self, la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
+        """The pair output from two images' class logits, for every relation: the exact
+        log-probabilities log [P(A < B), P(A > B), P(A = B)] (B, 3), P(A > B) = sum_{i>j} p_A[i] p_B[j]
+        (what they mean as outcome logits is the loss's business: :meth:`relcomp.losses.Loss.logits`)."""
+        return log_prob_relations(la.float().log_softmax(-1), lb.float().log_softmax(-1))
 
-    def output_from_relations(self, lp: torch.Tensor) -> torch.Tensor:
-        """The pair output from log [P(A < B), P(A > B), P(A = B)] (last dimension)."""
-        if self.relation == "gt" and self.likelihood in ("unconditional", "paper-code"):
-            return lp[..., 1] - torch.logsumexp(lp[..., [0, 2]], -1)
-        if self.relation == "gt":  # conditional, symmetric: P(A > B | not a tie)
-            return lp[..., 1] - lp[..., 0]
-        if self.relation == "ge":
-            return lp
-        return lp[..., 2] - torch.logsumexp(lp[..., :2], -1)
-
-    def pair_logit_grid(self, la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
-        """:meth:`pair_logit` of every (a, b) at once: the three relation probabilities are
+    def pair_output_grid(self, la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
+        """:meth:`pair_output` of every (a, b) at once: the three relation probabilities are
         p_A^T M p_B for a 0/1 matrix M (float64 matrix products), K^2 work per pair instead of log-space sums."""
         pa, pb = la.double().softmax(-1), lb.double().softmax(-1)
         below = torch.ones(pa.shape[1], pa.shape[1], dtype=pa.dtype, device=pa.device).tril(-1)  # [i, j] = j < i
         probs = torch.stack([pa @ below.T @ pb.T, pa @ below @ pb.T, pa @ pb.T], -1)
-        return self.output_from_relations(probs.clamp_min(1e-300).log()).float()
+        return probs.clamp_min(1e-300).log().float()
 
 
 class SupervisedModel(_Classifier):
@@ -162,21 +149,13 @@ class SupervisedModel(_Classifier):
 class WeakModel(_Classifier):
     """Trained on pairs only: P(A > B) = sum_{i>j} p_A[i] p_B[j] from the two softmax outputs.
 
-    ``forward(xa, xb)`` returns the pair output (for ``gt`` the logit log P(A > B) - log P(A <= B),
-    computed in log space). Classification is the argmax of the class logits, learned with zero labels.
+    ``forward(xa, xb)`` returns the pair output: the three log-probabilities [A < B, A > B, tie], in
+    log space. Classification is the argmax of the class logits, learned with zero labels.
     """
 
     summary = "pairs only; a K-way classifier whose P(A > B) = sum_{i>j} pA[i] pB[j] is trained"
     # symmetric first, the default: chosen on val by the loss study (`reproduce --profile loss-quick`)
     losses = ("symmetric", "unconditional", "conditional", "paper-code")
-
-    def forward(self, xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-        """The pair output; under ``--loss symmetric`` on ``gt``, the three log-probabilities
-        [A < B, A > B, tie] that its loss needs (evaluation reads :meth:`pair_logit`)."""
-        if self.relation == "gt" and self.likelihood == "symmetric":
-            la, lb = self.item_output(self.embed(torch.cat([xa, xb]))).chunk(2)
-            return log_prob_relations(la.float().log_softmax(-1), lb.float().log_softmax(-1))
-        return self.pair_forward(xa, xb)
 
 
 class SiameseModel(RelcompModel):
@@ -198,7 +177,7 @@ class SiameseModel(RelcompModel):
     def item_output(self, e: torch.Tensor) -> torch.Tensor:
         return e
 
-    def pair_logit(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
+    def pair_output(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
         if self.relation == "same":
             # A symmetric question gets symmetric features: on concat(ea, eb) the head did not
             # learn at all in 60k pairs (loss stayed at log 2); |ea - eb| and ea * eb it learns at once.
@@ -236,7 +215,7 @@ class RankerModel(RelcompModel):
         """Scores of images, shape (B,): higher means a greater label."""
         return self.head(self.backbone(x)).squeeze(1)
 
-    def pair_logit(self, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
+    def pair_output(self, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
         d = (sa - sb).float().squeeze(-1)
         if self.relation == "gt":
             return d
@@ -276,9 +255,9 @@ def default_loss(cls: type[RelcompModel], relation: str = "gt") -> str:
 
 def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                 dropout: float = 0.2, relation: str = "gt", input_dim: int | None = None,
-                trunk: nn.Module | None = None, loss: str | None = None) -> RelcompModel:
+                trunk: nn.Module | None = None) -> RelcompModel:
     """Build a model by name (see :data:`MODELS`) for a relation (``gt``, ``ge`` or ``same``;
-    relational models only), trained with ``loss`` (one of the class's ``losses``; default its first).
+    relational models only). The model knows nothing of the loss it is trained with.
 
     The backbone is the paper's CNN on (C, image_size, image_size) images; with ``input_dim`` an
     :class:`~relcomp.backbones.MLPBackbone` on feature vectors of that length; with ``trunk`` (a
@@ -286,14 +265,11 @@ def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_si
     followed by an MLP, trained together.
 
     Raises:
-        ConfigError: unknown name, relation or loss, or an image size the backbone cannot take.
+        ConfigError: unknown name or relation, or an image size the backbone cannot take.
     """
     cls = model_class(kind)
     if relation not in RELATIONS:
         raise ConfigError(f"unknown relation {relation!r}; choose from {', '.join(RELATIONS)}")
-    loss = loss or default_loss(cls, relation)
-    if loss not in cls.losses:
-        raise ConfigError(f"--loss {loss} does not apply to the {kind} model; it takes {', '.join(cls.losses)}")
     if trunk is not None:
         backbone: nn.Module = nn.Sequential(trunk, MLPBackbone(trunk.dim, EMBED_DIM))
     elif input_dim is not None:
@@ -302,6 +278,4 @@ def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_si
         if image_size % 4:
             raise ConfigError(f"image size must be a multiple of 4, got {image_size}")
         backbone = BaseModel(in_channels=in_channels, image_size=image_size, dropout=dropout)
-    model = cls(num_classes=num_classes, relation=relation, dropout=dropout, backbone=backbone)
-    model.likelihood = loss
-    return model
+    return cls(num_classes=num_classes, relation=relation, dropout=dropout, backbone=backbone)

@@ -104,8 +104,8 @@ def anchor_predict(model: torch.nn.Module, eval_out: torch.Tensor, anchor_out: t
         n = len(x)
         xa = x.repeat_interleave(m, 0)
         aa = anchor_out.repeat(n, 1)
-        p_fwd = torch.sigmoid(model.pair_logit(xa, aa)).view(n, m)
-        p_bwd = torch.sigmoid(model.pair_logit(aa, xa)).view(n, m)
+        p_fwd = torch.sigmoid(model.pair_output(xa, aa)).view(n, m)
+        p_bwd = torch.sigmoid(model.pair_output(aa, xa)).view(n, m)
         s = ((p_fwd + 1 - p_bwd) / 2) @ onehot                                        # (n, K)
         below = torch.cumsum(1 - s, 1) - (1 - s)        # sum_{c < y} (1 - s_c)
         above = s.sum(1, keepdim=True) - torch.cumsum(s, 1)  # sum_{c > y} s_c

@@ -1,12 +1,15 @@
-"""A run folder: ``config.json`` (the resolved :class:`~relcomp.config.TrainConfig`), the weights
-(``best.safetensors``, checkpoints under ``ckpt/``), ``metrics.jsonl`` and plots.
+"""A run folder, owned by this module: the one place its files are named (:class:`RunFiles`).
 
-Evaluation, inference and export read runs through this module and never touch the trainer.
+``config.json`` (the resolved :class:`~relcomp.config.TrainConfig`), the weights
+(``best.safetensors``; checkpoints, whose format :mod:`relcomp.checkpoint` owns), ``metrics.jsonl``
+and ``timing.jsonl``, ``eval.json``, ``fewshot.json``, plots. Evaluation, inference and export read
+runs through this module and never touch the trainer.
 """
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,81 @@ from .checkpoint import load_weights
 from .config import TrainConfig
 from .errors import ConfigError
 from .models import RelcompModel, build_model, default_loss, model_class
+from .utils import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 
 WEIGHTS_FORMAT = "relcomp-weights/1"
+TIMING = ("time_s", "train_time_s")  # clock readings: in timing.jsonl, never in metrics.jsonl
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The paths of a run folder's files."""
+
+    root: Path
+
+    config = property(lambda self: self.root / "config.json")
+    best = property(lambda self: self.root / "best.safetensors")          # the best val weights
+    metrics = property(lambda self: self.root / "metrics.jsonl")          # one row per evaluation
+    timing = property(lambda self: self.root / "timing.jsonl")            # the same rows' clock readings
+    validation = property(lambda self: self.root / "validation.json")     # a user's data check
+    annotators = property(lambda self: self.root / "annotators.json")     # learned flip rates
+    eval = property(lambda self: self.root / "eval.json")                 # test-split metrics
+    curves = property(lambda self: self.root / "curves.png")
+    confusion = property(lambda self: self.root / "confusion.png")
+    reliability = property(lambda self: self.root / "reliability.png")
+
+    def fewshot(self, method: str = "linear") -> Path:
+        return self.root / ("fewshot.json" if method == "linear" else f"fewshot-{method}.json")
+
+
+def run_files(run_dir: str | os.PathLike) -> RunFiles:
+    return RunFiles(Path(run_dir))
+
+
+def write_metrics(run_dir: str | os.PathLike, row: dict[str, Any]) -> None:
+    """Append an evaluation's row: ``metrics.jsonl`` without clock readings (so that a rerun
+    reproduces it byte for byte), ``timing.jsonl`` with them."""
+    f = run_files(run_dir)
+    append_jsonl(f.metrics, {k: v for k, v in row.items() if k not in TIMING})
+    append_jsonl(f.timing, {k: row[k] for k in ("step", "samples", *TIMING)})
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    return read_jsonl(run_files(run_dir).metrics)
+
+
+def truncate_metrics(run_dir: str | os.PathLike, samples: int | None) -> None:
+    """Drop the rows logged after ``samples`` (work a resume will redo); None: remove both logs."""
+    f = run_files(run_dir)
+    for path in (f.metrics, f.timing):
+        if samples is None:
+            path.unlink(missing_ok=True)
+        else:
+            rows = [r for r in read_jsonl(path) if r["samples"] <= samples]
+            write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def write_annotators(run_dir: str | os.PathLike, model: str, report: dict[str, Any]) -> None:
+    """``annotators.json``: each annotator's learned flip rate, judgements and flag."""
+    write_json_atomic(run_files(run_dir).annotators, {"model": model, "annotators": report})
+
+
+def read_annotators(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    p = run_files(run_dir).annotators
+    return json.loads(p.read_text())["annotators"] if p.exists() else None
+
+
+def cached_result(path: Path, check=lambda d: True) -> dict | None:
+    """A result file of a run (``eval.json``, ``fewshot.json``) if it is newer than the run's best
+    weights, readable and passes ``check``; else None (compute it again)."""
+    best = run_files(Path(path).parent).best
+    if path.exists() and best.exists() and path.stat().st_mtime >= best.stat().st_mtime:
+        try:
+            d = json.loads(path.read_text())
+            return d if check(d) else None
+        except json.JSONDecodeError:
+            return None
+    return None
 
 
 def load_config(run_dir: str | os.PathLike) -> TrainConfig:
@@ -27,7 +103,7 @@ def load_config(run_dir: str | os.PathLike) -> TrainConfig:
     Raises:
         ConfigError: no or unreadable ``config.json``.
     """
-    p = Path(run_dir) / "config.json"
+    p = run_files(run_dir).config
     try:
         d = json.loads(p.read_text())
     except FileNotFoundError:
@@ -42,7 +118,7 @@ def load_config(run_dir: str | os.PathLike) -> TrainConfig:
 
 def read_resolved(run_dir: str | os.PathLike) -> dict[str, Any]:
     """What the trainer resolved when the run started (device, budget, data fingerprint ...)."""
-    p = Path(run_dir) / "config.json"
+    p = run_files(run_dir).config
     return json.loads(p.read_text()).get("resolved") or {} if p.exists() else {}
 
 
@@ -59,7 +135,7 @@ def build_run_model(cfg: TrainConfig) -> RelcompModel:
     the input)."""
     return build_model(cfg.model, cfg.num_classes, in_channels=cfg.data.channels, image_size=cfg.data.image_size,
                        dropout=cfg.dropout, relation=cfg.relation, input_dim=cfg.data.feature_dim,
-                       trunk=HFBackbone(cfg.backbone) if cfg.finetune else None, loss=cfg.loss)
+                       trunk=HFBackbone(cfg.backbone) if cfg.finetune else None)
 
 
 def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[RelcompModel, TrainConfig]:
@@ -71,7 +147,7 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
     """
     cfg = load_config(run_dir)
     model = build_run_model(cfg)
-    load_weights(Path(run_dir) / "best.safetensors", model)
+    load_weights(run_files(run_dir).best, model)
     return model.to(device).eval(), cfg
 
 

@@ -69,7 +69,7 @@ def pair_scores(model, out: torch.Tensor, a: np.ndarray, b: np.ndarray, strategy
             gap = (oa.argmax(-1) - ob.argmax(-1)).abs()
             score = score * (gap == 1).float() + 1e-3 * score  # adjacent classes first
         return score.cpu().numpy()
-    logit = model.pair_logit(oa, ob)
+    logit = model.pair_output(oa, ob)
     p = torch.sigmoid(logit if logit.ndim == 1 else logit[:, 1] - logit[:, 0])
     score = 1 - (2 * p - 1).abs()
     if strategy == "boundary" and model.scores:

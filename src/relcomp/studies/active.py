@@ -30,12 +30,11 @@ from ..data.mnist import load_mnist
 from ..data.sources import MnistSource
 from ..engine import train
 from ..errors import ConfigError
-from ..evaluate import evaluate_run
+from ..evaluate import cached_evaluation
 from ..plots import plot_lines
 from ..suggest import STRATEGIES, candidate_pairs, suggest
 from ..utils import atomic_path, format_count, parse_count, read_jsonl, write_json_atomic, write_text_atomic
 from .common import (
-    cached_json,
     fmt,
     html_figures,
     html_head,
@@ -140,7 +139,7 @@ class ActiveStudy:
 
     def measure(self, run: str, n_judged: int) -> dict[str, Any]:
         folder = Path(run)
-        ev = cached_json(folder / "eval.json", folder / "best.safetensors") or evaluate_run(folder, device=self.device)
+        ev = cached_evaluation(folder, device=self.device)
         last = read_jsonl(folder / "metrics.jsonl")[-1]
         return {"folder": run, "judged": n_judged, "val_cls_acc": last["val_cls_acc"],
                 "val_rel_acc": last["val_rel_acc"], "test_cls_acc": ev["classification_accuracy"],

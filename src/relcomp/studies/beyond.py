@@ -28,7 +28,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..data.sources import MnistSource
 from ..engine import train
-from ..evaluate import evaluate_run
+from ..evaluate import cached_evaluation
 from ..fewshot import fewshot_eval
 from ..plots import plot_lines
 from ..utils import format_count, parse_count
@@ -73,7 +73,7 @@ class Study:
         log(f"[{len(self.train_times) + 1}] {tag} -> {folder}")
         summary = train(cfg, folder, resume=True)
         self.train_times[str(folder)] = summary["train_time_s"]
-        ev = cached_json(folder / "eval.json", folder / "best.safetensors") or evaluate_run(folder, device=self.device)
+        ev = cached_evaluation(folder, device=self.device)
         return {"folder": str(folder), "seed": cfg.seed, "loss": cfg.loss, "eval": ev}
 
     def fewshot(self, rec: dict, shots: list[int], method: str) -> dict[str, float]:

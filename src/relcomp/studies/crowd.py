@@ -22,11 +22,10 @@ from ..data.mnist import load_mnist
 from ..data.sources import MnistSource
 from ..engine import train
 from ..errors import ConfigError
-from ..evaluate import evaluate_run
+from ..evaluate import cached_evaluation
 from ..plots import plot_bars, plot_reliability
 from ..utils import atomic_path, parse_count
 from .common import (
-    cached_json,
     fmt,
     html_figures,
     log,
@@ -91,7 +90,7 @@ def run_crowd(prof: dict, out: Path, device: str = "auto", data_dir: str | None 
             folder = out / "runs" / f"{arm}-s{seed}-{cfg.digest()}"
             log(f"[{len(times) + 1}] {arm} seed {seed} -> {folder}")
             times[str(folder)] = train(cfg, folder, resume=True)["train_time_s"]
-            ev = cached_json(folder / "eval.json", folder / "best.safetensors") or evaluate_run(folder, device=device)
+            ev = cached_evaluation(folder, device=device)
             runs[arm].append(ev)
     realised = {name: float(np.mean([zo != z for _, _, z, zo, n in rows if n == name])) for name in annotators}
     res = {**study_head("crowd", prof, ("seeds", "pairs", "samples", "annotators"), data=d,

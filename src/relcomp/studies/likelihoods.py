@@ -19,14 +19,13 @@ import torch
 from ..config import TrainConfig
 from ..data.sources import MnistSource, to_tensor
 from ..engine import train
-from ..evaluate import evaluate_run
+from ..evaluate import cached_evaluation
 from ..losses import log_prob_relations
 from ..metrics import item_outputs
 from ..plots import plot_bars
 from ..run import load_run_model
 from ..utils import parse_count, read_jsonl, resolve_device, resolve_precision
 from .common import (
-    cached_json,
     fmt,
     log,
     md_table,
@@ -66,7 +65,7 @@ def one_run(prof: dict, loss: str, seed: int, out: Path, device: str, data_dir: 
     folder = out / "runs" / f"{loss}-s{seed}-{cfg.digest()}"
     log(f"{loss} seed {seed} -> {folder}")
     summary = train(cfg, folder, resume=True)
-    ev = cached_json(folder / "eval.json", folder / "best.safetensors") or evaluate_run(folder, device=device)
+    ev = cached_evaluation(folder, device=device)
     return {**best_val(folder, summary), "test_rel_acc": ev["relational_accuracy"],
             "test_cls_acc": ev["classification_accuracy"], "tie_mass": tie_mass(folder, device),
             "train_time_s": summary["train_time_s"]}

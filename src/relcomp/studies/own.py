@@ -22,10 +22,9 @@ from ..config import TrainConfig
 from ..data.mnist import load_mnist
 from ..data.sources import UserSource
 from ..engine import train
-from ..evaluate import evaluate_run
+from ..evaluate import cached_evaluation
 from ..utils import atomic_path, parse_count
 from .common import (
-    cached_json,
     fmt,
     log,
     md_table,
@@ -79,8 +78,7 @@ def run_own(prof: dict, out: Path, device: str = "auto", data_dir: str | None = 
             log(f"{arm} seed {seed} -> {folder}")
             summary = train(cfg, folder, resume=True)
             times[str(folder)] = summary["train_time_s"]
-            evs.append(cached_json(folder / "eval.json", folder / "best.safetensors")
-                       or evaluate_run(folder, device=device))
+            evs.append(cached_evaluation(folder, device=device))
         cells[arm] = {"samples": summary["samples"], "test_rel_acc": pct([e["relational_accuracy"] for e in evs]),
                       "cls_acc": pct([e["classification_accuracy"] for e in evs]),
                       "spearman": pct([e["spearman_rho"] for e in evs], scale=1),

@@ -20,7 +20,7 @@ from ..config import TrainConfig
 from ..data.mnist import load_mnist
 from ..data.sources import MnistSource
 from ..engine import train
-from ..evaluate import evaluate_run, test_embeddings
+from ..evaluate import cached_evaluation, test_embeddings
 from ..fewshot import fewshot_eval
 from ..plots import plot_bars, plot_embeddings, plot_relational_curves
 from ..utils import format_count, parse_count, read_jsonl, write_json_atomic, write_text_atomic
@@ -150,7 +150,7 @@ def train_and_evaluate(spec: RunSpec, out: Path, n: int, total: int, prof: dict,
     shots, draws = list(prof["fewshot"]["shots"]), int(prof["fewshot"]["draws"])
     log(f"[{n}/{total}] {spec.key} seed {spec.seed} -> {folder}")
     summary = train(spec.cfg, folder, resume=True)
-    ev = cached_json(folder / "eval.json", folder / "best.safetensors") or evaluate_run(folder, device=device)
+    ev = cached_evaluation(folder, device=device)
     rec = {"key": spec.key, "group": spec.group, "size": spec.size, "loss": spec.loss, "seed": spec.seed,
            "folder": str(folder), "train": summary, "eval": {k: v for k, v in ev.items() if k != "run_dir"}}
     if spec.group == "siamese":
