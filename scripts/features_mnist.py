@@ -22,7 +22,7 @@ from relcomp.data.sources import MnistSource
 from relcomp.embed import write_embeddings
 from relcomp.engine import train
 from relcomp.evaluate import evaluate_run
-from relcomp.studies.common import machine_info
+from relcomp.lab.common import machine_info
 from relcomp.utils import resolve_precision, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ import torch
 import transformers as tf
 
 from relcomp.backbones import encode_images
-from relcomp.studies.common import machine_info
+from relcomp.lab.common import machine_info
 from relcomp.utils import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]

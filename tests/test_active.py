@@ -166,7 +166,7 @@ def test_suggest_and_rounds_bad_input(mnist, data_dir, tmp_path, capsys):
 
 
 def test_oracle_answers_from_labels():
-    from relcomp.studies.active import oracle
+    from relcomp.lab.studies.active import oracle
 
     labels = np.array([0, 1, 2, 2])
     a, b = np.array([1, 0, 2, 3]), np.array([0, 1, 3, 1])

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from conftest import mnist_cfg
-from relcomp.bench import (
+from relcomp.data import make_pairs
+from relcomp.data.sources import Data, to_tensor
+from relcomp.engine import train
+from relcomp.lab.bench import (
     TARGETS,
     AmaxPool2,
     bench_pair_store,
@@ -15,9 +18,6 @@ from relcomp.bench import (
     nominal_peak,
     run_bench,
 )
-from relcomp.data import make_pairs
-from relcomp.data.sources import Data, to_tensor
-from relcomp.engine import train
 from relcomp.losses import get_loss
 from relcomp.models import build_model
 

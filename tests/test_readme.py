@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relcomp.report import BLOCK, update_readme
+from relcomp.lab.report import BLOCK, update_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_every_committed_results_file_renders_with_its_provenance(path):
     """Each file under docs/results is one `relcomp report` can print, and says what command made it."""
     import json
 
-    from relcomp.report import render
+    from relcomp.lab.report import render
 
     assert json.loads(path.read_text())["command"].split()[0] in ("relcomp", "python")
     assert render(path).strip()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from relcomp.errors import ConfigError
-from relcomp.report import render
-from relcomp.studies import format_console, load_profile, profile_names, reproduce
-from relcomp.studies.paper import plan
+from relcomp.lab.report import render
+from relcomp.lab.reproduce import format_console, load_profile, profile_names, reproduce
+from relcomp.lab.studies.paper import plan
 
 pytestmark = [pytest.mark.mnist, pytest.mark.slow]
 
@@ -35,11 +35,13 @@ def test_profiles_exist_and_plan_every_row():
 def test_seeds_flag_reaches_every_study_kind(monkeypatch, data_dir, tmp_path):
     """`--seeds N` sets seeds 0 .. N-1 for the profile kinds with their own runner (not only the
     paper's and the active study), and the command recorded says so."""
-    from relcomp import studies
+    from types import SimpleNamespace
+
+    from relcomp.lab.studies import STUDIES
 
     seen = {}
-    for kind in ("beyond", "loss", "crowd", "active"):
-        monkeypatch.setitem(studies.RUNNERS, kind, lambda prof, *a, **k: seen.setdefault(prof["kind"], prof))
+    for kind in ("beyond", "loss", "crowd", "active"):  # each study stands in by a run that records its profile
+        monkeypatch.setitem(STUDIES, kind, SimpleNamespace(run=lambda prof, *a, **k: seen.setdefault(prof["kind"], prof)))
     for name in ("beyond-smoke", "loss-smoke", "crowd-smoke", "active-smoke"):
         reproduce(name, tmp_path, seeds=2, data_dir=str(data_dir), progress=False)
     assert {k: p["seeds"] for k, p in seen.items()} == {k: [0, 1] for k in ("beyond", "loss", "crowd", "active")}
@@ -115,7 +117,7 @@ def test_beyond_smoke_profile_end_to_end(data_dir, tmp_path):
     """`relcomp reproduce --profile beyond-smoke`: every study, cell, figure and report file, and
     the README block `relcomp report` makes of its results."""
     from relcomp.cli import main
-    from relcomp.report import render
+    from relcomp.lab.report import render
 
     out = tmp_path / "beyond"
     assert main(["reproduce", "--profile", "beyond-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from relcomp.losses import get_loss
 from relcomp.metrics import calibration, item_scores, prob_greater, ranking_metrics
+
+L = get_loss("symmetric")  # the weak model's default: how its outputs are read as P(A > B)
 from relcomp.models import build_model
 
 
@@ -76,12 +79,12 @@ def test_item_scores_brute_force():
     torch.manual_seed(0)
     model = build_model("weak", 4, relation="gt").eval()
     out = torch.randn(7, 4)
-    score = item_scores(model, out, references=100)
+    score = item_scores(model, L, out, references=100)
     for a in range(7):
-        ps = [float(prob_greater(model, out[a:a + 1], out[b:b + 1])) for b in range(7) if b != a]
+        ps = [float(prob_greater(model, L, out[a:a + 1], out[b:b + 1])) for b in range(7) if b != a]
         assert score[a] == pytest.approx(sum(ps) / 6, abs=1e-5)
     with pytest.raises(Exception, match="no order"):
-        prob_greater(build_model("weak", 4, relation="same"), out[:1], out[1:2])
+        prob_greater(build_model("weak", 4, relation="same"), get_loss("unconditional", "same"), out[:1], out[1:2])
 
 
 def test_mc_dropout_draws_vary_only_with_dropout():
@@ -90,13 +93,13 @@ def test_mc_dropout_draws_vary_only_with_dropout():
     torch.manual_seed(0)
     x = torch.rand(2, 1, 28, 28)
     model = build_model("weak", 10, dropout=0.5)
-    draws = mc_dropout_prob_greater(model, x[:1], x[1:], samples=64, seed=3)
+    draws = mc_dropout_prob_greater(model, L, x[:1], x[1:], samples=64, seed=3)
     assert draws.shape == (64,) and draws.std() > 1e-4 and model.training  # the mode is restored
-    again = mc_dropout_prob_greater(model, x[:1], x[1:], samples=64, seed=3)
+    again = mc_dropout_prob_greater(model, L, x[:1], x[1:], samples=64, seed=3)
     assert np.array_equal(draws, again)  # the same seed gives the same draws
     model.eval()
     with torch.no_grad():
         out = model.item_output(model.embed(x))
-    p = float(prob_greater(model, out[:1], out[1:]))
+    p = float(prob_greater(model, L, out[:1], out[1:]))
     assert abs(np.mean(draws) - p) < 0.2 and not model.training
-    assert mc_dropout_prob_greater(build_model("weak", 10, dropout=0.0), x[:1], x[1:]) is None
+    assert mc_dropout_prob_greater(build_model("weak", 10, dropout=0.0), L, x[:1], x[1:]) is None

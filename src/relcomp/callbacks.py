@@ -13,13 +13,14 @@ it is logged and checkpointed. :class:`StopWhen` stops training on a condition.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .checkpoint import save_weights
 from .run import write_annotators, write_metrics
 
-if TYPE_CHECKING:
-    from .engine import Trainer
+# What a callback is given: the engine's Trainer (its model, state, out, files, info ...). Typed as
+# Any so that this module, which the engine imports, does not import the engine back.
+Trainer = Any
 
 
 class Callback:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -180,7 +179,7 @@ def write_fewshot(run_dir: str | os.PathLike, result: dict[str, Any]) -> None:
     title, method = run_title(load_config(run_dir)), result["method"]
     for k, s in result["shots"].items():
         slug = f"{k}shot" if method == "linear" else f"{method}-{k.replace(' (', '-').rstrip(')')}shot"
-        plot_confusion(np.array(s["confusion_matrix"]), run_files(run_dir).root / f"confusion-{slug}.png",
+        plot_confusion(np.array(s["confusion_matrix"]), run_files(run_dir).fewshot_confusion(slug),
                        title=f"{title} + {k}-shot {method}, {s['n_pred']} draw(s) pooled")
     write_json_atomic(run_files(run_dir).fewshot(method), result)
 

@@ -43,6 +43,10 @@ class RunFiles:
     confusion = property(lambda self: self.root / "confusion.png")
     reliability = property(lambda self: self.root / "reliability.png")
 
+    def fewshot_confusion(self, slug: str) -> Path:
+        """A few-shot confusion matrix, e.g. ``confusion-3shot.png``."""
+        return self.root / f"confusion-{slug}.png"
+
     def fewshot(self, method: str = "linear") -> Path:
         return self.root / ("fewshot.json" if method == "linear" else f"fewshot-{method}.json")
 

@@ -9,7 +9,7 @@ weights.
 """
 from __future__ import annotations
 
-import sys
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,7 @@ from .. import evaluate_run, fewshot_eval, train
 from ..evaluate import write_evaluation
 from ..fewshot import write_fewshot
 from ..run import cached_result, run_files
-
-
-def log(msg: str) -> None:
-    print(f"relcomp: {msg}", file=sys.stderr, flush=True)
+from .common import log
 
 
 @dataclass
@@ -45,8 +42,8 @@ class Harness:
 
     def train(self, cfg, tag: str, note: str = "") -> tuple[Path, dict[str, Any]]:
         """Train ``cfg`` into its folder, or reuse / resume what is there; (folder, summary)."""
+        cfg = dataclasses.replace(cfg, progress=self.progress)
         folder = self.folder(tag, cfg)
-        cfg.progress = self.progress
         log(f"[{len(self.train_times) + 1}] {tag}{note} -> {folder}")
         summary = train(cfg, folder, resume=True)
         self.train_times[str(folder)] = summary["train_time_s"]

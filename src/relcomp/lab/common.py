@@ -1,84 +1,26 @@
-"""What the studies share: profiles, the run cache, table cells, report writers, machine facts.
-
-A study run lives in ``<out>/runs/<tag>-<hash>``, where the hash covers every setting that changes
-what is learned (:meth:`relcomp.config.TrainConfig.digest`): a rerun reuses finished runs and
-continues interrupted ones, and two studies that need the same run share it.
-"""
+"""What the studies share: table cells, report writers, provenance and machine facts (the run
+cache is the harness's, :mod:`relcomp.lab.harness`)."""
 from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import platform
 import subprocess
 import sys
 import time
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..utils import write_json_atomic, write_text_atomic
-
-
-def run_folder(out: Path, tag: str, cfg) -> Path:
-    """Where a study keeps the run of ``cfg``: named by a tag and the hash of its settings."""
-    return out / "runs" / f"{tag}-{cfg.digest()}"
 
 
 def mnist_subsets(data: dict) -> dict[str, Any]:
     """The MnistSource settings of a profile's ``[data]`` table: train/val/test subsets and val pairs."""
     return {"train_subset": data.get("train_subset"), "val_subset": data.get("val_subset"),
             "val_pairs": data.get("val_pairs", 20_000), "test_subset": data.get("test_subset")}
-
-
-def profile_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("relcomp").joinpath("configs").iterdir()
-                  if p.name.endswith(".toml"))
-
-
-def load_profile(name: str) -> dict[str, Any]:
-    """A named profile (``quick``, ``paper``, ``smoke``) or the path of a TOML file.
-
-    Raises:
-        ConfigError: unknown name, unreadable file or missing keys.
-    """
-    path = Path(name)
-    try:
-        if path.suffix == ".toml" and path.exists():
-            text = path.read_text()
-        elif name in profile_names():
-            text = resources.files("relcomp").joinpath("configs", f"{name}.toml").read_text()
-        else:
-            raise ConfigError(f"unknown profile {name!r}; choose from {', '.join(profile_names())} or give a .toml file")
-        prof = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"profile {name}: invalid TOML ({e})") from None
-    prof["name"] = path.stem if path.suffix == ".toml" else name
-    if prof.get("kind") in ("beyond", "active", "crowd", "ties", "bt", "loss", "own"):
-        return prof
-    for section, key in (("supervised", "epochs"), ("relational", "sizes"), ("relational", "samples"),
-                         ("fewshot", "shots"), ("fewshot", "draws")):
-        if key not in prof.get(section, {}):
-            raise ConfigError(f"profile {name}: missing [{section}] {key}")
-    prof.setdefault("weak", {}).setdefault("losses", ["paper-code", "symmetric"])
-    prof.setdefault("analysis", {}).setdefault("tsne_points", 2000)
-    prof.setdefault("data", {})
-    return prof
-
-
-def cached_json(path: Path, newer_than: Path, check=lambda d: True) -> dict | None:
-    if path.exists() and path.stat().st_mtime >= newer_than.stat().st_mtime:
-        try:
-            d = json.loads(path.read_text())
-            return d if check(d) else None
-        except json.JSONDecodeError:
-            return None
-    return None
 
 
 def pct(values, paper: float | None = None, scale: float = 100) -> dict[str, Any]:

@@ -8,9 +8,7 @@ and time-to-accuracy of real training runs.
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,18 +20,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from .callbacks import StopWhen
-from .config import TrainConfig
-from .data.mnist import load_mnist
-from .data.pairs import load_pairs, make_pairs, save_pairs
-from .data.sources import Data, MnistSource, to_tensor
-from .distributed import DistInfo
-from .engine import Plan, Trainer, TrainState, train
-from .fewshot import fewshot_accuracy
-from .losses import get_loss
-from .models import MODELS, build_model
-from .studies.common import machine_info, provenance
-from .utils import resolve_precision, write_json_atomic
+from ..callbacks import StopWhen
+from ..config import TrainConfig
+from ..data.mnist import load_mnist
+from ..data.pairs import load_pairs, make_pairs, save_pairs
+from ..data.sources import Data, MnistSource, to_tensor
+from ..distributed import DistInfo
+from ..engine import Plan, Trainer, TrainState, train
+from ..fewshot import fewshot_accuracy
+from ..losses import get_loss
+from ..models import MODELS, build_model
+from ..utils import resolve_precision
 
 # The loss every path of the bench computes, so that the naive and the fast path do the same
 # arithmetic (the weak model's default, symmetric, differs only in a K-sized sum per pair).
@@ -203,7 +200,7 @@ def _engine_step(kind: str, model, opt, images: np.ndarray, labels: np.ndarray, 
 def bench_suggest(data_dir: str | None, n: int = 1_000) -> float:
     """Seconds for `relcomp suggest RUN --n 1000` over the 50k MNIST train images (a briefly trained
     weak run; the time does not depend on how well it is trained)."""
-    from .suggest import suggest
+    from ..suggest import suggest
 
     with tempfile.TemporaryDirectory() as d:
         cfg = TrainConfig(model="weak", samples=1_024, eval_every=1_024, progress=False,
@@ -444,15 +441,3 @@ def markdown(r: dict[str, Any], figure_dir: str = "figures") -> str:
     head = (f"`{r.get('command', 'relcomp bench')}`, relcomp {r.get('relcomp')}, {r.get('date')}; {m.get('cpu')}, "
             f"{m.get('cores')} cores, torch {r['torch']}; {r.get('wall_time_s', 0):.0f} s wall time. Its output, whole:")
     return "\n".join([head, "", "```", format_bench(r), "```"])
-
-
-def cmd_bench(args) -> int:
-    t0 = time.perf_counter()
-    r = run_bench(quick=args.quick, data_dir=args.data_dir, ablations=args.ablations,
-                  log=lambda m: print(f"relcomp bench: {m}", file=sys.stderr, flush=True))
-    command = "relcomp bench" + " --quick" * args.quick + " --ablations" * args.ablations
-    r.update(provenance({"command": command}), machine=machine_info(), wall_time_s=round(time.perf_counter() - t0, 1))
-    if args.out:
-        write_json_atomic(args.out, r)
-    print(json.dumps(r) if args.json else format_bench(r))
-    return 0

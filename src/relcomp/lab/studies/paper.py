@@ -15,17 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..analysis import pc1_ordering, stratified_subsample, tsne_2d
-from ..config import TrainConfig
-from ..data.mnist import load_mnist
-from ..data.sources import MnistSource
-from ..engine import train
-from ..evaluate import cached_evaluation, test_embeddings
-from ..fewshot import fewshot_eval
-from ..plots import plot_bars, plot_embeddings, plot_relational_curves
-from ..utils import format_count, parse_count, read_jsonl, write_json_atomic, write_text_atomic
-from .common import (
-    cached_json,
+from ...analysis import pc1_ordering, stratified_subsample, tsne_2d
+from ...config import TrainConfig
+from ...data.mnist import load_mnist
+from ...data.sources import MnistSource
+from ...errors import ConfigError
+from ...evaluate import test_embeddings
+from ...plots import plot_bars, plot_embeddings, plot_relational_curves
+from ...run import read_metrics, run_files
+from ...utils import format_count, parse_count, write_json_atomic, write_text_atomic
+from ..common import (
     fmt,
     fmt_paper,
     html_figures,
@@ -38,8 +37,8 @@ from .common import (
     mnist_subsets,
     pct,
     provenance,
-    run_folder,
 )
+from ..harness import Harness
 
 # The paper's numbers (percent), by pair-set size: a profile's size that the paper did not run
 # (the smoke profile's 1k, say) gets "—", never a neighbour's number.
@@ -72,9 +71,6 @@ class RunSpec:
     loss: str
     seed: int
     cfg: TrainConfig
-
-    def folder(self, out: Path) -> Path:
-        return run_folder(out, f"{self.key}-s{self.seed}", self.cfg)
 
 
 def plan(prof: dict[str, Any], seeds: list[int], device: str = "auto", data_dir: str | None = None) -> list[RunSpec]:
@@ -110,20 +106,33 @@ def _cell(values: list[float], paper: float | None = None) -> dict[str, Any]:
     return {**pct(values), "paper": paper}
 
 
-def reproduce_paper(prof: dict[str, Any], out: Path, seeds: int = 1, device: str = "auto",
-                    data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the paper's study of profile ``prof`` into ``out``; return the content of ``results.json``."""
-    t_start = time.perf_counter()
+def prepare_profile(prof: dict[str, Any]) -> None:
+    """Check the paper profile's keys and fill its defaults.
+
+    Raises:
+        ConfigError: a key the study needs is missing.
+    """
+    for section, key in (("supervised", "epochs"), ("relational", "sizes"), ("relational", "samples"),
+                         ("fewshot", "shots"), ("fewshot", "draws")):
+        if key not in prof.get(section, {}):
+            raise ConfigError(f"profile {prof['name']}: missing [{section}] {key}")
+    prof.setdefault("weak", {}).setdefault("losses", ["paper-code", "symmetric"])
+    prof.setdefault("analysis", {}).setdefault("tsne_points", 2000)
+    prof.setdefault("data", {})
+
+
+def run(prof: dict[str, Any], h: Harness, data_dir: str | None = None) -> dict[str, Any]:
+    """Run the paper's study of profile ``prof`` (seeds 0 .. n-1 of its ``seeds``, default [0]) into
+    the harness's folder; return the content of ``results.json``."""
+    t_start, out = time.perf_counter(), h.out
+    seeds = len(prof.get("seeds") or [0])
     out.mkdir(parents=True, exist_ok=True)
-    specs = plan(prof, list(range(seeds)), device, data_dir)
-    for s in specs:
-        s.cfg.progress = progress
+    specs = plan(prof, list(range(seeds)), h.device, data_dir)
     shots = list(prof["fewshot"]["shots"])
     log(f"profile {prof['name']}: {len(specs)} training runs into {out}")
-    runs = {f"{spec.key}/s{spec.seed}": train_and_evaluate(spec, out, n, len(specs), prof, device)
-            for n, spec in enumerate(specs, 1)}
+    runs = {f"{spec.key}/s{spec.seed}": train_and_evaluate(spec, h, prof) for spec in specs}
     log("ordinal analysis (PC1, Spearman rho) and t-SNE of the test embeddings")
-    ordinal, panels = ordinal_analysis(prof, specs, runs, device, data_dir)
+    ordinal, panels = ordinal_analysis(prof, specs, runs, h.device, data_dir)
     sizes = prof["relational"]["sizes"]
     results = _tables(prof, runs, seeds, shots)
     results.update({
@@ -144,21 +153,16 @@ def reproduce_paper(prof: dict[str, Any], out: Path, seeds: int = 1, device: str
     return results
 
 
-def train_and_evaluate(spec: RunSpec, out: Path, n: int, total: int, prof: dict, device: str) -> dict[str, Any]:
+def train_and_evaluate(spec: RunSpec, h: Harness, prof: dict) -> dict[str, Any]:
     """Train one run (or reuse it), evaluate it on the test split, and few-shot a Siamese backbone."""
-    folder = spec.folder(out)
     shots, draws = list(prof["fewshot"]["shots"]), int(prof["fewshot"]["draws"])
-    log(f"[{n}/{total}] {spec.key} seed {spec.seed} -> {folder}")
-    summary = train(spec.cfg, folder, resume=True)
-    ev = cached_evaluation(folder, device=device)
+    r = h.run(spec.cfg, f"{spec.key}-s{spec.seed}")
     rec = {"key": spec.key, "group": spec.group, "size": spec.size, "loss": spec.loss, "seed": spec.seed,
-           "folder": str(folder), "train": summary, "eval": {k: v for k, v in ev.items() if k != "run_dir"}}
+           "folder": str(r.folder), "train": r.summary, "eval": {k: v for k, v in r.eval.items() if k != "run_dir"}}
     if spec.group == "siamese":
-        fs = cached_json(folder / "fewshot.json", folder / "best.safetensors",
-                         lambda d: d["draws"] == draws and sorted(d["shots"]) == sorted(map(str, shots))
-                         and (d.get("steps"), d.get("lr")) == (FEWSHOT_STEPS, FEWSHOT_LR))
-        rec["fewshot"] = fs or fewshot_eval(folder, shots=shots, draws=draws, seed=spec.seed, device=device,
-                                            steps=FEWSHOT_STEPS, lr=FEWSHOT_LR)
+        rec["fewshot"] = h.fewshot(r.folder, shots, draws, spec.seed, steps=FEWSHOT_STEPS, lr=FEWSHOT_LR,
+                                   check=lambda d: sorted(d["shots"]) == sorted(map(str, shots))
+                                   and (d.get("steps"), d.get("lr")) == (FEWSHOT_STEPS, FEWSHOT_LR))
     return rec
 
 
@@ -320,19 +324,19 @@ def _figures(out: Path, results: dict, runs: dict, panels: list[dict], prof: dic
             shutil.copyfile(src, fig_dir / name)
             figs[name] = caption
 
-    sup = Path(runs["supervised/s0"]["folder"])
-    copy(sup / "curves.png", "fig2_supervised_curves.png", "Figure 2. Loss and accuracy of the supervised model.")
-    curves = {_pretty(r): read_jsonl(Path(r["folder"]) / "metrics.jsonl") for k, r in runs.items()
+    sup = run_files(runs["supervised/s0"]["folder"])
+    copy(sup.curves, "fig2_supervised_curves.png", "Figure 2. Loss and accuracy of the supervised model.")
+    curves = {_pretty(r): read_metrics(r["folder"]) for k, r in runs.items()
               if k.endswith("/s0") and r["group"] != "supervised"}
     plot_relational_curves(curves, fig_dir / "curves_relational.png")
     figs["curves_relational.png"] = "Validation accuracy of every relational run against pairs seen (same budget for every size)."
-    copy(sup / "confusion.png", "fig4_confusion_supervised.png", "Figure 4. Confusion matrix of the supervised model.")
+    copy(sup.confusion, "fig4_confusion_supervised.png", "Figure 4. Confusion matrix of the supervised model.")
     mid = sizes[min(1, len(sizes) - 1)]
     if 3 in prof["fewshot"]["shots"]:
-        copy(Path(runs[f"siamese-{mid}/s0"]["folder"]) / "confusion-3shot.png", "fig5_confusion_siamese_3shot.png",
+        copy(run_files(runs[f"siamese-{mid}/s0"]["folder"]).fewshot_confusion("3shot"), "fig5_confusion_siamese_3shot.png",
              f"Figure 5. Siamese ({mid}) + 3-shot head, pooled over draws.")
     for letter, loss in zip("ab", prof["weak"]["losses"]):
-        copy(Path(runs[f"weak-{mid}-{loss}/s0"]["folder"]) / "confusion.png", f"fig6_confusion_weak_{loss}.png",
+        copy(run_files(runs[f"weak-{mid}-{loss}/s0"]["folder"]).confusion, f"fig6_confusion_weak_{loss}.png",
              f"Figure 6{letter}. Weakly supervised ({mid}), {loss} loss.")
     plot_embeddings(panels, fig_dir / "fig7_embeddings.png")
     figs["fig7_embeddings.png"] = ("Figure 7. Top: t-SNE of the 128-d test embeddings, digit medians labelled. "

@@ -25,27 +25,26 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..data.mnist import load_mnist
-from ..data.sources import MnistSource
-from ..engine import train
-from ..errors import ConfigError
-from ..evaluate import cached_evaluation
-from ..plots import plot_lines
-from ..suggest import STRATEGIES, candidate_pairs, suggest
-from ..utils import atomic_path, format_count, parse_count, read_jsonl, write_json_atomic, write_text_atomic
-from .common import (
+from ...config import TrainConfig
+from ...data.mnist import load_mnist
+from ...data.sources import MnistSource
+from ...errors import ConfigError
+from ...plots import plot_lines
+from ...run import read_metrics
+from ...suggest import STRATEGIES, candidate_pairs, suggest
+from ...utils import atomic_path, format_count, parse_count, write_json_atomic, write_text_atomic
+from ..common import (
     fmt,
     html_figures,
     html_head,
     html_table,
-    log,
     machine_info,
     md_table,
     mnist_subsets,
     pct,
     provenance,
 )
+from ..harness import Harness
 
 ARMS = {"auto": "with unlabeled images", "off": "pairs only"}
 
@@ -74,15 +73,15 @@ def read_judged(path: Path) -> list[tuple[int, int, int]]:
 class ActiveStudy:
     """Runs the rounds of one profile; trains (or reuses) runs through the one training loop."""
 
-    def __init__(self, prof: dict, out: Path, device: str, data_dir: str | None, progress: bool):
-        self.prof, self.out, self.device, self.data_dir, self.progress = prof, out, device, data_dir, progress
+    def __init__(self, prof: dict, h: Harness, data_dir: str | None):
+        self.prof, self.h, self.data_dir = prof, h, data_dir
+        self.out, self.device = h.out, h.device
         d = prof.get("data", {})
         self.subset = d.get("train_subset")
         labels = load_mnist(data_dir).train.labels
         self.labels = labels[: self.subset] if self.subset else labels
         self.flip_rate = float(prof.get("flip_rate", 0.0))
         self.tag = f"flip{self.flip_rate:g}-" if self.flip_rate else ""  # pair files and runs of a noisy annotator
-        self.train_times: dict[str, float] = {}
 
     def config(self, pairs: Path, seed: int, unlabeled: str, samples: str, init_from: str | None) -> TrainConfig:
         d, t = self.prof.get("data", {}), self.prof["train"]
@@ -92,14 +91,12 @@ class ActiveStudy:
                            eval_every=eval_every, seed=seed,
                            unlabeled=unlabeled, unlabeled_batch=int(t.get("unlabeled_batch", 64)),
                            augment=t.get("augment", "off"), init_from=init_from, device=self.device,
-                           progress=self.progress, data=source)
+                           data=source)
 
     def train_round(self, tag: str, pairs: Path, seed: int, unlabeled: str, samples: str,
                     init_from: str | None) -> str:
         cfg = self.config(pairs, seed, unlabeled, samples, init_from)
-        folder = self.out / "runs" / f"{tag}-{cfg.digest()}"
-        log(f"[{len(self.train_times) + 1}] {tag} ({len(read_judged(pairs)):,} pairs) -> {folder}")
-        self.train_times[str(folder)] = train(cfg, folder, resume=True)["train_time_s"]
+        folder, _ = self.h.train(cfg, tag, note=f" ({len(read_judged(pairs)):,} pairs)")
         return str(folder)
 
     def first_pairs(self, budget: int, seed: int) -> Path:
@@ -138,9 +135,8 @@ class ActiveStudy:
         return self.measure(run, len(read_judged(judged)))
 
     def measure(self, run: str, n_judged: int) -> dict[str, Any]:
-        folder = Path(run)
-        ev = cached_evaluation(folder, device=self.device)
-        last = read_jsonl(folder / "metrics.jsonl")[-1]
+        ev = self.h.evaluate(run)
+        last = read_metrics(run)[-1]
         return {"folder": run, "judged": n_judged, "val_cls_acc": last["val_cls_acc"],
                 "val_rel_acc": last["val_rel_acc"], "test_cls_acc": ev["classification_accuracy"],
                 "test_rel_acc": ev["relational_accuracy"]}
@@ -161,14 +157,13 @@ def check_profile(prof: dict) -> None:
         raise ConfigError(f"profile {prof['name']}: unknown strategy or unlabeled setting {bad}")
 
 
-def run_active(prof: dict, out: Path, device: str = "auto", data_dir: str | None = None,
-               progress: bool = True) -> dict[str, Any]:
+def run(prof: dict, h: Harness, data_dir: str | None = None) -> dict[str, Any]:
     """Run the rounds of a ``kind = "active"`` profile; write results.json, report.md, report.html
     and figures/ into ``out``; return the results."""
     check_profile(prof)
-    t0 = time.perf_counter()
+    t0, out = time.perf_counter(), h.out
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    st = ActiveStudy(prof, out, device, data_dir, progress)
+    st = ActiveStudy(prof, h, data_dir)
     cells: dict[str, list[dict]] = {}
     for seed in prof["seeds"]:
         for budget in (parse_count(str(b)) for b in prof["budgets"]):
@@ -180,8 +175,8 @@ def run_active(prof: dict, out: Path, device: str = "auto", data_dir: str | None
                     cells.setdefault(f"{budget}/{unl}/{strategy}", []).append(
                         st.chain(budget, seed, unl, strategy, r0))
     res = summarise(prof, cells)
-    res.update(provenance(prof), machine=machine_info(), wall_time_s=round(time.perf_counter() - t0, 1), n_runs=len(st.train_times),
-               train_time_s_total=round(sum(st.train_times.values()), 1))
+    res.update(provenance(prof), machine=machine_info(), wall_time_s=round(time.perf_counter() - t0, 1), n_runs=len(h.train_times),
+               train_time_s_total=h.train_time_total)
     res["figures"] = figures(res, out / "figures")
     res["console"] = console(res)
     write_json_atomic(out / "results.json", {k: v for k, v in res.items() if k != "console"})

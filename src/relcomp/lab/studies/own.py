@@ -18,21 +18,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..config import TrainConfig
-from ..data.mnist import load_mnist
-from ..data.sources import UserSource
-from ..engine import train
-from ..evaluate import cached_evaluation
-from ..utils import atomic_path, parse_count
-from .common import (
+from ...config import TrainConfig
+from ...data.mnist import load_mnist
+from ...data.sources import UserSource
+from ...utils import atomic_path, parse_count
+from ..common import (
     fmt,
-    log,
     md_table,
     pct,
     provenance_line,
     study_head,
     write_study,
 )
+from ..harness import Harness
 
 
 def write_own_data(root: Path, images: np.ndarray, labels: np.ndarray, n_comparisons: int, n_labelled: int,
@@ -57,36 +55,32 @@ def write_own_data(root: Path, images: np.ndarray, labels: np.ndarray, n_compari
     return {"images": folder, "comparisons": comps, "labels": labs}
 
 
-def run_own(prof: dict, out: Path, device: str = "auto", data_dir: str | None = None,
-            progress: bool = True) -> dict[str, Any]:
+def run(prof: dict, h: Harness, data_dir: str | None = None) -> dict[str, Any]:
     """Run a ``kind = "own"`` profile; write results.json, report.md and report.html into ``out``."""
-    t0 = time.perf_counter()
+    t0, out = time.perf_counter(), h.out
     train_split = load_mnist(data_dir).train
     n = int(prof["images"])
     files = write_own_data(out / "data", train_split.images[:n], train_split.labels[:n], parse_count(str(prof["comparisons"])),
                            int(prof["labelled"]), seed=int(prof.get("pair_seed", 0)))
     source = UserSource(images=str(files["images"]), comparisons=str(files["comparisons"]), labels=str(files["labels"]))
-    cells, times = {}, {}
+    cells = {}
     for arm, settings in prof["arms"].items():
         evs = []
         for seed in prof["seeds"]:
             samples = settings.get("samples")
-            cfg = TrainConfig(model="weak", seed=seed, device=device, progress=progress, data=source,
+            cfg = TrainConfig(model="weak", seed=seed, device=h.device, data=source,
                               samples=parse_count(str(samples)) if samples else None,
                               unlabeled=settings.get("unlabeled", "auto"))
-            folder = out / "runs" / f"{arm}-s{seed}-{cfg.digest()}"
-            log(f"{arm} seed {seed} -> {folder}")
-            summary = train(cfg, folder, resume=True)
-            times[str(folder)] = summary["train_time_s"]
-            evs.append(cached_evaluation(folder, device=device))
-        cells[arm] = {"samples": summary["samples"], "test_rel_acc": pct([e["relational_accuracy"] for e in evs]),
+            r = h.run(cfg, f"{arm}-s{seed}")
+            evs.append(r.eval)
+        cells[arm] = {"samples": r.summary["samples"], "test_rel_acc": pct([e["relational_accuracy"] for e in evs]),
                       "cls_acc": pct([e["classification_accuracy"] for e in evs]),
                       "spearman": pct([e["spearman_rho"] for e in evs], scale=1),
                       "kendall": pct([e["kendall_tau"] for e in evs], scale=1)}
     res = {**study_head("own", prof, ("seeds", "images", "comparisons", "labelled", "arms")), "cells": cells,
-           "n_runs": len(times),
+           "n_runs": len(h.train_times),
            "n_held_out": evs[-1]["n_test_pairs"], "n_labelled_scored": evs[-1]["n_test_images"],
-           "train_time_s_total": round(sum(times.values()), 1), "wall_time_s": round(time.perf_counter() - t0, 1)}
+           "train_time_s_total": h.train_time_total, "wall_time_s": round(time.perf_counter() - t0, 1)}
     return write_study(res, out, "relcomp on your own data", markdown)
 
 
@@ -103,3 +97,8 @@ def markdown(res: dict, figure_dir: str = "figures") -> str:
     table = md_table(["arm", "pairs seen", "held-out relational (%)", "classes = labels (%)", "Spearman rho",
                       "Kendall tau"], rows)
     return "\n".join([intro, "", *table])
+
+
+def figures(res: dict, fig_dir) -> dict[str, str]:
+    """This study draws no figure."""
+    return {}

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bench
-from .errors import ConfigError, DataError
-from .studies import active, baseline, beyond, crowd, likelihoods, own, paper, scripted, ties
-from .utils import write_text_atomic
+from ..errors import ConfigError, DataError
+from ..utils import write_text_atomic
+from . import bench, scripted
+from .studies import STUDIES
 
 
 @dataclass(frozen=True)
@@ -34,17 +34,16 @@ class Renderer:
     figures: Callable[[dict, Path], dict]         # (results, folder) -> {file: caption}, drawn into the folder
 
 
-RENDERERS: dict[str, Renderer] = {"paper": Renderer(paper.markdown, paper.figures),
-                                  "active": Renderer(active.markdown, active.figures),
-                                  "beyond": Renderer(beyond.markdown, beyond.figures),
-                                  "crowd": Renderer(crowd.markdown, crowd.figures),
-                                  "ties": Renderer(ties.markdown, lambda res, fig_dir: {}),
-                                  "loss": Renderer(likelihoods.markdown, likelihoods.figures),
-                                  "own": Renderer(own.markdown, lambda res, fig_dir: {}),
-                                  "bench": Renderer(bench.markdown, lambda res, fig_dir: {}),
-                                  "bt": Renderer(baseline.markdown, lambda res, fig_dir: {}),
-                                  "features-mnist": Renderer(scripted.features_markdown, lambda res, fig_dir: {}),
-                                  "hf-embed-speed": Renderer(scripted.embed_speed_markdown, lambda res, fig_dir: {})}
+def no_figures(res: dict, fig_dir: Path) -> dict:
+    return {}
+
+
+# Every study's results (from the one list of studies), and the results of the bench and the scripts.
+RENDERERS: dict[str, Renderer] = {
+    **{kind: Renderer(study.markdown, study.figures) for kind, study in STUDIES.items()},
+    "bench": Renderer(bench.markdown, no_figures),
+    "features-mnist": Renderer(scripted.features_markdown, no_figures),
+    "hf-embed-speed": Renderer(scripted.embed_speed_markdown, no_figures)}
 
 # A block: its header line, then any lines that are not another block's header, then the end marker.
 BLOCK = re.compile(r"(<!-- relcomp report (?P<path>\S+)(?: figures=(?P<figs>\S+))? -->\n)"

@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import TrainConfig, run_loss
-from ..data.mnist import load_mnist
-from ..data.pairs import make_pairs
-from ..data.sources import MnistSource, UserSource, to_tensor
-from ..engine import train
-from ..metrics import item_outputs, score_outputs
-from ..run import load_run_model
-from ..utils import atomic_path, parse_count, resolve_device, resolve_precision
-from .common import fmt, log, md_table, pct, provenance_line, study_head, write_study
+from ...config import TrainConfig, run_loss
+from ...data.mnist import load_mnist
+from ...data.pairs import make_pairs
+from ...data.sources import MnistSource, UserSource, to_tensor
+from ...metrics import item_outputs, score_outputs
+from ...run import load_run_model
+from ...utils import atomic_path, parse_count, resolve_device, resolve_precision
+from ..common import fmt, md_table, pct, provenance_line, study_head, write_study
+from ..harness import Harness
 
 ARMS = {"mnist": "MNIST ge path (--pairs N --relation ge)", "user": "your comparisons CSV with ties (--images, --comparisons)"}
 OUTCOME = {0: "<", 1: ">", 2: "="}
@@ -62,10 +62,9 @@ def mnist_ge_test(folder: Path, device: str, data_dir: str | None) -> dict[str, 
     return {"rel_acc": m["rel_acc"], "cls_acc": m["cls_acc"]}
 
 
-def run_ties(prof: dict, out: Path, device: str = "auto", data_dir: str | None = None,
-             progress: bool = True) -> dict[str, Any]:
+def run(prof: dict, h: Harness, data_dir: str | None = None) -> dict[str, Any]:
     """Run a ``kind = "ties"`` profile; write results.json, report.md and report.html into ``out``."""
-    t0 = time.perf_counter()
+    t0, out = time.perf_counter(), h.out
     n, val_fraction = parse_count(str(prof["pairs"])), float(prof.get("val_fraction", 0.1))
     d = prof.get("data", {})
     mnist = load_mnist(data_dir)
@@ -76,20 +75,17 @@ def run_ties(prof: dict, out: Path, device: str = "auto", data_dir: str | None =
                                     val_pairs=d.get("val_pairs", 20_000), data_dir=data_dir),
                "user": UserSource(images=str(npy), comparisons=str(comps), val_fraction=val_fraction)}
     cells: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    times = {}
     for seed in prof["seeds"]:
         for arm, source in sources.items():
             cfg = TrainConfig(model="weak", relation="ge", loss=prof.get("loss", "auto"), samples=parse_count(str(prof["samples"])), seed=seed,
-                              eval_every=parse_count(str(prof.get("eval_every", prof["samples"]))), device=device,
-                              progress=progress, data=source)
-            folder = out / "runs" / f"{arm}-s{seed}-{cfg.digest()}"
-            log(f"[{len(times) + 1}] {arm} seed {seed} -> {folder}")
-            times[str(folder)] = train(cfg, folder, resume=True)["train_time_s"]
-            cells[arm].append(mnist_ge_test(folder, device, data_dir))
+                              eval_every=parse_count(str(prof.get("eval_every", prof["samples"]))), device=h.device,
+                              data=source)
+            folder, _ = h.train(cfg, f"{arm}-s{seed}")
+            cells[arm].append(mnist_ge_test(folder, h.device, data_dir))
     res = {**study_head("ties", prof, ("seeds", "pairs", "samples"), val_fraction=val_fraction, data=d),
            "cells": {arm: {"test_rel_acc": pct([c["rel_acc"] for c in cs]), "test_cls_acc": pct([c["cls_acc"] for c in cs])}
                      for arm, cs in cells.items()},
-           "n_runs": len(times), "train_time_s_total": round(sum(times.values()), 1),
+           "n_runs": len(h.train_times), "train_time_s_total": h.train_time_total,
            "wall_time_s": round(time.perf_counter() - t0, 1), "figures": {}}
     return write_study(res, out, "relcomp ties", markdown)
 
@@ -106,3 +102,8 @@ def markdown(res: dict, figure_dir: str = "figures") -> str:
     verdict = (f"- MNIST path minus your CSV: {gap:+.2f} points of three-way accuracy (target within 1: "
                f"{'met' if abs(gap) <= 1 else 'missed'}).")
     return "\n".join([intro, "", *table, "", verdict])
+
+
+def figures(res: dict, fig_dir) -> dict[str, str]:
+    """This study draws no figure."""
+    return {}

@@ -17,18 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..data.mnist import load_mnist
-from ..data.sources import MnistSource
-from ..engine import train
-from ..errors import ConfigError
-from ..evaluate import cached_evaluation
-from ..plots import plot_bars, plot_reliability
-from ..utils import atomic_path, parse_count
-from .common import (
+from ...config import TrainConfig
+from ...data.mnist import load_mnist
+from ...data.sources import MnistSource
+from ...errors import ConfigError
+from ...plots import plot_bars, plot_reliability
+from ...utils import atomic_path, parse_count
+from ..common import (
     fmt,
     html_figures,
-    log,
     md_table,
     mnist_subsets,
     pct,
@@ -36,6 +33,7 @@ from .common import (
     study_head,
     write_study,
 )
+from ..harness import Harness
 
 ARMS = {"clean": "clean outcomes", "crowd": "crowd, no annotator model", "modelled": "crowd, --annotator-model flip"}
 
@@ -64,10 +62,9 @@ def write_comparisons(path: Path, rows: list[tuple], observed: bool) -> None:
         w.writerows((a, b, zo if observed else z, name) for a, b, z, zo, name in rows)
 
 
-def run_crowd(prof: dict, out: Path, device: str = "auto", data_dir: str | None = None,
-              progress: bool = True) -> dict[str, Any]:
+def run(prof: dict, h: Harness, data_dir: str | None = None) -> dict[str, Any]:
     """Run a ``kind = "crowd"`` profile; write results.json, report.md, report.html, figures/."""
-    t0 = time.perf_counter()
+    t0, out = time.perf_counter(), h.out
     annotators = {str(k): float(v) for k, v in prof["annotators"].items()}
     if not annotators or not all(0 <= e < 1 for e in annotators.values()):
         raise ConfigError(f"profile {prof['name']}: annotators need flip rates in [0, 1)")
@@ -79,19 +76,14 @@ def run_crowd(prof: dict, out: Path, device: str = "auto", data_dir: str | None 
         if not path.exists():
             write_comparisons(path, rows, observed=arm == "crowd")
     runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    times: dict[str, float] = {}
     for seed in prof["seeds"]:
         for arm in ARMS:
-            cfg = TrainConfig(model="weak", loss=prof.get("loss", "auto"), samples=parse_count(str(prof["samples"])), seed=seed, device=device,
-                              progress=progress, annotator_model="flip" if arm == "modelled" else "none",
+            cfg = TrainConfig(model="weak", loss=prof.get("loss", "auto"), samples=parse_count(str(prof["samples"])), seed=seed, device=h.device,
+                              annotator_model="flip" if arm == "modelled" else "none",
                               eval_every=parse_count(str(prof.get("eval_every", prof["samples"]))),
                               data=MnistSource(pairs=str(files["clean" if arm == "clean" else "crowd"]),
                                                **mnist_subsets(d), data_dir=data_dir))
-            folder = out / "runs" / f"{arm}-s{seed}-{cfg.digest()}"
-            log(f"[{len(times) + 1}] {arm} seed {seed} -> {folder}")
-            times[str(folder)] = train(cfg, folder, resume=True)["train_time_s"]
-            ev = cached_evaluation(folder, device=device)
-            runs[arm].append(ev)
+            runs[arm].append(h.run(cfg, f"{arm}-s{seed}").eval)
     realised = {name: float(np.mean([zo != z for _, _, z, zo, n in rows if n == name])) for name in annotators}
     res = {**study_head("crowd", prof, ("seeds", "pairs", "samples", "annotators"), data=d,
                         loss=TrainConfig(model="weak", loss=prof.get("loss", "auto")).loss),
@@ -102,7 +94,7 @@ def run_crowd(prof: dict, out: Path, device: str = "auto", data_dir: str | None 
            "learned": {name: pct([e["annotators"][name]["flip_rate"] for e in runs["modelled"]]) for name in annotators},
            "flags": {name: [e["annotators"][name]["flag"] for e in runs["modelled"]] for name in annotators},
            "calibration_seed0": {arm: evs[0]["calibration"] for arm, evs in runs.items()},
-           "n_runs": len(times), "train_time_s_total": round(sum(times.values()), 1),
+           "n_runs": len(h.train_times), "train_time_s_total": h.train_time_total,
            "wall_time_s": round(time.perf_counter() - t0, 1)}
     res["figures"] = figures(res, out / "figures")
     return write_study(res, out, "relcomp simulated crowd", markdown, html_figures(res["figures"], out))

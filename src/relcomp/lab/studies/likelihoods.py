@@ -16,18 +16,15 @@ from typing import Any
 
 import torch
 
-from ..config import TrainConfig
-from ..data.sources import MnistSource, to_tensor
-from ..engine import train
-from ..evaluate import cached_evaluation
-from ..losses import log_prob_relations
-from ..metrics import item_outputs
-from ..plots import plot_bars
-from ..run import load_run_model
-from ..utils import parse_count, read_jsonl, resolve_device, resolve_precision
-from .common import (
+from ...config import TrainConfig
+from ...data.sources import MnistSource, to_tensor
+from ...losses import log_prob_relations
+from ...metrics import item_outputs
+from ...plots import plot_bars
+from ...run import load_run_model, read_metrics
+from ...utils import parse_count, resolve_device, resolve_precision
+from ..common import (
     fmt,
-    log,
     md_table,
     mnist_subsets,
     pct,
@@ -35,6 +32,7 @@ from .common import (
     study_head,
     write_study,
 )
+from ..harness import Harness
 
 
 @torch.no_grad()
@@ -51,32 +49,28 @@ def tie_mass(folder: Path, device: str) -> float:
 
 def best_val(folder: Path, summary: dict) -> dict[str, float]:
     """The val metrics of the checkpoint that was kept (the best val relational accuracy)."""
-    rows = [r for r in read_jsonl(folder / "metrics.jsonl") if r.get("samples") == summary["best_samples"]
+    rows = [r for r in read_metrics(folder) if r.get("samples") == summary["best_samples"]
             and "val_rel_acc" in r]
     return {"val_rel_acc": rows[-1]["val_rel_acc"], "val_cls_acc": rows[-1]["val_cls_acc"]}
 
 
-def one_run(prof: dict, loss: str, seed: int, out: Path, device: str, data_dir: str | None, progress: bool) -> dict:
+def one_run(prof: dict, loss: str, seed: int, h: Harness, data_dir: str | None) -> dict:
     d = prof.get("data", {})
-    cfg = TrainConfig(model="weak", loss=loss, samples=parse_count(str(prof["samples"])), seed=seed, device=device,
-                      progress=progress, unlabeled=prof.get("unlabeled", "off"),
+    cfg = TrainConfig(model="weak", loss=loss, samples=parse_count(str(prof["samples"])), seed=seed, device=h.device,
+                      unlabeled=prof.get("unlabeled", "off"),
                       eval_every=parse_count(str(prof.get("eval_every", prof["samples"]))),
                       data=MnistSource(pairs=str(prof["pairs"]), **mnist_subsets(d), data_dir=data_dir))
-    folder = out / "runs" / f"{loss}-s{seed}-{cfg.digest()}"
-    log(f"{loss} seed {seed} -> {folder}")
-    summary = train(cfg, folder, resume=True)
-    ev = cached_evaluation(folder, device=device)
-    return {**best_val(folder, summary), "test_rel_acc": ev["relational_accuracy"],
-            "test_cls_acc": ev["classification_accuracy"], "tie_mass": tie_mass(folder, device),
-            "train_time_s": summary["train_time_s"]}
+    r = h.run(cfg, f"{loss}-s{seed}")
+    return {**best_val(r.folder, r.summary), "test_rel_acc": r.eval["relational_accuracy"],
+            "test_cls_acc": r.eval["classification_accuracy"], "tie_mass": tie_mass(r.folder, h.device),
+            "train_time_s": r.summary["train_time_s"]}
 
 
-def run_losses(prof: dict, out: Path, device: str = "auto", data_dir: str | None = None,
-               progress: bool = True) -> dict[str, Any]:
+def run(prof: dict, h: Harness, data_dir: str | None = None) -> dict[str, Any]:
     """Run a ``kind = "loss"`` profile; write results.json, report.md, report.html and figures/."""
-    t0 = time.perf_counter()
+    t0, out = time.perf_counter(), h.out
     losses = list(prof.get("losses", ["unconditional", "conditional", "symmetric", "paper-code"]))
-    runs = {loss: [one_run(prof, loss, seed, out, device, data_dir, progress) for seed in prof["seeds"]]
+    runs = {loss: [one_run(prof, loss, seed, h, data_dir) for seed in prof["seeds"]]
             for loss in losses}
     keys = ("val_cls_acc", "val_rel_acc", "test_cls_acc", "test_rel_acc", "tie_mass")
     cells = {loss: {k: pct([r[k] for r in rs]) for k in keys} for loss, rs in runs.items()}

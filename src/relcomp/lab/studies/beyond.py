@@ -25,43 +25,37 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..data.sources import MnistSource
-from ..engine import train
-from ..evaluate import cached_evaluation
-from ..fewshot import fewshot_eval
-from ..plots import plot_lines
-from ..utils import format_count, parse_count
-from .common import (
-    cached_json,
+from ...config import TrainConfig, loss_name
+from ...data.sources import MnistSource
+from ...plots import plot_lines
+from ...utils import format_count, parse_count
+from ..common import (
     fmt,
     html_figures,
-    log,
     md_table,
     mnist_subsets,
     pct,
     provenance_line,
-    run_folder,
     study_head,
     write_study,
 )
+from ..harness import Harness
 
 SECTIONS = ("seeds", "budget", "relations", "noise", "efficiency", "fewshot")
 
 
 class Study:
-    """Trains (or reuses) runs and caches their evaluations."""
+    """The profile's configs, run through the harness."""
 
-    def __init__(self, prof: dict, out: Path, device: str, data_dir: str | None, progress: bool):
-        self.prof, self.out, self.device, self.data_dir, self.progress = prof, out, device, data_dir, progress
-        self.train_times: dict[str, float] = {}  # folder -> training seconds (runs shared by studies count once)
+    def __init__(self, prof: dict, h: Harness, data_dir: str | None):
+        self.prof, self.h, self.data_dir = prof, h, data_dir
 
     def config(self, pairs: str | None = None, flip_rate: float = 0.0, **kw) -> TrainConfig:
         b, d = self.prof["budget"], self.prof.get("data", {})
         source = MnistSource(pairs=pairs or b["pairs"], **mnist_subsets(d), flip_rate=flip_rate, data_dir=self.data_dir)
         # The studies measured before relcomp learned from unlabeled images keep their setting.
-        base = dict(samples=parse_count(b["samples"]), eval_every=parse_count(b["eval_every"]), device=self.device,
-                    progress=self.progress, data=source, unlabeled="off", loss=self.prof.get("loss", "auto"))
+        base = dict(samples=parse_count(b["samples"]), eval_every=parse_count(b["eval_every"]), device=self.h.device,
+                    data=source, unlabeled="off", loss=self.prof.get("loss", "auto"))
         return TrainConfig(**{**base, **kw})
 
     def run(self, **kw) -> dict[str, Any]:
@@ -69,23 +63,13 @@ class Study:
         cfg = self.config(**kw)
         tag = "-".join(str(v) for v in (cfg.model, cfg.data.pairs, cfg.relation) if v) + \
             (f"-flip{cfg.flip_rate:g}-{cfg.noise_correction}" if cfg.flip_rate else "") + f"-s{cfg.seed}"
-        folder = run_folder(self.out, tag, cfg)
-        log(f"[{len(self.train_times) + 1}] {tag} -> {folder}")
-        summary = train(cfg, folder, resume=True)
-        self.train_times[str(folder)] = summary["train_time_s"]
-        ev = cached_evaluation(folder, device=self.device)
-        return {"folder": str(folder), "seed": cfg.seed, "loss": cfg.loss, "eval": ev}
+        r = self.h.run(cfg, tag)
+        return {"folder": str(r.folder), "seed": cfg.seed, "loss": loss_name(cfg), "eval": r.eval}
 
     def fewshot(self, rec: dict, shots: list[int], method: str) -> dict[str, float]:
         """Each k's test accuracy (%) averaged over the profile's draws (drawn with the run's seed)."""
-        name = "fewshot.json" if method == "linear" else f"fewshot-{method}.json"
-        folder = Path(rec["folder"])
-        draws = int(self.prof["fewshot"]["draws"])
-        found = cached_json(folder / name, folder / "best.safetensors",
-                            lambda r: r["draws"] == draws and r.get("seed") == rec["seed"]
-                            and all(str(k) in r["shots"] or k == 0 for k in shots))
-        r = found or fewshot_eval(rec["folder"], shots=shots, draws=draws, seed=rec["seed"], device=self.device,
-                                  method=method)
+        r = self.h.fewshot(rec["folder"], shots, int(self.prof["fewshot"]["draws"]), rec["seed"], method,
+                           check=lambda r: all(str(k) in r["shots"] or k == 0 for k in shots))
         return {k: 100 * float(np.mean(v["accuracies"])) for k, v in r["shots"].items()}
 
 
@@ -136,18 +120,16 @@ def merge(items: list) -> Any:
     return first
 
 
-def run_beyond(prof: dict, out: str | Path | None, device: str = "auto", data_dir: str | None = None,
-               progress: bool = True) -> dict[str, Any]:
+def run(prof: dict, h: Harness, data_dir: str | None = None) -> dict[str, Any]:
     """Run the four studies of a ``kind = "beyond"`` profile for each of its seeds; write
     results.json, report.md, report.html and figures/ into ``out``; return the results."""
-    t0 = time.perf_counter()
-    out = Path(out) if out else Path("runs") / f"reproduce-{prof['name']}"
+    t0, out = time.perf_counter(), h.out
     prof.setdefault("seeds", [0])
-    st = Study(prof, out, device, data_dir, progress)
+    st = Study(prof, h, data_dir)
     per_seed = [measure(st, prof, int(seed)) for seed in prof["seeds"]]
     res = {**study_head("beyond", prof, SECTIONS, loss=prof.get("loss", "auto"), data=prof.get("data", {})),
-           **merge(per_seed), "n_runs": len(st.train_times),
-           "train_time_s_total": round(sum(st.train_times.values()), 1),
+           **merge(per_seed), "n_runs": len(h.train_times),
+           "train_time_s_total": h.train_time_total,
            "wall_time_s": round(time.perf_counter() - t0, 1)}
     res["figures"] = figures(res, out / "figures")
     return write_study(res, out, "relcomp beyond the paper", markdown, html_figures(res["figures"], out))

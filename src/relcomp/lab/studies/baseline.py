@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import csv
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..data.mnist import load_mnist
-from ..data.sources import MnistSource
-from ..engine import train
-from ..errors import ConfigError
-from ..inference import Predictor
-from ..metrics import ranking_metrics
-from ..utils import atomic_path, parse_count
-from .common import fmt, log, md_table, pct, provenance_line, study_head, write_study
+from ...config import TrainConfig
+from ...data.mnist import load_mnist
+from ...data.sources import MnistSource
+from ...errors import ConfigError
+from ...inference import Predictor
+from ...metrics import ranking_metrics
+from ...utils import atomic_path, parse_count
+from ..common import fmt, md_table, pct, provenance_line, study_head, write_study
+from ..harness import Harness
 
 METRICS = ("kendall_tau", "spearman_rho", "ndcg")
 
@@ -52,16 +51,14 @@ def bradley_terry(n_items: int, pairs: np.ndarray) -> np.ndarray:
     return choix.ilsr_pairwise(n_items, [tuple(map(int, p)) for p in pairs], alpha=0.01)
 
 
-def run_baseline(prof: dict, out: Path, device: str = "auto", data_dir: str | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+def run(prof: dict, h: Harness, data_dir: str | None = None) -> dict[str, Any]:
     """Run a ``kind = "bt"`` profile; write results.json, report.md and report.html into ``out``."""
-    t0 = time.perf_counter()
+    t0, out = time.perf_counter(), h.out
     n_items, compared, n_pairs = int(prof["items"]), int(prof["compared"]), parse_count(str(prof["pairs"]))
     train_split = load_mnist(data_dir).train
     labels, images = train_split.labels[:n_items], train_split.images[:n_items]
     d = prof.get("data", {})
     scores: dict[str, list[dict]] = {"relcomp": [], "relcomp, never compared": [], "choix": []}
-    times = {}
     for seed in prof["seeds"]:
         pairs = judged_pairs(labels, compared, n_pairs, seed)
         path = out / "pairs" / f"s{seed}.csv"
@@ -69,24 +66,22 @@ def run_baseline(prof: dict, out: Path, device: str = "auto", data_dir: str | No
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows([("a", "b", "outcome"), *((int(w), int(v), 1) for w, v in pairs)])
-        cfg = TrainConfig(model="weak", loss=prof.get("loss", "auto"), samples=parse_count(str(prof["samples"])), seed=seed, device=device,
-                          progress=progress, eval_every=parse_count(str(prof["samples"])),
+        cfg = TrainConfig(model="weak", loss=prof.get("loss", "auto"), samples=parse_count(str(prof["samples"])), seed=seed, device=h.device,
+                          eval_every=parse_count(str(prof["samples"])),
                           data=MnistSource(pairs=str(path), train_subset=n_items, val_subset=d.get("val_subset"),
                                            val_pairs=d.get("val_pairs", 20_000), data_dir=data_dir))
-        folder = out / "runs" / f"weak-s{seed}-{cfg.digest()}"
-        log(f"[{len(times) + 1}] weak seed {seed} -> {folder}")
-        times[str(folder)] = train(cfg, folder, resume=True)["train_time_s"]
+        folder, _ = h.train(cfg, f"weak-s{seed}")
         seen = np.zeros(n_items, bool)
         seen[pairs.ravel()] = True
-        p = Predictor(folder, device)
+        p = Predictor(folder, h.device)
         ours, bt = p.scores(p.outputs(images)), bradley_terry(compared, pairs)
         scores["relcomp"].append(ranking_metrics(ours[seen], labels[seen]))
         scores["relcomp, never compared"].append(ranking_metrics(ours[~seen], labels[~seen]))
         scores["choix"].append(ranking_metrics(bt[seen[:compared]], labels[:compared][seen[:compared]]))
     res = {**study_head("bt", prof, ("seeds", "items", "compared", "pairs", "samples"), data=d),
            "cells": {arm: {m: pct([s[m] for s in ss]) for m in METRICS} for arm, ss in scores.items()},
-           "n_compared_items": int(seen.sum()), "n_runs": len(times),
-           "train_time_s_total": round(sum(times.values()), 1), "wall_time_s": round(time.perf_counter() - t0, 1),
+           "n_compared_items": int(seen.sum()), "n_runs": len(h.train_times),
+           "train_time_s_total": h.train_time_total, "wall_time_s": round(time.perf_counter() - t0, 1),
            "figures": {}}
     return write_study(res, out, "relcomp against Bradley-Terry", markdown)
 
@@ -104,3 +99,8 @@ def markdown(res: dict, figure_dir: str = "figures") -> str:
             ["choix, items never compared", "— (no data)", "—", "—"]]
     table = md_table(["ranking", "Kendall tau-b", "Spearman rho", "NDCG"], rows)
     return "\n".join([intro, "", *table])
+
+
+def figures(res: dict, fig_dir) -> dict[str, str]:
+    """This study draws no figure."""
+    return {}

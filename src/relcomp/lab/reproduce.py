@@ -1,27 +1,18 @@
-"""Studies: the paper's reproduction (:mod:`.paper`), what the paper names as future work
-(:mod:`.beyond`) and annotation rounds with a simulated annotator (:mod:`.active`), each chosen by
-a profile (``relcomp reproduce --profile NAME``)."""
+"""``relcomp reproduce``: run the study a profile names (``configs/<name>.toml``, its ``kind``
+one of :data:`~relcomp.lab.studies.STUDIES`; no kind: the paper's) through one harness."""
 from __future__ import annotations
 
 import os
+import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..data.mnist import fetch_mnist
 from ..errors import ConfigError
-from .active import run_active
-from .baseline import run_baseline
-from .beyond import run_beyond
-from .common import load_profile, profile_names
-from .crowd import run_crowd
-from .likelihoods import run_losses
-from .own import run_own
-from .paper import format_console, reproduce_paper, time_text
-from .ties import run_ties
-
-# Every kind but the paper's (below); each takes the profile's seeds, or seeds 0 .. --seeds - 1.
-RUNNERS = {"beyond": run_beyond, "crowd": run_crowd, "ties": run_ties, "bt": run_baseline, "loss": run_losses,
-           "own": run_own, "active": run_active}
+from .harness import Harness
+from .studies import STUDIES
+from .studies.paper import format_console, time_text
 
 
 def command_line(profile: str, seeds: int | None, overrides: dict[str, Any] | None) -> str:
@@ -36,6 +27,38 @@ def command_line(profile: str, seeds: int | None, overrides: dict[str, Any] | No
 
 
 __all__ = ["format_console", "load_profile", "profile_names", "reproduce", "time_text"]
+
+
+def profile_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("relcomp").joinpath("configs").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """A named profile (``quick``, ``paper``, ``smoke``) or the path of a TOML file, checked by its
+    study (``check_profile``, where the study has one).
+
+    Raises:
+        ConfigError: unknown name or kind, unreadable file or missing keys.
+    """
+    path = Path(name)
+    try:
+        if path.suffix == ".toml" and path.exists():
+            text = path.read_text()
+        elif name in profile_names():
+            text = resources.files("relcomp").joinpath("configs", f"{name}.toml").read_text()
+        else:
+            raise ConfigError(f"unknown profile {name!r}; choose from {', '.join(profile_names())} or give a .toml file")
+        prof = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"profile {name}: invalid TOML ({e})") from None
+    prof["name"] = path.stem if path.suffix == ".toml" else name
+    kind = prof.setdefault("kind", "paper")
+    if kind not in STUDIES:
+        raise ConfigError(f"profile {name}: unknown kind {kind!r}; choose from {', '.join(STUDIES)}")
+    if hasattr(STUDIES[kind], "prepare_profile"):
+        STUDIES[kind].prepare_profile(prof)
+    return prof
 
 
 def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seeds: int | None = None,
@@ -65,8 +88,6 @@ def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seed
     out = Path(out) if out else Path("runs") / f"reproduce-{prof['name']}"
     prof["command"] = command_line(profile, seeds, overrides)
     fetch_mnist(data_dir)  # says where MNIST came from and that it was verified
-    if prof.get("kind") in RUNNERS:
-        if seeds is not None:
-            prof["seeds"] = list(range(seeds))
-        return RUNNERS[prof["kind"]](prof, out, device, data_dir, progress)
-    return reproduce_paper(prof, out, seeds or 1, device, data_dir, progress)
+    if seeds is not None:
+        prof["seeds"] = list(range(seeds))
+    return STUDIES[prof["kind"]].run(prof, Harness(out, device, progress), data_dir)

@@ -1,0 +1,119 @@
+"""The lab's commands: ``reproduce``, ``report`` and ``bench``."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..lab.bench import format_bench, run_bench
+from ..lab.common import machine_info, provenance
+from ..lab.report import render, update_readme
+from ..lab.reproduce import format_console, profile_names, reproduce, time_text
+from ..utils import parse_count, write_json_atomic
+from .common import (
+    add_data_dir,
+    add_device,
+    count_arg,
+    subcommand,
+)
+
+
+def add_reproduce_parser(sub) -> None:
+    p = subcommand(sub, "reproduce", "rerun the paper's whole study (or another profile); write tables, figures, a report",
+             "Train every model of the paper (supervised; Siamese and weak at each pair-set size; the weak model with "
+             "the paper's original loss and with the correct one), evaluate on the test split, run few-shot transfer "
+             "and the ordinal analysis, and write results.json, report.md, report.html and figures/. Finished runs "
+             "whose config matches are reused; interrupted ones continue.")
+    p.add_argument("--profile", default="quick", help=f"named profile ({', '.join(profile_names())}) or a .toml file")
+    p.add_argument("--out", default=None, help="output folder (default: runs/reproduce-<profile>)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="train every model with this many seeds; report mean ± std (default: the profile's, or 1)")
+    p.add_argument("--samples", type=count_arg, default=None, help="override: pairs seen by every relational run")
+    p.add_argument("--sizes", default=None, help="override: comma-separated pair-set sizes (e.g. 50k,500k)")
+    p.add_argument("--supervised-epochs", type=float, default=None, help="override: supervised epochs")
+    p.add_argument("--draws", type=int, default=None, help="override: few-shot draws")
+    p.add_argument("--flip-rate", type=float, default=None,
+                   help="override (active profiles): share of the simulated annotator's answers flipped")
+    add_device(p)
+    add_data_dir(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_report_parser(sub) -> None:
+    p = subcommand(sub, "report", "print the tables of a results file; regenerate the README's tables from them",
+             "Print a committed results file (docs/results/*.json, written by relcomp reproduce) as markdown, and "
+             "draw its figures from its numbers with --figures DIR. With --readme FILE, rewrite every block of FILE "
+             "between '<!-- relcomp report RESULTS [figures=DIR] -->' and '<!-- end relcomp report -->' from its "
+             "results file; with --check, only say (exit 1) which blocks differ.")
+    p.add_argument("results", nargs="?", metavar="RESULTS_JSON", help="a results file")
+    p.add_argument("--figures", default=None, metavar="DIR", help="draw the figures into DIR (and link them there)")
+    p.add_argument("--readme", default=None, metavar="FILE", help="regenerate the blocks of this markdown file")
+    p.add_argument("--check", action="store_true", help="with --readme: change nothing; exit 1 if a block is stale")
+
+
+def add_bench_parser(sub) -> None:
+    p = subcommand(sub, "bench", "measure speed, utilisation, memory and time-to-accuracy on this machine",
+             "Measure on this machine: matmul peak (fp32, bf16); training pairs/s of the Siamese and weak models on a "
+             "naive path (as the paper's original code) and on relcomp's fast path; model FLOP utilisation; the 5M "
+             "pair store's size; and the training time until the weak model reaches 98% val classification and the "
+             "Siamese 1-shot mean 97%. Takes a few minutes (--quick: seconds, small numbers that mean little).")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true", help="few steps and tiny caps (a smoke test of the bench)")
+    p.add_argument("--ablations", action="store_true", help="also time the fast path's variants that were tried and "
+                   "not kept: torch.compile, batch 256, max-pooling as reshape + amax")
+    p.add_argument("--out", metavar="FILE", help="also write the results as JSON to FILE (what `relcomp report` reads; "
+                   "docs/results/bench.json is one)")
+    add_data_dir(p)
+
+
+def cmd_reproduce(args) -> int:
+    overrides: dict[str, Any] = {}
+    if args.samples:
+        overrides["relational.samples"] = args.samples
+    if args.sizes:
+        overrides["relational.sizes"] = [s.strip() for s in args.sizes.split(",") if s.strip()]
+        for s in overrides["relational.sizes"]:
+            parse_count(s)
+    if args.supervised_epochs:
+        overrides["supervised.epochs"] = args.supervised_epochs
+    if args.draws:
+        overrides["fewshot.draws"] = args.draws
+    if args.flip_rate is not None:
+        overrides["flip_rate"] = args.flip_rate
+    results = reproduce(args.profile, args.out, args.seeds, args.device, args.data_dir, overrides,
+                        progress=not args.quiet)
+    out = Path(args.out) if args.out else Path("runs") / f"reproduce-{results['profile']}"
+    print(results["console"] if "console" in results else format_console(results))
+    print(f"\n{time_text(results)}\nreport: {out / 'report.html'} (and report.md, results.json)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    if (args.results is None) == (args.readme is None):
+        raise ConfigError("give a results file, or --readme FILE")
+    if args.readme is None:
+        figs = Path(args.figures) if args.figures else None
+        print(render(args.results, args.figures or "figures", figs))
+        return 0
+    stale = update_readme(args.readme, check=args.check)
+    if args.check and stale:
+        print(f"relcomp: {args.readme}: stale blocks for {', '.join(stale)}; run relcomp report --readme "
+              f"{args.readme}", file=sys.stderr)
+        return 1
+    print(f"{args.readme}: {'up to date' if not stale else 'regenerated ' + ', '.join(stale)}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    t0 = time.perf_counter()
+    r = run_bench(quick=args.quick, data_dir=args.data_dir, ablations=args.ablations,
+                  log=lambda m: print(f"relcomp bench: {m}", file=sys.stderr, flush=True))
+    command = "relcomp bench" + " --quick" * args.quick + " --ablations" * args.ablations
+    r.update(provenance({"command": command}), machine=machine_info(), wall_time_s=round(time.perf_counter() - t0, 1))
+    if args.out:
+        write_json_atomic(args.out, r)
+    print(json.dumps(r) if args.json else format_bench(r))
+    return 0
