@@ -192,3 +192,19 @@ def test_the_weak_default_is_what_the_loss_study_chose_on_val():
     chosen = max(study["cells"], key=lambda k: study["cells"][k]["val_cls_acc"]["mean"])
     assert chosen == study["chosen_on_val"] == MODELS["weak"].losses[0] == loss_name(TrainConfig(model="weak"))
     assert loss_name(TrainConfig(model="weak", relation="ge")) == loss_name(TrainConfig(model="siamese")) == "unconditional"
+
+
+def test_pairs_are_read_on_the_relation_for_every_model():
+    """Training the supervised model is the cross-entropy of labels; scoring it on test pairs reads its
+    pair output on gt (P(A > B) against P(A <= B), as before losses were objects), also for K = 3."""
+    from relcomp.config import TrainConfig, run_loss
+
+    cfg = TrainConfig(model="supervised", num_classes=3)
+    train_loss, reader = run_loss(cfg), run_loss(cfg, pairs=True)
+    assert train_loss.relation is None and reader.relation == "gt"
+    g = torch.Generator().manual_seed(5)
+    la, lb = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
+    model = build_model("supervised", 3)
+    lp_gt, lp_le = log_prob_first_greater(la.log_softmax(-1), lb.log_softmax(-1))
+    assert torch.allclose(reader.logits(model.pair_output(la, lb)), lp_gt - lp_le, atol=1e-5)
+    assert torch.equal(train_loss.logits(la), la)  # three class logits stay three class logits

@@ -10,9 +10,9 @@ import torch
 
 from relcomp.losses import get_loss
 from relcomp.metrics import calibration, item_scores, prob_greater, ranking_metrics
+from relcomp.models import build_model
 
 L = get_loss("symmetric")  # the weak model's default: how its outputs are read as P(A > B)
-from relcomp.models import build_model
 
 
 def _ece_brute(conf, hit, bins):

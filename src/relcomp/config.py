@@ -219,10 +219,13 @@ def loss_name(cfg: TrainConfig) -> str:
     return default_loss(model_class(cfg.model), cfg.relation) if cfg.loss == "auto" else cfg.loss
 
 
-def run_loss(cfg: TrainConfig) -> Loss:
-    """The loss object of a config: its likelihood, for the pairs of its relation (None for a model
-    trained on labels). Training minimises it; evaluation reads the model's outputs through it."""
-    return get_loss(loss_name(cfg), cfg.relation if model_class(cfg.model).relational else None)
+def run_loss(cfg: TrainConfig, pairs: bool = False) -> Loss:
+    """The loss object of a config: its likelihood for the pairs of its relation, which training
+    minimises (for a model trained on labels: relation None, the cross-entropy of the labels), or
+    with ``pairs`` the reader of the model's pair outputs on its relation, through which evaluation
+    scores every model on pairs (the supervised model too)."""
+    relational = pairs or model_class(cfg.model).relational
+    return get_loss(loss_name(cfg), cfg.relation if relational else None)
 
 
 def _choice(option: str, value: str, choices) -> None:

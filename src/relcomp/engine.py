@@ -234,7 +234,7 @@ class Trainer:
         self.files, self.metadata = run_files(out), model_metadata(cfg)
         # what a step calls: the model, its DDP wrapper, or a compiled model (the bench's ablation)
         self.fwd = forward or (DDP(model) if info.enabled else model)
-        self.loss_fn = run_loss(cfg)
+        self.loss_fn, self.pair_loss = run_loss(cfg), run_loss(cfg, pairs=True)
         props = cfg.class_proportions
         self.prior = None if props is None else torch.tensor(props, device=device) / sum(props)
         self._order: tuple[int, torch.Tensor] | None = None
@@ -339,7 +339,7 @@ class Trainer:
         n = len(self.data.val_x)  # one process: the shard is the whole split and gathering is a no-op
         a, b = shard_range(n, self.info)
         _, out = item_outputs(self.model, self.data.val_x[a:b], self.precision)
-        return score_outputs(self.model, self.loss_fn, gather_rows(out, n, self.info), self.data.val_y, self.data.val_pairs)
+        return score_outputs(self.model, self.pair_loss, gather_rows(out, n, self.info), self.data.val_y, self.data.val_pairs)
 
     def evaluate_and_log(self) -> dict[str, Any]:
         """Validate, estimate noise, then tell the callbacks (log, keep the best weights,

@@ -47,7 +47,7 @@ def evaluate_run(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, 
     test = cfg.data.test_split(cfg.relation)
     _, out = item_outputs(model, to_tensor(test.images, dev), resolve_precision(cfg.precision, dev))
     labels = test.labels
-    loss = run_loss(cfg)
+    loss = run_loss(cfg, pairs=True)
     m = score_outputs(model, loss, out, torch.from_numpy(labels).to(dev), test.pairs)
     labelled = labels >= 0
     result: dict[str, Any] = {
