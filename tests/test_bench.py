@@ -13,11 +13,11 @@ from relcomp.lab.bench import (
     AmaxPool2,
     bench_pair_store,
     flops_per_pair,
-    format_bench,
     naive_loss,
     nominal_peak,
     run_bench,
 )
+from relcomp.lab.bench_report import format_bench
 from relcomp.losses import get_loss
 from relcomp.models import build_model
 

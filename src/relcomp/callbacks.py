@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .annotators import annotator_counts
 from .checkpoint import save_weights
 from .run import write_annotators, write_metrics
 
 # What a callback is given: the engine's Trainer (its model, state, out, files, info ...). Typed as
-# Any so that this module, which the engine imports, does not import the engine back.
+# Any so that this module, which the trainer imports, does not import the trainer back.
 Trainer = Any
 
 
@@ -64,7 +65,8 @@ class KeepBest(Callback):
             path = trainer.files.best
             save_weights(path, trainer.model, trainer.metadata)
             if trainer.annotators is not None:
-                write_annotators(trainer.out, trainer.cfg.annotator_model, trainer.annotator_report())
+                counts = annotator_counts(trainer.data.train_pairs, len(trainer.annotators.names))
+                write_annotators(trainer.out, trainer.cfg.annotator_model, trainer.annotators.report(counts))
             trainer.notify("on_best", path=path)
 
 

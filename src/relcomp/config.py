@@ -73,18 +73,7 @@ class TrainConfig:
         _choice("--relation", self.relation, RELATIONS)
         _choice("--noise-correction", self.noise_correction, NOISE_CORRECTIONS)
         _choice("--precision", self.precision, PRECISIONS)
-        if self.epochs is not None and self.samples is not None:
-            raise ConfigError("give --epochs or --samples, not both")
-        for name in ("epochs", "samples", "batch_size", "eval_every"):
-            v = getattr(self, name)
-            if v is not None and v <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.num_classes < 2:
-            raise ConfigError(f"--classes must be at least 2, got {self.num_classes}")
+        validate_numbers(self)
         if loss not in cls.losses:
             raise ConfigError(f"--loss {loss} does not apply to the {self.model} model; it takes "
                               f"{', '.join(cls.losses)}")
@@ -93,32 +82,9 @@ class TrainConfig:
                               f"{self.relation} takes unconditional")
         if self.relation != "gt" and not cls.relational:
             raise ConfigError(f"--relation {self.relation} applies to models trained on pairs")
-        self._validate_noise()
-        self._validate_backbone()
-        self._validate_unlabeled()
+        for check in (validate_noise, validate_backbone, validate_unlabeled):
+            check(self)
         self.data.validate(cls.relational, self.relation)
-
-    def _validate_unlabeled(self) -> None:
-        _choice("--unlabeled", self.unlabeled, UNLABELED)
-        _choice("--augment", self.augment, AUGMENTS)
-        if self.unlabeled_batch <= 0 or self.unlabeled_weight < 0:
-            raise ConfigError("--unlabeled-batch must be positive and --unlabeled-weight not negative")
-        if self.augment != "off" and (self.data.features or (is_hf(self.backbone) and not self.finetune)):
-            raise ConfigError("--augment transforms images; it does not apply to features or a frozen hf: backbone")
-        props = self.class_proportions
-        if props is not None and (len(props) != self.num_classes or min(props) <= 0):
-            raise ConfigError(f"--class-proportions needs {self.num_classes} positive numbers (one per class), "
-                              f"got {props}")
-
-    def _validate_backbone(self) -> None:
-        if self.backbone not in BACKBONES[:3] and not is_hf(self.backbone):
-            raise ConfigError(f"--backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
-        if self.data.features and self.backbone not in ("auto", "mlp"):
-            raise ConfigError(f"--backbone {self.backbone} reads images; --features get an MLP (--backbone mlp)")
-        if not self.data.features and self.backbone == "mlp":
-            raise ConfigError("--backbone mlp reads feature vectors; give --features FILE")
-        if self.finetune and not is_hf(self.backbone):
-            raise ConfigError("--finetune applies to --backbone hf:...; the paper's CNN and the MLP are always trained")
 
     def resolved(self) -> TrainConfig:
         """The config as a run folder records it: absolute paths, the backbone chosen, and what the
@@ -135,22 +101,6 @@ class TrainConfig:
             backbone = "paper"
         init_from = str(Path(self.init_from).expanduser().resolve()) if self.init_from else None
         return dataclasses.replace(self, backbone=backbone, data=data, init_from=init_from, loss=loss_name(self))
-
-    def _validate_noise(self) -> None:
-        _choice("--annotator-model", self.annotator_model, ANNOTATOR_MODELS)
-        corrects = LOSSES[loss_name(self)].corrects_noise
-        if self.annotator_model != "none":
-            if not corrects or self.noise_correction != "none" or not self.relational:
-                raise ConfigError("--annotator-model flip models the annotators of a relational model's comparisons "
-                                  "with the unconditional, conditional or symmetric loss, instead of --noise-correction")
-            if self.relation == "same":
-                raise ConfigError("--annotator-model flip applies to the gt and ge relations")
-        if self.noise_correction == "none":
-            return
-        if not corrects:
-            raise ConfigError("noise correction applies to the unconditional, conditional and symmetric losses")
-        if self.noise_correction == "given" and self.flip_rate == 0:
-            raise ConfigError("--noise-correction given uses --flip-rate as the noise rate; give a --flip-rate > 0")
 
     @property
     def flip_rate(self) -> float:
@@ -211,6 +161,63 @@ NON_SEMANTIC = frozenset({"progress", "device", "data_dir", "resolved"})
 # before they existed keep their folder names.
 LATER_DEFAULTS = {"annotator_model": "none"}
 LATER_DATA_DEFAULTS = {"test_subset": None}  # the same for the data part
+
+
+def validate_numbers(cfg: TrainConfig) -> None:
+    """Budgets, batch, dropout, learning rate and K in range."""
+    if cfg.epochs is not None and cfg.samples is not None:
+        raise ConfigError("give --epochs or --samples, not both")
+    for name in ("epochs", "samples", "batch_size", "eval_every"):
+        v = getattr(cfg, name)
+        if v is not None and v <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.lr <= 0:
+        raise ConfigError(f"--lr must be positive, got {cfg.lr}")
+    if cfg.num_classes < 2:
+        raise ConfigError(f"--classes must be at least 2, got {cfg.num_classes}")
+
+
+def validate_unlabeled(cfg: TrainConfig) -> None:
+    _choice("--unlabeled", cfg.unlabeled, UNLABELED)
+    _choice("--augment", cfg.augment, AUGMENTS)
+    if cfg.unlabeled_batch <= 0 or cfg.unlabeled_weight < 0:
+        raise ConfigError("--unlabeled-batch must be positive and --unlabeled-weight not negative")
+    if cfg.augment != "off" and (cfg.data.features or (is_hf(cfg.backbone) and not cfg.finetune)):
+        raise ConfigError("--augment transforms images; it does not apply to features or a frozen hf: backbone")
+    props = cfg.class_proportions
+    if props is not None and (len(props) != cfg.num_classes or min(props) <= 0):
+        raise ConfigError(f"--class-proportions needs {cfg.num_classes} positive numbers (one per class), "
+                          f"got {props}")
+
+
+def validate_backbone(cfg: TrainConfig) -> None:
+    if cfg.backbone not in BACKBONES[:3] and not is_hf(cfg.backbone):
+        raise ConfigError(f"--backbone must be one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
+    if cfg.data.features and cfg.backbone not in ("auto", "mlp"):
+        raise ConfigError(f"--backbone {cfg.backbone} reads images; --features get an MLP (--backbone mlp)")
+    if not cfg.data.features and cfg.backbone == "mlp":
+        raise ConfigError("--backbone mlp reads feature vectors; give --features FILE")
+    if cfg.finetune and not is_hf(cfg.backbone):
+        raise ConfigError("--finetune applies to --backbone hf:...; the paper's CNN and the MLP are always trained")
+
+
+def validate_noise(cfg: TrainConfig) -> None:
+    _choice("--annotator-model", cfg.annotator_model, ANNOTATOR_MODELS)
+    corrects = LOSSES[loss_name(cfg)].corrects_noise
+    if cfg.annotator_model != "none":
+        if not corrects or cfg.noise_correction != "none" or not cfg.relational:
+            raise ConfigError("--annotator-model flip models the annotators of a relational model's comparisons "
+                              "with the unconditional, conditional or symmetric loss, instead of --noise-correction")
+        if cfg.relation == "same":
+            raise ConfigError("--annotator-model flip applies to the gt and ge relations")
+    if cfg.noise_correction == "none":
+        return
+    if not corrects:
+        raise ConfigError("noise correction applies to the unconditional, conditional and symmetric losses")
+    if cfg.noise_correction == "given" and cfg.flip_rate == 0:
+        raise ConfigError("--noise-correction given uses --flip-rate as the noise rate; give a --flip-rate > 0")
 
 
 def loss_name(cfg: TrainConfig) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..lab.bench import format_bench, run_bench
+from ..lab.bench import run_bench
+from ..lab.bench_report import format_bench
 from ..lab.common import machine_info, provenance
 from ..lab.report import render, update_readme
 from ..lab.reproduce import format_console, profile_names, reproduce, time_text

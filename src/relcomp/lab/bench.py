@@ -26,10 +26,11 @@ from ..data.mnist import load_mnist
 from ..data.pairs import load_pairs, make_pairs, save_pairs
 from ..data.sources import Data, MnistSource, to_tensor
 from ..distributed import DistInfo
-from ..engine import Plan, Trainer, TrainState, train
+from ..engine import train
 from ..fewshot import fewshot_accuracy
 from ..losses import get_loss
 from ..models import MODELS, build_model
+from ..trainer import Plan, Trainer, TrainState
 from ..utils import resolve_precision
 
 # The loss every path of the bench computes, so that the naive and the fast path do the same
@@ -175,7 +176,7 @@ ABLATIONS = {"compile": "torch.compile (inductor) of the model; compilation in t
 
 def _engine_step(kind: str, model, opt, images: np.ndarray, labels: np.ndarray, pairs, batch: int, precision: str,
                  channels_last: bool, unlabeled: bool = False, compile_model: bool = False):
-    """One step of relcomp's own training loop (:meth:`relcomp.engine.Trainer.train_step`)."""
+    """One step of relcomp's own training loop (:meth:`relcomp.trainer.Trainer.train_step`)."""
     cpu = torch.device("cpu")
     x = to_tensor(images, cpu)
     if channels_last:
@@ -307,8 +308,8 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
         fp32 = throughput(kind, "fast", steps, images, labels, precision="fp32")
         bf16 = throughput(kind, "fast", steps, images, labels, precision="bf16") if prec == "bf16" else None
         fast = throughput(kind, "fast", steps, images, labels, precision=prec, channels_last=True)
-        r["pairs_per_s"][kind] = {"naive": round(naive, 1), "naive_bf16": _round(naive_bf16),
-                                  "gather_fp32": round(fp32, 1), "gather_bf16": _round(bf16), "fast": round(fast, 1)}
+        r["pairs_per_s"][kind] = {"naive": round(naive, 1), "naive_bf16": round_or_none(naive_bf16),
+                                  "gather_fp32": round(fp32, 1), "gather_bf16": round_or_none(bf16), "fast": round(fast, 1)}
         if ablations:
             r.setdefault("ablations", {})[kind] = {
                 name: round(throughput(kind, "fast", steps, images, labels, precision=prec, channels_last=True,
@@ -346,15 +347,15 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
                             draws=3 if quick else 10)
     r["time_to_97_siamese_1shot"] = siam
     r["time_to_97_siamese_1shot_s"] = siam["time_s"]
-    r["targets"] = _targets(r)
+    r["targets"] = targets(r)
     return r
 
 
-def _round(v: float | None) -> float | None:
+def round_or_none(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
-def _targets(r: dict[str, Any]) -> dict[str, Any]:
+def targets(r: dict[str, Any]) -> dict[str, Any]:
     """Each target, the measured value, and whether and by how much it is met. The speedup and the
     MFU are both judged on the worse of the two models."""
     out = {}
@@ -372,72 +373,3 @@ def _targets(r: dict[str, Any]) -> dict[str, Any]:
         out[key] = {"target": TARGETS[key], "measured": value, "met": bool(ok),
                     "ratio": None if value is None else round(value / TARGETS[key], 3)}
     return out
-
-
-def _peak_lines(r: dict[str, Any]) -> list[str]:
-    lines = [f"matmul peak (measured): fp32 {r['matmul_gflops_fp32']:.0f} GFLOP/s, bf16 "
-             + (f"{r['matmul_gflops_bf16']:.0f} GFLOP/s" if r["matmul_gflops_bf16"] else "not native on this CPU "
-                "(relcomp trains in fp32 here; MFU is of the fp32 peak)")]
-    n = r.get("nominal_peak")
-    if n:
-        lines.append(f"nominal peak: {n['cores']} cores x {n['mhz']:.0f} MHz (as /proc/cpuinfo says) x "
-                     f"{n['fp32_flop_per_cycle']} fp32 / {n['bf16_flop_per_cycle']} bf16 FLOP/cycle ({n['basis']}) "
-                     f"= {n['gflops_fp32']:.0f} / {n['gflops_bf16']:.0f} GFLOP/s")
-    else:
-        lines.append("nominal peak: not derived for this CPU (its FLOP/cycle is not in relcomp's table)")
-    return lines
-
-
-def _num(v: float | None, spec: str = ".0f") -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
-def format_bench(r: dict[str, Any]) -> str:
-    lines = [f"relcomp bench ({'quick' if r['quick'] else 'full'}; torch {r['torch']}, {r['threads']} threads)",
-             *_peak_lines(r), "training throughput (pairs/s):",
-             f"  {'model':<8} {'naive':>7} {'naive+bf16':>10} {'+gather':>8} {'+bf16':>7} {'+NHWC':>7} {'speedup':>8} "
-             f"{'GFLOP/s':>8} {'MFU':>6} {'MFU nominal':>11}",
-             "  (naive: image-pair Dataset + DataLoader, fp32, two backbone calls; naive+bf16: the same with bf16 "
-             "autocast; +gather: index gathers from one float tensor, one batched backbone call, fp32; +bf16: "
-             "autocast; +NHWC: channels-last = relcomp's default; speedup: +NHWC over naive; MFU: of the measured "
-             "matmul peak; MFU nominal: of the nominal peak)"]
-    for k, v in r["pairs_per_s"].items():
-        lines.append(f"  {k:<8} {v['naive']:>7.0f} {_num(v.get('naive_bf16')):>10} {v['gather_fp32']:>8.0f} "
-                     f"{_num(v['gather_bf16']):>7} {v['fast']:>7.0f} {r['speedup_vs_naive'][k]:>7.2f}x "
-                     f"{r['model_gflops'][k]:>8.1f} {r['mfu'][k]:>6.3f} {_num(r.get('mfu_nominal', {}).get(k), '.3f'):>11}")
-    if r.get("ablations"):
-        lines.append("ablations of the fast path (+NHWC), pairs/s; each alone, none kept:")
-        for k, v in r["ablations"].items():
-            lines.append(f"  {k:<8} default {r['pairs_per_s'][k]['fast']:.0f}; "
-                         + "; ".join(f"{name} {x:.0f} ({x / r['pairs_per_s'][k]['fast']:.2f}x)" for name, x in v.items()))
-        lines += [f"  {name}: {text}" for name, text in ABLATIONS.items()]
-    lines.append(f"model FLOPs per training pair: {r['model_flops_per_pair'] / 1e6:.1f} M")
-    lines.append(f"weak with the class-balance term on 64 unlabeled images per step (the default): "
-                 f"{r['pairs_per_s']['weak']['with_unlabeled']:.0f} pairs/s, {r['unlabeled_slowdown']:.2f}x the time")
-    lines.append(f"suggest 1,000 pairs among the 50k MNIST train images: {r['suggest_1000_s']:.1f} s")
-    s = r["pair_store"]
-    lines.append(f"5M pair store: {r['pair_store_bytes_5m'] / 1e6:.1f} MB (as uint8 images: "
-                 f"{r['images_bytes_5m_uint8'] / 1e9:.2f} GB); sampled in {r['pair_gen_5m_s']:.2f} s "
-                 f"(measured on {s['pairs']:,})")
-    for key, label in (("time_to_98_weak", "weak model to 98% val classification"),
-                       ("time_to_97_siamese_1shot", "Siamese 1-shot mean to 97% val")):
-        h = r[key]
-        if h["reached"]:
-            lines.append(f"time to accuracy, {label}: {h['time_s']:.1f} s of training ({h['samples']:,} pairs)")
-        else:
-            lines.append(f"time to accuracy, {label}: not reached in {h['cap_samples']:,} pairs "
-                         f"({h['train_time_s']:.0f} s); best {h['best']:.4f}")
-    lines.append("targets (speedup and MFU: the worse of the two models):")
-    for key, t in r["targets"].items():
-        status = "met" if t["met"] else "NOT met"
-        by = "" if t["ratio"] is None else f" ({t['ratio']:.2f} of target)"
-        lines.append(f"  {key:<22} target {t['target']:<12g} measured {t['measured']}{by}: {status}")
-    return "\n".join(lines)
-
-
-def markdown(r: dict[str, Any], figure_dir: str = "figures") -> str:
-    """The README/doc block of a committed bench results file: its provenance and the output whole."""
-    m = r.get("machine", {})
-    head = (f"`{r.get('command', 'relcomp bench')}`, relcomp {r.get('relcomp')}, {r.get('date')}; {m.get('cpu')}, "
-            f"{m.get('cores')} cores, torch {r['torch']}; {r.get('wall_time_s', 0):.0f} s wall time. Its output, whole:")
-    return "\n".join([head, "", "```", format_bench(r), "```"])

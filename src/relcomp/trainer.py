@@ -1,0 +1,280 @@
+"""The training loop over one run's model, optimizer, data and state (:func:`relcomp.engine.train`
+sets it up): every step is ``out = model(*inputs)``, ``loss = loss_fn(out, target, weight,
+noise)``; after each validation the callbacks are told (:mod:`relcomp.callbacks`)."""
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
+from .annotators import AnnotatorFlips
+from .augment import augment
+from .callbacks import Callback
+from .checkpoint import save_checkpoint
+from .config import TrainConfig, run_loss
+from .data.sources import Data
+from .distributed import DistInfo, any_rank, barrier, gather_objects, gather_rows, local_slice, shard_range, sum_values
+from .errors import TrainingError, TrainingInterrupted
+from .losses import balance_loss, pair_predictions
+from .metrics import item_outputs, score_outputs
+from .models import RelcompModel
+from .run import model_metadata, run_files
+
+
+@dataclass
+class TrainState:
+    """Everything the loop counts; saved with every checkpoint, so a resumed run continues exactly."""
+
+    step: int = 0
+    samples: int = 0
+    best: float = -1.0
+    best_samples: int = 0
+    finished: bool = False
+    stopped_early: bool = False
+    elapsed: float = 0.0
+    eval_time: float = 0.0
+    noise: float = 0.0          # the flip rate the loss corrects for
+    run_loss: float = 0.0       # sums over the current evaluation interval: saved too, so the logged
+    run_correct: float = 0.0    # train_loss and train_acc do not depend on where a run was interrupted
+    run_seen: float = 0.0
+    annotator_logits: list[float] | None = None  # --annotator-model flip: the rates' logits (resumed exactly)
+
+    @classmethod
+    def from_saved(cls, d: dict) -> TrainState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Plan:
+    total: int        # samples to train for
+    batch: int        # global batch
+    eval_every: int
+    n: int           # training set size (pairs or images)
+
+
+class Trainer:
+    """The loop and its steps, over one run's model, optimizer, data and state."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, model: RelcompModel, opt: torch.optim.Optimizer, data: Data,
+                 plan: Plan, state: TrainState, info: DistInfo, device: torch.device, precision: str,
+                 annotators: AnnotatorFlips | None = None, callbacks: Sequence[Callback] = (),
+                 forward: Callable[..., torch.Tensor] | None = None):
+        self.cfg, self.out, self.model, self.opt, self.data = cfg, out, model, opt, data
+        self.plan, self.state, self.info, self.device, self.precision = plan, state, info, device, precision
+        self.callbacks = list(callbacks)
+        self.files, self.metadata = run_files(out), model_metadata(cfg)
+        # what a step calls: the model, its DDP wrapper, or a compiled model (the bench's ablation)
+        self.fwd = forward or (DDP(model) if info.enabled else model)
+        self.loss_fn, self.pair_loss = run_loss(cfg), run_loss(cfg, pairs=True)
+        props = cfg.class_proportions  # the balance term's target (None: equal classes)
+        self.prior = None if props is None else torch.tensor(props, device=device) / sum(props)
+        self.order = BatchOrder(cfg.seed, plan, info, device)
+        self.annotators = annotators  # --annotator-model flip: per-annotator flip rates, trained with the model
+        self._t0 = 0.0
+
+    def notify(self, event: str, **kw) -> None:
+        """Tell every callback of ``event`` (a method name of :class:`~relcomp.callbacks.Callback`)."""
+        for cb in self.callbacks:
+            getattr(cb, event)(self, **kw)
+
+    def run(self) -> None:
+        st, plan = self.state, self.plan
+        self.model.train()
+        self._t0 = time.perf_counter() - st.elapsed
+        bar = progress_bar(self, plan.total, st.samples)
+        self.notify("on_train_begin")
+        with sigint_flag() as interrupted:
+            try:
+                while st.samples < plan.total and not st.stopped_early:
+                    idx, take = self.order.next(st.samples)
+                    self.train_step(idx, take)
+                    self.notify("on_step_end")
+                    bar.update(take)
+                    if st.step % 20 == 0:
+                        bar.set_postfix(loss=f"{st.run_loss / st.run_seen:.4f}", acc=f"{st.run_correct / st.run_seen:.4f}")
+                    interrupted["set"] = any_rank(interrupted["set"], self.info, self.device)
+                    if st.samples % plan.eval_every == 0 or st.samples >= plan.total:
+                        row = self.evaluate_and_log()
+                        if not bar.disable:
+                            bar.write(describe(row, plan.total))
+                    if interrupted["set"]:
+                        break
+            finally:
+                bar.close()  # before any message, so that it stands on its own line
+        self.notify("on_train_end")
+        if interrupted["set"] and not st.finished:
+            st.elapsed = time.perf_counter() - self._t0
+            self.checkpoint()
+            raise TrainingInterrupted(f"interrupted after {st.samples:,} samples; checkpoint saved. "
+                                      f"Continue with: relcomp train --resume {self.out}")
+
+    def train_step(self, idx: torch.Tensor, take: int) -> None:
+        """One optimizer step on the samples ``idx`` (``take`` of them across all ranks)."""
+        st = self.state
+        inputs, target, weight = self.data.batch(idx)
+        inputs = tuple(augment(x, self.cfg.augment) for x in inputs)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=(self.precision == "bf16")):
+            out = self.fwd(*inputs)
+            loss = self.loss_fn(out, target, weight, self.noise(idx))
+            extra = unlabeled_loss(self.model, self.data, self.cfg, self.prior)
+        total = loss if extra is None else loss + extra
+        # Each rank holds len(idx) of the take samples; scaling by world x share makes the DDP
+        # average of the ranks' gradients equal to the gradient of the global mean.
+        scaled = total * (len(idx) * self.info.world / take) if self.info.enabled else total
+        if any_rank(not torch.isfinite(total).item(), self.info, self.device):
+            raise TrainingError(f"loss became {total.item()} at step {st.step} ({st.samples} samples); "
+                                f"the last good checkpoint is kept in {self.out}")
+        self.opt.zero_grad(set_to_none=True)
+        scaled.backward()
+        self.opt.step()
+        st.step += 1
+        st.samples += take
+        st.run_loss += loss.item() * len(idx)
+        st.run_correct += float((pair_predictions(self.loss_fn.logits(out.detach())) == target.long()).sum())
+        st.run_seen += len(idx)
+
+    def noise(self, idx: torch.Tensor) -> float | torch.Tensor:
+        """The flip rate the loss corrects for: one rate (``--noise-correction``), or each pair's
+        annotator's learned rate (``--annotator-model flip``)."""
+        if self.annotators is None:
+            return self.state.noise
+        return self.annotators(self.data.annotators(idx))
+
+    def evaluate_and_log(self) -> dict[str, Any]:
+        """Validate, estimate noise, then tell the callbacks (log, keep the best weights,
+        checkpoint, and the caller's). Returns the metrics row."""
+        st = self.state
+        t_eval = time.perf_counter()
+        m = validate(self.model, self.pair_loss, self.data, self.info, self.precision)
+        if self.cfg.noise_correction == "estimate" and m.get("rel_acc") is not None:
+            st.noise = estimated_noise(m["rel_acc"])
+        st.run_loss, st.run_correct, st.run_seen = sum_values([st.run_loss, st.run_correct, st.run_seen],
+                                                              self.info, self.device)
+        st.elapsed = time.perf_counter() - self._t0
+        st.eval_time += time.perf_counter() - t_eval
+        row = metrics_row(st, self.plan.n, m, self.cfg.noise_correction != "none")
+        st.run_loss = st.run_correct = st.run_seen = 0.0
+        st.finished = st.samples >= self.plan.total
+        self.notify("on_eval", row=row)
+        return row
+
+    def checkpoint(self) -> None:
+        if self.annotators is not None:
+            self.state.annotator_logits = self.annotators.theta.detach().cpu().tolist()
+        rng_states = gather_objects(torch.get_rng_state(), self.info)
+        if self.info.main:
+            save_checkpoint(self.out, self.model, {"state": dataclasses.asdict(self.state),
+                                                   "optimizer": self.opt.state_dict(), "torch_rng": rng_states[0],
+                                                   "torch_rng_ranks": rng_states},
+                            self.state.step, self.state.samples, self.metadata)
+        barrier(self.info)
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The permutation of epoch ``epoch``: derived from (seed, epoch) alone, so a resumed run
+    needs no saved sampler state and takes exactly the batches it would have taken, and every
+    rank of a distributed run computes the same order without communicating."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+@contextmanager
+def sigint_flag() -> Iterator[dict]:
+    """While inside, Ctrl-C (SIGINT) only sets ``flag["set"]``: the loop stops at the next step
+    boundary and checkpoints. Off the main thread signals cannot be caught; the flag stays False."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    old = signal.signal(signal.SIGINT, lambda signum, frame: flag.__setitem__("set", True))
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def describe(row: dict, total: int) -> str:
+    parts = [f"{row['samples']:>9,}/{total:,}", f"loss {row['train_loss']:.4f}"]
+    if row["val_rel_acc"] is not None:
+        parts.append(f"val rel {row['val_rel_acc']:.4f}")
+    if row["val_cls_acc"] is not None:
+        parts.append(f"val cls {row['val_cls_acc']:.4f}")
+    parts.append(f"{row['time_s']:.0f}s")
+    return "  ".join(parts)
+
+
+def unlabeled_loss(model: RelcompModel, data: Data, cfg: TrainConfig, prior: torch.Tensor | None) -> torch.Tensor | None:
+    """The class-balance term (:func:`relcomp.losses.balance_loss`) on ``unlabeled_batch`` images
+    drawn from ``data.unlabeled``, augmented as the pairs are; None where it is off."""
+    pool = data.unlabeled
+    if pool is None:
+        return None
+    rows = pool[torch.randint(len(pool), (cfg.unlabeled_batch,)).to(pool.device)]
+    x = augment(data.train_x[rows], cfg.augment)
+    return cfg.unlabeled_weight * balance_loss(model.item_output(model.embed(x)), prior)
+
+
+def validate(model: RelcompModel, pair_loss, data: Data, info: DistInfo, precision: str) -> dict[str, Any]:
+    """Val metrics; in a distributed run each rank embeds its own shard of the val images and the
+    outputs are gathered (no padding duplicates), then every rank scores the same full set."""
+    n = len(data.val_x)  # one process: the shard is the whole split and gathering is a no-op
+    a, b = shard_range(n, info)
+    _, out = item_outputs(model, data.val_x[a:b], precision)
+    return score_outputs(model, pair_loss, gather_rows(out, n, info), data.val_y, data.val_pairs)
+
+
+class BatchOrder:
+    """Which samples each step takes: the permutation of each epoch (:func:`epoch_order`), cut into
+    global batches that never cross an epoch end or an evaluation point."""
+
+    def __init__(self, seed: int, plan: Plan, info: DistInfo, device: torch.device):
+        self.seed, self.plan, self.info, self.device = seed, plan, info, device
+        self.epoch, self.perm = -1, torch.empty(0, dtype=torch.long)
+
+    def next(self, samples: int) -> tuple[torch.Tensor, int]:
+        """This rank's sample indices of the next global batch after ``samples``, and the global
+        batch size."""
+        plan = self.plan
+        epoch, offset = divmod(samples, plan.n)
+        if epoch != self.epoch:
+            self.epoch, self.perm = epoch, epoch_order(self.seed, epoch, plan.n)
+        next_eval = (samples // plan.eval_every + 1) * plan.eval_every
+        take = min(plan.batch, plan.n - offset, plan.total - samples, next_eval - samples)
+        return local_slice(self.perm[offset:offset + take], self.info).to(self.device), take
+
+
+def estimated_noise(val_rel_acc: float) -> float:
+    """``--noise-correction estimate``: the val outcomes are as noisy as the train ones; a model
+    that is right on the clean relation disagrees with about a fraction e of them (capped)."""
+    return min(max(1.0 - val_rel_acc, 0.0), 0.45)
+
+
+def metrics_row(st: TrainState, n: int, m: dict[str, Any], with_noise: bool) -> dict[str, Any]:
+    """An evaluation's row: counters, the interval's train loss and accuracy, the val metrics, the
+    clock readings (which LogMetrics keeps out of metrics.jsonl) and the corrected noise rate."""
+    row = {"step": st.step, "samples": st.samples, "epoch": st.samples / n,
+           "train_loss": st.run_loss / max(st.run_seen, 1), "train_acc": st.run_correct / max(st.run_seen, 1),
+           "val_rel_acc": m.get("rel_acc"), "val_cls_acc": m.get("cls_acc"),
+           "time_s": round(st.elapsed, 3),  # wall time, evaluations included
+           "train_time_s": round(st.elapsed - st.eval_time, 3)}  # steps only
+    if with_noise:
+        row["noise_rate"] = st.noise  # the rate the loss corrects for from here on
+    return row
+
+
+def progress_bar(trainer: Trainer, total: int, done: int) -> tqdm:
+    return tqdm(total=total, initial=done, unit="pair" if trainer.data.train_pairs is not None else "img",
+                unit_scale=True, disable=not (trainer.cfg.progress and trainer.info.main), desc=trainer.cfg.model,
+                dynamic_ncols=True, leave=False)
+
