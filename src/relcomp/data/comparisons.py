@@ -13,10 +13,8 @@ duplicate judgements, contradicting judgements on the same pair and items never 
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import numpy as np
 from ..errors import DataError
 from .images import ImageSet
 from .pairs import Pairs, pair_keys
+from .tables import cell_text, read_rows
 
 GREATER = {"1", "1.0", "true", ">", "a"}
 LESS = {"0", "0.0", "false", "<", "b"}
@@ -73,93 +72,6 @@ class ValidationReport:
     def raise_if_errors(self) -> None:
         if self.errors:
             raise ValidationError(self)
-
-
-def _read_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], Iterator[tuple[str, dict]]]:
-    """Column names and (location, row) pairs of a CSV or Parquet file; column names lower-cased.
-
-    Raises:
-        DataError: missing or unreadable file, missing columns.
-    """
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'relcomp[parquet]')") from None
-        try:
-            table = pq.read_table(path)
-        except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
-            raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
-        cols = [c.strip().lower() for c in table.column_names]
-        _require(path, cols, required)
-        data = table.to_pydict()
-        keys = list(data)
-        rows = ((f"row {r + 1}", {c: data[k][r] for c, k in zip(cols, keys)}) for r in range(table.num_rows))
-        return cols, rows
-    bad = first_non_utf8(path)
-    if bad is not None:
-        line, col, byte = bad
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x} at column {col}); save the file as UTF-8")
-    try:
-        f = open(path, newline="", encoding="utf-8-sig")
-        header = next(csv.reader([f.readline()]), [])
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: not a readable CSV file ({type(e).__name__})") from None
-    cols = [c.strip().lower() for c in header]
-    if not cols:
-        f.close()
-        raise DataError(f"{path}: empty file; expected a header line with columns {', '.join(required)}")
-    try:
-        _require(path, cols, required)
-    except DataError:
-        f.close()
-        raise
-
-    def rows() -> Iterator[tuple[str, dict]]:
-        with f:
-            reader = csv.reader(f)
-            line = 1
-            try:
-                for values in reader:
-                    line = reader.line_num + 1  # the header was line 1
-                    if not values or all(not v.strip() for v in values):
-                        continue
-                    if len(values) != len(cols):
-                        yield f"{line}", {"__error__": f"{len(values)} fields where the header has {len(cols)}"}
-                        continue
-                    yield f"{line}", dict(zip(cols, values))
-            except (csv.Error, UnicodeDecodeError) as e:
-                raise DataError(f"{path}:{line + 1}: not valid CSV ({type(e).__name__}: {e})") from None
-
-    return cols, rows()
-
-
-def first_non_utf8(path: Path) -> tuple[int, int, int] | None:
-    """(line, column, byte) of the first byte that is not UTF-8 text, or None; read line by line."""
-    try:
-        with open(path, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    return number, e.start + 1, raw[e.start]
-    except OSError:
-        return None  # reported by the reader
-    return None
-
-
-def _require(path: Path, cols: list[str], required: tuple[str, ...]) -> None:
-    missing = [c for c in required if c not in cols]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(cols) or 'none'}")
-
-
-def _text(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    return "" if v is None else str(v).strip()
 
 
 @dataclass(frozen=True)
@@ -229,12 +141,44 @@ class Comparisons:
 
 
 def _parse_item(raw: Any, index: dict[str, int]) -> int | None:
-    key = _text(raw)
+    key = cell_text(raw)
     if key in index:
         return index[key]
     if key.startswith("./") and key[2:] in index:
         return index[key[2:]]
     return None
+
+
+def parse_judgement(where: str, row: dict, index: dict[str, int], source: str, has_weight: bool,
+                    report: ValidationReport) -> tuple[int, int, int, float] | None:
+    """One row as (a, b, outcome code, weight), or None after reporting every problem it has."""
+    if "__error__" in row:
+        report.error(where, row["__error__"])
+        return None
+    ok = True
+    ia, ib = _parse_item(row["a"], index), _parse_item(row["b"], index)
+    for col, i in (("a", ia), ("b", ib)):
+        if i is None:
+            report.error(where, f"column {col}: unknown item {cell_text(row[col])!r} (not in {source})")
+            ok = False
+    if ok and ia == ib:
+        report.error(where, f"self-comparison: a and b are both {cell_text(row['a'])!r}")
+        ok = False
+    o = cell_text(row["outcome"]).lower()
+    if o not in GREATER and o not in LESS and o not in TIE:
+        report.error(where, f"column outcome: unknown value {cell_text(row['outcome'])!r} "
+                     "(use 1/0, >/< or a/b for which item is greater, = or tie for a tie)")
+        ok = False
+    w = 1.0
+    if has_weight:
+        try:
+            w = float(cell_text(row["weight"]))
+            if not math.isfinite(w) or w < 0:
+                raise ValueError
+        except ValueError:
+            report.error(where, f"column weight: {cell_text(row['weight'])!r} is not a finite number >= 0")
+            ok = False
+    return (ia, ib, 1 if o in GREATER else 0 if o in LESS else 2, w) if ok else None
 
 
 def load_comparisons(path: str | os.PathLike, items: ImageSet, contradictions: str = "keep") -> Comparisons:
@@ -251,59 +195,24 @@ def load_comparisons(path: str | os.PathLike, items: ImageSet, contradictions: s
     if contradictions not in CONTRADICTIONS:
         raise DataError(f"unknown contradictions policy {contradictions!r}; choose from {', '.join(CONTRADICTIONS)}")
     path = Path(path)
-    cols, rows = _read_rows(path, ("a", "b", "outcome"))
+    cols, rows = read_rows(path, ("a", "b", "outcome"))
     report = ValidationReport(str(path))
     index = items.index()
     has_w, has_ann = "weight" in cols, "annotator" in cols
-    a_l: list[int] = []
-    b_l: list[int] = []
-    z_l: list[int] = []
-    w_l: list[float] = []
-    ann_l: list[str] = []
-    n_rows = 0
+    parsed, ann_l, n_rows = [], [], 0
     for where, row in rows:
         n_rows += 1
-        if "__error__" in row:
-            report.error(where, row["__error__"])
-            continue
-        ok = True
-        ia, ib = _parse_item(row["a"], index), _parse_item(row["b"], index)
-        for col, i in (("a", ia), ("b", ib)):
-            if i is None:
-                report.error(where, f"column {col}: unknown item {_text(row[col])!r} (not in {items.source})")
-                ok = False
-        if ok and ia == ib:
-            report.error(where, f"self-comparison: a and b are both {_text(row['a'])!r}")
-            ok = False
-        o = _text(row["outcome"]).lower()
-        if o not in GREATER and o not in LESS and o not in TIE:
-            report.error(where, f"column outcome: unknown value {_text(row['outcome'])!r} "
-                         "(use 1/0, >/< or a/b for which item is greater, = or tie for a tie)")
-            ok = False
-        w = 1.0
-        if has_w:
-            try:
-                w = float(_text(row["weight"]))
-                if not math.isfinite(w) or w < 0:
-                    raise ValueError
-            except ValueError:
-                report.error(where, f"column weight: {_text(row['weight'])!r} is not a finite number >= 0")
-                ok = False
-        if ok:
-            a_l.append(ia)
-            b_l.append(ib)
-            z_l.append(1 if o in GREATER else 0 if o in LESS else 2)
-            w_l.append(w)
+        judgement = parse_judgement(where, row, index, items.source, has_w, report)
+        if judgement is not None:
+            parsed.append(judgement)
             if has_ann:
-                ann_l.append(_text(row["annotator"]))
+                ann_l.append(cell_text(row["annotator"]))
     if n_rows == 0:
         report.error("2", "no comparisons (the file has a header only)")
     report.raise_if_errors()
 
-    a = np.asarray(a_l, np.int32)
-    b = np.asarray(b_l, np.int32)
-    z = np.asarray(z_l, np.uint8)
-    w = np.asarray(w_l, np.float32)
+    a, b, z, w = (np.asarray([p[k] for p in parsed], t) for k, t in
+                  enumerate((np.int32, np.int32, np.uint8, np.float32)))
     comps = Comparisons(a, b, z, w, ann_l if has_ann else None, report, len(items))
     keep = _check_pairs(comps, items, contradictions)
     if not keep.all():
@@ -386,7 +295,7 @@ def load_labels(path: str | os.PathLike, items: ImageSet) -> np.ndarray:
         DataError: a missing or unreadable file, or missing columns.
     """
     path = Path(path)
-    _, rows = _read_rows(path, ("item", "label"))
+    _, rows = read_rows(path, ("item", "label"))
     report = ValidationReport(str(path))
     index = items.index()
     labels = np.full(len(items), -1, np.int64)
@@ -395,7 +304,7 @@ def load_labels(path: str | os.PathLike, items: ImageSet) -> np.ndarray:
             report.error(where, row["__error__"])
             continue
         i = _parse_item(row["item"], index)
-        raw = _text(row["label"])
+        raw = cell_text(row["label"])
         try:
             y = int(raw)
             if y < 0:
@@ -404,7 +313,7 @@ def load_labels(path: str | os.PathLike, items: ImageSet) -> np.ndarray:
             report.error(where, f"column label: {raw!r} is not a class number >= 0")
             continue
         if i is None:
-            report.error(where, f"column item: unknown item {_text(row['item'])!r} (not in {items.source})")
+            report.error(where, f"column item: unknown item {cell_text(row['item'])!r} (not in {items.source})")
         elif labels[i] not in (-1, y):
             report.error(where, f"item {items.names[i]!r} labelled {y} here but {labels[i]} earlier")
         else:
@@ -422,11 +331,11 @@ def largest_label(path: str | os.PathLike) -> int | None:
     Raises:
         DataError: a missing or unreadable file, or missing columns.
     """
-    _, rows = _read_rows(Path(path), ("item", "label"))
+    _, rows = read_rows(Path(path), ("item", "label"))
     best = None
     for _, row in rows:
         try:
-            y = int(_text(row.get("label")))
+            y = int(cell_text(row.get("label")))
         except ValueError:
             continue
         best = y if best is None else max(best, y)
