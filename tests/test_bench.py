@@ -6,7 +6,7 @@ import torch
 
 from conftest import mnist_cfg
 from relcomp.data import make_pairs
-from relcomp.data.sources import Data, to_tensor
+from relcomp.data.splits import Data, to_tensor
 from relcomp.engine import train
 from relcomp.lab.bench import (
     TARGETS,

@@ -19,7 +19,7 @@ from .backbones import encode_images, hf_preprocess, is_hf
 from .data.features import MNIST_SPLITS, check_features_path, save_features
 from .data.images import ImageSet, load_images
 from .data.mnist import load_mnist
-from .data.sources import to_tensor
+from .data.splits import to_tensor
 from .errors import ConfigError
 from .metrics import item_outputs
 from .run import load_run_model

@@ -25,7 +25,7 @@ from .callbacks import Callback, default_callbacks
 from .checkpoint import has_checkpoint, load_checkpoint, load_weights, remove_orphans
 from .config import TrainConfig
 from .data.comparisons import ValidationReport
-from .data.sources import Data
+from .data.splits import Data
 from .distributed import DistInfo, barrier
 from .distributed import from_env as dist_from_env
 from .distributed import setup as dist_setup

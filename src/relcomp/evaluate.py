@@ -18,7 +18,7 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from .config import run_loss
-from .data.sources import to_tensor
+from .data.splits import to_tensor
 from .metrics import (
     calibration,
     item_outputs,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix
 
-from .data.sources import to_tensor
+from .data.splits import to_tensor
 from .errors import ConfigError, DataError
 from .metrics import draw_shots, item_outputs
 from .ordinal import anchor_predict, apply_cutpoints, cutpoint_accuracy, fit_cutpoints

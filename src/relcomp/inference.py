@@ -23,7 +23,7 @@ from .config import run_loss
 from .data.comparisons import load_labels
 from .data.features import load_features
 from .data.images import ImageSet, load_images, load_inputs
-from .data.sources import to_tensor
+from .data.splits import to_tensor
 from .errors import ConfigError, DataError
 from .metrics import item_outputs, item_scores, mc_dropout_prob_greater, prob_greater, ranking_metrics
 from .run import load_run_model

@@ -15,7 +15,7 @@ from torch import nn
 
 from .analysis import match_clusters
 from .data.pairs import Pairs
-from .data.sources import pairs_to_device
+from .data.splits import pairs_to_device
 from .errors import ConfigError, DataError
 from .losses import Loss, pair_predictions
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .data.pairs import pair_keys
-from .data.sources import to_tensor
+from .data.splits import to_tensor
 from .errors import ConfigError
 from .metrics import item_outputs
 from .run import load_run_model

@@ -22,7 +22,7 @@ from .augment import augment
 from .callbacks import Callback
 from .checkpoint import save_checkpoint
 from .config import TrainConfig, run_loss
-from .data.sources import Data
+from .data.splits import Data
 from .distributed import DistInfo, any_rank, barrier, gather_objects, gather_rows, local_slice, shard_range, sum_values
 from .errors import TrainingError, TrainingInterrupted
 from .losses import balance_loss, pair_predictions

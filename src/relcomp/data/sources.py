@@ -6,20 +6,19 @@ itself, so training, evaluation, few-shot transfer and the CLI never ask which s
 - :class:`MnistSource`: the paper's MNIST splits and pair sets (optionally with simulated noise);
 - :class:`UserSource`: a user's image folder or ``.npy`` and comparisons file (+ optional labels).
 
-Each gives :class:`Data` for training (one float tensor per split; batches are index gathers
-into it), a :class:`TestSplit` for evaluation and a :class:`ShotPool` for few-shot transfer.
+Each gives :class:`~relcomp.data.splits.Data` for training, a :class:`~relcomp.data.splits.TestSplit`
+for evaluation and a :class:`~relcomp.data.splits.ShotPool` for few-shot transfer.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from ..backbones import encode_images
 from ..errors import ConfigError
 from ..utils import parse_count
 from .comparisons import CONTRADICTIONS, load_comparisons, load_labels
@@ -27,173 +26,18 @@ from .features import load_features, mnist_features
 from .images import ImageSet, load_images
 from .mnist import MNIST, Split, load_mnist
 from .pairs import Pairs, flip_outcomes, make_pairs, mnist_pairs, pair_keys
+from .splits import Data, Inputs, ShotPool, TestSplit, absolute, to_tensor, untouched
 from .user import UserData, load_user_data
 
 N_TEST_PAIRS = 20_000
-
-
-def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Model input: uint8 images (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W) in [0, 1];
-    float feature vectors (N, D) -> float32 (N, D) as they are."""
-    if images.dtype.kind == "f":
-        return torch.from_numpy(np.require(images, np.float32, ["C", "W"])).to(device)
-    x = torch.from_numpy(np.require(images, requirements=["C", "W"]))  # a memory-mapped .npy is read-only: copied
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    return x.to(device=device, dtype=torch.float32).div_(255.0)
-
-
-def pairs_to_device(pairs: Pairs, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """(i, j, z, w) tensors; ``w`` is None when the pairs carry no weights."""
-    return (torch.from_numpy(pairs.i.astype(np.int64)).to(device),
-            torch.from_numpy(pairs.j.astype(np.int64)).to(device),
-            torch.from_numpy(pairs.z.astype(np.float32)).to(device),
-            None if pairs.w is None else torch.from_numpy(pairs.w.astype(np.float32)).to(device))
-
-
-@dataclass
-class Data:
-    """What the training loop consumes: images as float tensors, train pairs (or labels) and the
-    val split it selects the best checkpoint on."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    train_pairs: Pairs | None         # None: the model learns from the labels train_y
-    val_pairs: Pairs | None
-    fingerprint: dict | None = None   # user data: hashes of the inputs, checked on resume
-    report: dict | None = None        # user data: the validation report
-    unlabeled: torch.Tensor | None = None  # rows of train_x for the class-balance term (MNIST: those no
-    #                                         train pair touches; your data: every image)
-    _index: tuple | None = dataclasses.field(default=None, repr=False)
-    _annotators: torch.Tensor | None = dataclasses.field(default=None, repr=False)
-
-    @property
-    def n_train(self) -> int:
-        return len(self.train_pairs) if self.train_pairs is not None else len(self.train_y)
-
-    def batch(self, idx: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor | None]:
-        """(model inputs, targets, weights) of the training samples ``idx``: an image pair and its
-        outcome code, or an image and its label."""
-        if self.train_pairs is None:
-            return (self.train_x[idx],), self.train_y[idx], None
-        if self._index is None:
-            self._index = pairs_to_device(self.train_pairs, self.train_x.device)
-        i, j, z, w = self._index
-        a, b = i[idx], j[idx]
-        return (self.train_x[a], self.train_x[b]), z[idx], None if w is None else w[idx]
-
-    def annotators(self, idx: torch.Tensor) -> torch.Tensor | None:
-        """Who judged the training pairs ``idx`` (indices into ``train_pairs.meta["annotators"]``),
-        or None where the pairs do not say."""
-        ann = None if self.train_pairs is None else self.train_pairs.annotator
-        if ann is None:
-            return None
-        if self._annotators is None:
-            self._annotators = torch.from_numpy(ann.astype(np.int64)).to(self.train_x.device)
-        return self._annotators[idx]
-
-
-def untouched(n: int, pairs: Pairs | None, device: torch.device) -> torch.Tensor | None:
-    """Rows of a split of ``n`` items that no pair touches; None without pairs or without such rows."""
-    if pairs is None:
-        return None
-    free = np.ones(n, bool)
-    free[pairs.i] = free[pairs.j] = False
-    rows = np.flatnonzero(free)
-    return torch.from_numpy(rows).to(device) if len(rows) else None
-
-
-@dataclass
-class TestSplit:
-    """What a run is evaluated on: uint8 images, labels (-1 where unknown) and pairs."""
-
-    name: str
-    images: np.ndarray
-    labels: np.ndarray
-    pairs: Pairs
-
-
-@dataclass
-class ShotPool:
-    """Labelled images to draw k shots per class from, and those to test on. ``same_pool``: the
-    shots come from the test items themselves (a user's few labels)."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    same_pool: bool
-
-
-class DataSource(Protocol):
-    kind: ClassVar[str]
-    pair_seed: int
-
-    @property
-    def channels(self) -> int: ...
-
-    @property
-    def image_size(self) -> int: ...
-
-    features: str | None
-    encoder: str | None
-    feature_dim: int | None
-
-    def input_shape(self) -> tuple[int, ...]: ...
-
-    def read_feature_dim(self) -> int: ...
-
-    def for_images(self, size: int, channels: int) -> DataSource: ...
-
-    def train_items(self, relation: str = "gt") -> tuple[list[str], np.ndarray, np.ndarray]: ...
-
-    def prepare(self, images: np.ndarray, progress: bool = False) -> np.ndarray: ...
-
-    def validate(self, relational: bool, relation: str) -> None: ...
-
-    def resolved(self) -> DataSource: ...
-
-    def load(self, device: torch.device, relational: bool, relation: str, num_classes: int | None,
-             progress: bool) -> Data: ...
-
-    def test_split(self, relation: str) -> TestSplit: ...
-
-    def shot_pool(self, labels: str | None = None) -> ShotPool: ...
-
-    def tag(self) -> str: ...
 
 
 def _subset(split: Split, n: int | None) -> Split:
     return split if n is None else Split(split.name, split.images[:n], split.labels[:n])
 
 
-class _Inputs:
-    """What both sources share about their model inputs: images, precomputed features
-    (``features``), or images embedded by a frozen ``hf:`` model (``encoder``). The resolved
-    config stores ``feature_dim`` so a run's model can be rebuilt without reading the data."""
-
-    features: str | None
-    encoder: str | None
-    feature_dim: int | None
-
-    def input_shape(self) -> tuple[int, ...]:
-        """(D,) for feature vectors, else (C, H, W)."""
-        if self.feature_dim is not None:
-            return (self.feature_dim,)
-        return (self.channels, self.image_size, self.image_size)
-
-    def prepare(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
-        """Items as the model takes them: uint8 images embedded by the frozen ``encoder`` where the
-        run has one, anything else as it is."""
-        if self.encoder is None or images.dtype.kind == "f":
-            return images
-        return encode_images(self.encoder, images if images.ndim == 4 else images[:, None], progress=progress)
-
-
 @dataclass
-class MnistSource(_Inputs):
+class MnistSource(Inputs):
     """The paper's MNIST: 50k train / 10k val / 10k test images, pair sets stored as indices."""
 
     kind: ClassVar[str] = "mnist"
@@ -237,8 +81,8 @@ class MnistSource(_Inputs):
             raise ConfigError(f"--flip-rate must be in [0, 0.5), got {self.flip_rate}")
 
     def resolved(self) -> MnistSource:
-        pairs = _absolute(self.pairs) if self.pairs_file else self.pairs
-        return dataclasses.replace(self, features=_absolute(self.features), pairs=pairs)
+        pairs = absolute(self.pairs) if self.pairs_file else self.pairs
+        return dataclasses.replace(self, features=absolute(self.features), pairs=pairs)
 
     def read_feature_dim(self) -> int:
         return mnist_features(self.features)["train"].shape[1]
@@ -263,8 +107,8 @@ class MnistSource(_Inputs):
         train_pairs = None
         if relational:
             train_pairs = (self.judged(train, relation) if self.pairs_file else
-                           self._pairs(mnist, train, "train", self.n_pairs, self.train_subset, relation))
-        val_pairs = self._pairs(mnist, val, "val", self.val_pairs, self.val_subset, relation)
+                           split_pairs(self, mnist, train, "train", self.n_pairs, self.train_subset, relation))
+        val_pairs = split_pairs(self, mnist, val, "val", self.val_pairs, self.val_subset, relation)
         if self.flip_rate > 0:
             # Noisy annotators everywhere but in the test set: train and val outcomes are corrupted.
             train_pairs = flip_outcomes(train_pairs, self.flip_rate, self.pair_seed + 7, relation)
@@ -286,16 +130,10 @@ class MnistSource(_Inputs):
         train-split index: what `relcomp suggest` draws new pairs from."""
         mnist = self.mnist()
         train = _subset(mnist.train, self.train_subset)
-        pairs = self.judged(train) if self.pairs_file else self._pairs(
-            mnist, train, "train", self.n_pairs, self.train_subset, relation)
+        pairs = self.judged(train) if self.pairs_file else split_pairs(
+            self, mnist, train, "train", self.n_pairs, self.train_subset, relation)
         n = len(train.labels)
         return [str(k) for k in range(n)], train.images, pair_keys(pairs.i, pairs.j, n)
-
-    def _pairs(self, mnist, split: Split, name: str, n: int, subset: int | None, relation: str) -> Pairs:
-        if subset is None:
-            return mnist_pairs(mnist, name, n, self.pair_seed, relation, data_dir=self.data_dir)
-        # a subset's pairs are cheap and not the paper's: made in memory
-        return make_pairs(split.labels, n, self.pair_seed + (name == "val"), relation)
 
     def test_split(self, relation: str) -> TestSplit:
         mnist = self.mnist()
@@ -320,7 +158,7 @@ class MnistSource(_Inputs):
 
 
 @dataclass
-class UserSource(_Inputs):
+class UserSource(Inputs):
     """A user's images and pairwise judgements (see :mod:`relcomp.data.comparisons` for the formats)."""
 
     kind: ClassVar[str] = "user"
@@ -358,8 +196,8 @@ class UserSource(_Inputs):
     def resolved(self) -> UserSource:
         """The same source with absolute paths: a run folder must not depend on the directory it
         was started from."""
-        return dataclasses.replace(self, images=_absolute(self.images or None) or "", labels=_absolute(self.labels),
-                                   comparisons=_absolute(self.comparisons), features=_absolute(self.features))
+        return dataclasses.replace(self, images=absolute(self.images or None) or "", labels=absolute(self.labels),
+                                   comparisons=absolute(self.comparisons), features=absolute(self.features))
 
     def read_feature_dim(self) -> int:
         return self.items().images.shape[1]
@@ -430,6 +268,15 @@ class UserSource(_Inputs):
 SOURCES: dict[str, type] = {"mnist": MnistSource, "user": UserSource}
 
 
+def split_pairs(src: MnistSource, mnist: MNIST, split: Split, name: str, n: int, subset: int | None,
+                relation: str) -> Pairs:
+    """The pair set of an MNIST split: the paper's, stored and cached, or for a subset made in
+    memory (cheap, and not the paper's)."""
+    if subset is None:
+        return mnist_pairs(mnist, name, n, src.pair_seed, relation, data_dir=src.data_dir)
+    return make_pairs(split.labels, n, src.pair_seed + (name == "val"), relation)
+
+
 def source_to_dict(source: Any) -> dict[str, Any]:
     return {"source": source.kind, **dataclasses.asdict(source)}
 
@@ -447,7 +294,3 @@ def source_from_dict(d: dict[str, Any]) -> MnistSource | UserSource:
     cls = SOURCES[kind]
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def _absolute(path: str | None) -> str | None:
-    return None if path is None else str(Path(path).expanduser().resolve())

@@ -24,7 +24,8 @@ from ..callbacks import StopWhen
 from ..config import TrainConfig
 from ..data.mnist import load_mnist
 from ..data.pairs import load_pairs, make_pairs, save_pairs
-from ..data.sources import Data, MnistSource, to_tensor
+from ..data.sources import MnistSource
+from ..data.splits import Data, to_tensor
 from ..distributed import DistInfo
 from ..engine import train
 from ..fewshot import fewshot_accuracy

@@ -12,7 +12,7 @@ from ..data.mnist import fetch_mnist
 from ..errors import ConfigError
 from .harness import Harness
 from .studies import STUDIES
-from .studies.paper import format_console, time_text
+from .studies.paper_report import format_console, time_text
 
 
 def command_line(profile: str, seeds: int | None, overrides: dict[str, Any] | None) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from ...config import TrainConfig
-from ...data.sources import MnistSource, to_tensor
+from ...data.sources import MnistSource
+from ...data.splits import to_tensor
 from ...losses import log_prob_relations
 from ...metrics import item_outputs
 from ...plots import plot_bars

@@ -24,7 +24,8 @@ import torch
 from ...config import TrainConfig, run_loss
 from ...data.mnist import load_mnist
 from ...data.pairs import make_pairs
-from ...data.sources import MnistSource, UserSource, to_tensor
+from ...data.sources import MnistSource, UserSource
+from ...data.splits import to_tensor
 from ...metrics import item_outputs, score_outputs
 from ...run import load_run_model
 from ...utils import atomic_path, parse_count, resolve_device, resolve_precision
