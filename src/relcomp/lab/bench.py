@@ -281,6 +281,37 @@ def time_to_accuracy(kind: str, target: float, cap: int, eval_every: int, mnist,
 
 # ---------------------------------------------------------------------------------------------
 
+def paths_throughput(kind: str, steps: int, images: np.ndarray, labels: np.ndarray, prec: str) -> dict[str, Any]:
+    """Pairs per second of each step of the fast path added in turn; "fast" is what `relcomp
+    train` runs by default."""
+    naive = throughput(kind, "naive", steps, images, labels)
+    naive_bf16 = throughput(kind, "naive", steps, images, labels, precision="bf16") if prec == "bf16" else None
+    fp32 = throughput(kind, "fast", steps, images, labels, precision="fp32")
+    bf16 = throughput(kind, "fast", steps, images, labels, precision="bf16") if prec == "bf16" else None
+    fast = throughput(kind, "fast", steps, images, labels, precision=prec, channels_last=True)
+    return {"naive": round(naive, 1), "naive_bf16": round_or_none(naive_bf16), "gather_fp32": round(fp32, 1),
+            "gather_bf16": round_or_none(bf16), "fast": round(fast, 1)}
+
+
+def ablations_throughput(kind: str, steps: int, images: np.ndarray, labels: np.ndarray, prec: str) -> dict[str, float]:
+    """Pairs per second of the fast path's variants that were tried and not kept (:data:`ABLATIONS`)."""
+    return {name: round(throughput(kind, "fast", steps, images, labels, precision=prec, channels_last=True,
+                                   batch=256 if name == "batch_256" else 128,
+                                   ablation=None if name == "batch_256" else name), 1) for name in ABLATIONS}
+
+
+def times_to_accuracy(quick: bool, mnist, data_dir: str | None, log) -> dict[str, Any]:
+    """Training time of the weak model to 98% val classification and of the Siamese model to a 97%
+    mean 1-shot val accuracy."""
+    log("time to accuracy: weak model to 98% val classification ...")
+    weak = time_to_accuracy("weak", 0.98, 5_000 if quick else 400_000, 1_000 if quick else 10_000, mnist, data_dir)
+    log("time to accuracy: Siamese 1-shot mean to 97% ...")
+    siam = time_to_accuracy("siamese", 0.97, 5_000 if quick else 500_000, 1_000 if quick else 25_000, mnist, data_dir,
+                            draws=3 if quick else 10)
+    return {"time_to_98_weak": weak, "time_to_98_weak_s": weak["time_s"], "time_to_97_siamese_1shot": siam,
+            "time_to_97_siamese_1shot_s": siam["time_s"]}
+
+
 def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablations: bool = False) -> dict[str, Any]:
     """Every measurement; ``quick`` uses fewer steps and smaller caps (seconds, for tests);
     ``ablations`` adds the fast path's variants of :data:`ABLATIONS`."""
@@ -303,19 +334,9 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     r["pairs_per_s"] = {}
     for kind in ("siamese", "weak"):
         log(f"throughput of {kind} ...")
-        # Each step of the fast path added in turn; "fast" is what `relcomp train` runs by default.
-        naive = throughput(kind, "naive", steps, images, labels)
-        naive_bf16 = throughput(kind, "naive", steps, images, labels, precision="bf16") if prec == "bf16" else None
-        fp32 = throughput(kind, "fast", steps, images, labels, precision="fp32")
-        bf16 = throughput(kind, "fast", steps, images, labels, precision="bf16") if prec == "bf16" else None
-        fast = throughput(kind, "fast", steps, images, labels, precision=prec, channels_last=True)
-        r["pairs_per_s"][kind] = {"naive": round(naive, 1), "naive_bf16": round_or_none(naive_bf16),
-                                  "gather_fp32": round(fp32, 1), "gather_bf16": round_or_none(bf16), "fast": round(fast, 1)}
+        r["pairs_per_s"][kind] = paths_throughput(kind, steps, images, labels, prec)
         if ablations:
-            r.setdefault("ablations", {})[kind] = {
-                name: round(throughput(kind, "fast", steps, images, labels, precision=prec, channels_last=True,
-                                       batch=256 if name == "batch_256" else 128,
-                                       ablation=None if name == "batch_256" else name), 1) for name in ABLATIONS}
+            r.setdefault("ablations", {})[kind] = ablations_throughput(kind, steps, images, labels, prec)
     r["speedup_vs_naive"] = {k: round(v["fast"] / v["naive"], 2) for k, v in r["pairs_per_s"].items()}
     log("throughput of weak with the class-balance term on unlabeled images ...")
     with_u = throughput("weak", "fast", steps, images, labels, precision=prec, channels_last=True, unlabeled=True)
@@ -339,15 +360,7 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     r["pair_gen_5m_s"] = round(store["pair_gen_s"] * scale, 3)
     r["images_bytes_5m_uint8"] = 5_000_000 * 2 * 28 * 28
 
-    log("time to accuracy: weak model to 98% val classification ...")
-    weak = time_to_accuracy("weak", 0.98, 5_000 if quick else 400_000, 1_000 if quick else 10_000, mnist, data_dir)
-    r["time_to_98_weak"] = weak
-    r["time_to_98_weak_s"] = weak["time_s"]
-    log("time to accuracy: Siamese 1-shot mean to 97% ...")
-    siam = time_to_accuracy("siamese", 0.97, 5_000 if quick else 500_000, 1_000 if quick else 25_000, mnist, data_dir,
-                            draws=3 if quick else 10)
-    r["time_to_97_siamese_1shot"] = siam
-    r["time_to_97_siamese_1shot_s"] = siam["time_s"]
+    r.update(times_to_accuracy(quick, mnist, data_dir, log))
     r["targets"] = targets(r)
     return r
 
