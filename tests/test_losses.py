@@ -177,8 +177,10 @@ def test_config_validates_losses_and_reads_the_old_name():
                 dict(model="weak", loss="paper-code", noise_correction="estimate")):
         with pytest.raises(ConfigError):
             TrainConfig(**bad).validate()
-    old = TrainConfig(model="weak").to_dict() | {"loss": "correct"}  # a run folder of relcomp 0.3
-    assert TrainConfig.from_dict(old).loss == "unconditional"
+    from relcomp.run import upgrade
+
+    old = TrainConfig(model="weak").to_dict() | {"loss": "correct"}  # the loss's first name, in an old run folder
+    assert TrainConfig.from_dict(upgrade(old)).loss == "unconditional"
 
 
 def test_the_weak_default_is_what_the_loss_study_chose_on_val():

@@ -128,3 +128,19 @@ def test_ctrl_c_mid_interval_resumes_to_the_same_metrics_byte_for_byte(data_dir,
     s = train(cfg(), tmp_path / "cut", resume=True)
     assert s["finished"] and s["samples"] == 3000
     assert (tmp_path / "cut" / "metrics.jsonl").read_bytes() == (tmp_path / "full" / "metrics.jsonl").read_bytes()
+
+
+def test_old_run_folders_are_upgraded_in_one_place(tmp_path):
+    """A flat config.json (the data settings beside the rest), one without a backbone and one with the
+    loss's first name all load as today's config, through relcomp.run.upgrade alone."""
+    from relcomp.config import TrainConfig
+    from relcomp.run import load_config, upgrade
+
+    today = TrainConfig(model="weak", loss="unconditional", backbone="paper").to_dict()  # as a run folder records it
+    flat = {k: v for k, v in today.items() if k not in ("data", "backbone")} | today["data"] | {"loss": "correct"}
+    flat.pop("source")
+    (tmp_path / "config.json").write_text(json.dumps(flat))
+    cfg = load_config(tmp_path)
+    assert cfg.to_dict() == TrainConfig.from_dict(upgrade(today)).to_dict()
+    assert cfg.backbone == "paper" and cfg.loss == "unconditional" and cfg.data.kind == "mnist"
+    assert upgrade([1, 2]) == [1, 2]  # not a config: left for load_config to refuse

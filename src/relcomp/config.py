@@ -131,15 +131,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """A config from ``to_dict`` output; a flat config.json of relcomp 0.1 is read too."""
+        """A config from ``to_dict`` output (an older run folder's goes through
+        :func:`relcomp.run.upgrade` first)."""
         d = dict(d)
-        data = d.pop("data", None)
-        if not isinstance(data, dict):
-            data = {"source": "user" if d.get("images") else "mnist", **d}
+        data = d.pop("data")
         names = {f.name for f in dataclasses.fields(cls)} - {"data"}
-        d.setdefault("backbone", "paper")  # run folders before 0.3 knew only the paper's CNN
-        if d.get("loss") == "correct":  # its name before 0.4
-            d["loss"] = "unconditional"
         return cls(**{k: v for k, v in d.items() if k in names}, data=source_from_dict(data))
 
     def semantic(self) -> dict[str, Any]:

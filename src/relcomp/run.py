@@ -115,9 +115,24 @@ def load_config(run_dir: str | os.PathLike) -> TrainConfig:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: corrupt ({e})") from None
     try:
-        return TrainConfig.from_dict(d)
+        return TrainConfig.from_dict(upgrade(d))
     except TypeError as e:
         raise ConfigError(f"{p}: not a relcomp config ({e})") from None
+
+
+def upgrade(d: Any) -> Any:
+    """A run folder's ``config.json`` of any earlier relcomp as today's ``TrainConfig.to_dict()``
+    output: every compatibility shim for old run folders, in one place (CHANGELOG.md says when each
+    name or field changed). Not a dict: returned as it is, for the caller to refuse."""
+    if not isinstance(d, dict):
+        return d
+    d = dict(d)
+    if not isinstance(d.get("data"), dict):  # one flat dict, the data settings beside the rest
+        d["data"] = {"source": "user" if d.get("images") else "mnist", **{k: v for k, v in d.items() if k != "data"}}
+    d.setdefault("backbone", "paper")  # before hf: and mlp backbones there was only the paper's CNN
+    if d.get("loss") == "correct":  # the unconditional loss's first name
+        d["loss"] = "unconditional"
+    return d
 
 
 def read_resolved(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def table_rows(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
 
 
 def fmt_rho(cell: dict | float) -> str:
-    """|rho| as mean ± std over seeds (a results file before 0.4 holds one number)."""
+    """|rho| as mean ± std over seeds (an older results file holds one number)."""
     if not isinstance(cell, dict):
         return f"{cell:.3f}"
     return f"{cell['mean']:.3f}" + (f" ± {cell['std']:.3f}" if cell["n"] > 1 else "")
@@ -119,7 +119,7 @@ NOTES = [
     "relcomp's code states exactly (src/relcomp/models.py); they are not redrawn here.",
     "The paper's weak model fed a probability into a loss that expects logits (`BCEWithLogits` on P(A > B): "
     "a double sigmoid). The `paper-code` column reproduces that bug; the `symmetric` column is relcomp's "
-    "default (since 0.4), -[z log P(A > B) + (1 - z) log P(A < B)] computed in log space.",
+    "default, -[z log P(A > B) + (1 - z) log P(A < B)] computed in log space.",
     "A row `500k set, ≤150k distinct seen` trains on a larger set for the same number of pairs seen: it sees at "
     "most that many distinct pairs, so it is not a larger-data condition.",
     "Spearman rho: the sign of a principal component is arbitrary, so the projection is oriented to make rho "
