@@ -19,7 +19,7 @@ from .annotators import annotator_counts
 from .checkpoint import save_weights
 from .run import write_annotators, write_metrics
 
-# What a callback is given: the engine's Trainer (its model, state, out, files, info ...). Typed as
+# What a callback is given: the engine's Trainer (its model, state, run_dir, files, info ...). Typed as
 # Any so that this module, which the trainer imports, does not import the trainer back.
 Trainer = Any
 
@@ -49,7 +49,7 @@ class LogMetrics(Callback):
 
     def on_eval(self, trainer: Trainer, row: dict[str, Any]) -> None:
         if trainer.info.main:
-            write_metrics(trainer.out, row)
+            write_metrics(trainer.run_dir, row)
 
 
 class KeepBest(Callback):
@@ -66,7 +66,7 @@ class KeepBest(Callback):
             save_weights(path, trainer.model, trainer.metadata)
             if trainer.annotators is not None:
                 counts = annotator_counts(trainer.data.train_pairs, len(trainer.annotators.names))
-                write_annotators(trainer.out, trainer.cfg.annotator_model, trainer.annotators.report(counts))
+                write_annotators(trainer.run_dir, trainer.cfg.annotator_model, trainer.annotators.report(counts))
             trainer.notify("on_best", path=path)
 
 

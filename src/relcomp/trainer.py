@@ -66,14 +66,14 @@ class Plan:
 class Trainer:
     """The loop and its steps, over one run's model, optimizer, data and state."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, model: RelcompModel, opt: torch.optim.Optimizer, data: Data,
+    def __init__(self, cfg: TrainConfig, run_dir: Path, model: RelcompModel, opt: torch.optim.Optimizer, data: Data,
                  plan: Plan, state: TrainState, info: DistInfo, device: torch.device, precision: str,
                  annotators: AnnotatorFlips | None = None, callbacks: Sequence[Callback] = (),
                  forward: Callable[..., torch.Tensor] | None = None):
-        self.cfg, self.out, self.model, self.opt, self.data = cfg, out, model, opt, data
+        self.cfg, self.run_dir, self.model, self.opt, self.data = cfg, run_dir, model, opt, data
         self.plan, self.state, self.info, self.device, self.precision = plan, state, info, device, precision
         self.callbacks = list(callbacks)
-        self.files, self.metadata = run_files(out), model_metadata(cfg)
+        self.files, self.metadata = run_files(run_dir), model_metadata(cfg)
         # what a step calls: the model, its DDP wrapper, or a compiled model (the bench's ablation)
         self.fwd = forward or (DDP(model) if info.enabled else model)
         self.loss_fn, self.pair_loss = run_loss(cfg), run_loss(cfg, pairs=True)
@@ -117,7 +117,7 @@ class Trainer:
             st.elapsed = time.perf_counter() - self._t0
             self.checkpoint()
             raise TrainingInterrupted(f"interrupted after {st.samples:,} samples; checkpoint saved. "
-                                      f"Continue with: relcomp train --resume {self.out}")
+                                      f"Continue with: relcomp train --resume {self.run_dir}")
 
     def train_step(self, idx: torch.Tensor, take: int) -> None:
         """One optimizer step on the samples ``idx`` (``take`` of them across all ranks)."""
@@ -134,7 +134,7 @@ class Trainer:
         scaled = total * (len(idx) * self.info.world / take) if self.info.enabled else total
         if any_rank(not torch.isfinite(total).item(), self.info, self.device):
             raise TrainingError(f"loss became {total.item()} at step {st.step} ({st.samples} samples); "
-                                f"the last good checkpoint is kept in {self.out}")
+                                f"the last good checkpoint is kept in {self.run_dir}")
         self.opt.zero_grad(set_to_none=True)
         scaled.backward()
         self.opt.step()
@@ -174,7 +174,7 @@ class Trainer:
             self.state.annotator_logits = self.annotators.theta.detach().cpu().tolist()
         rng_states = gather_objects(torch.get_rng_state(), self.info)
         if self.info.main:
-            save_checkpoint(self.out, self.model, {"state": dataclasses.asdict(self.state),
+            save_checkpoint(self.run_dir, self.model, {"state": dataclasses.asdict(self.state),
                                                    "optimizer": self.opt.state_dict(), "torch_rng": rng_states[0],
                                                    "torch_rng_ranks": rng_states},
                             self.state.step, self.state.samples, self.metadata)
