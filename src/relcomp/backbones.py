@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.splits import ENCODERS
 from .errors import ConfigError, DataError
 from .utils import atomic_path, default_data_dir
 
@@ -243,3 +244,6 @@ def encode_images(backbone: str, images: np.ndarray, batch: int = 32, progress: 
 def _say(text: str, progress: bool) -> None:
     if progress:
         print(f"relcomp: {text}", file=sys.stderr)
+
+
+ENCODERS["hf"] = encode_images  # what the data sources embed a frozen hf: encoder's images with

@@ -5,6 +5,7 @@ embeddings of a frozen encoder)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -12,8 +13,12 @@ from typing import ClassVar, Protocol
 import numpy as np
 import torch
 
-from ..backbones import encode_images
 from .pairs import Pairs
+
+# How a run's frozen encoder embeds images: relcomp.backbones registers its encode_images here when
+# it is imported (relcomp's __init__ imports it), so that the data layer never imports the models'
+# side: (backbone, uint8 images (N, C, H, W), progress=) -> float32 (N, D).
+ENCODERS: dict[str, Callable[..., np.ndarray]] = {}
 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -169,7 +174,7 @@ class Inputs:
         run has one, anything else as it is."""
         if self.encoder is None or images.dtype.kind == "f":
             return images
-        return encode_images(self.encoder, images if images.ndim == 4 else images[:, None], progress=progress)
+        return ENCODERS["hf"](self.encoder, images if images.ndim == 4 else images[:, None], progress=progress)
 
 
 def absolute(path: str | None) -> str | None:
