@@ -21,19 +21,21 @@ from relcomp import TrainConfig
 from relcomp.data.sources import MnistSource
 from relcomp.embed import write_embeddings
 from relcomp.engine import train
-from relcomp.evaluate import evaluate_run
+from relcomp.evaluate import evaluate_run, write_evaluation
 from relcomp.lab.common import machine_info
+from relcomp.run import run_files
 from relcomp.utils import resolve_precision, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(cfg: TrainConfig, out: Path) -> dict:
-    if not (out / "eval.json").exists():
-        summary = train(cfg, out, resume=(out / "config.json").exists())
-        evaluate_run(out)
+    files = run_files(out)
+    if not files.eval.exists():
+        summary = train(cfg, out, resume=files.config.exists())
+        write_evaluation(out, evaluate_run(out))
         (out / "train_time.json").write_text(json.dumps({"train_time_s": summary["train_time_s"]}))
-    ev = json.loads((out / "eval.json").read_text())
+    ev = json.loads(files.eval.read_text())
     t = json.loads((out / "train_time.json").read_text())["train_time_s"]
     return {"cls": ev["classification_accuracy"], "rel": ev["relational_accuracy"], "train_time_s": t}
 
