@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import relcomp.engine as T
 from conftest import mnist_cfg
 from relcomp.checkpoint import load_checkpoint, load_state, read_weights, save_weights
 from relcomp.data.idx import parse_idx, write_idx
@@ -97,7 +96,9 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(data_dir, tmp_path):
 
 @pytest.mark.mnist
 def test_failed_write_keeps_the_previous_checkpoint(mnist, data_dir, tmp_path, monkeypatch):
-    real, calls = T.save_checkpoint.__globals__["save_state"], {"n": 0}
+    import relcomp.checkpoint
+
+    real, calls = relcomp.checkpoint.save_state, {"n": 0}
 
     def disk_full(path, state):
         calls["n"] += 1
