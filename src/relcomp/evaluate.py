@@ -29,7 +29,7 @@ from .metrics import (
     score_outputs,
 )
 from .plots import plot_confusion, plot_reliability
-from .run import cached_result, load_config, load_run_model, read_annotators, run_files, run_title
+from .run import load_config, load_run_model, read_annotators, run_files, run_title
 from .utils import resolve_device, resolve_precision, write_json_atomic
 
 
@@ -80,16 +80,6 @@ def write_evaluation(run_dir: str | os.PathLike, result: dict[str, Any]) -> None
     if result.get("confusion_matrix") is not None:
         plot_confusion(np.array(result["confusion_matrix"]), files.confusion, title=title)
     write_json_atomic(files.eval, result)
-
-
-def cached_evaluation(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, Any]:
-    """The run's ``eval.json`` if it is newer than its best weights, else a fresh evaluation,
-    written."""
-    found = cached_result(run_files(run_dir).eval)
-    if found is None:
-        found = evaluate_run(run_dir, device=device)
-        write_evaluation(run_dir, found)
-    return found
 
 
 def test_embeddings(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, np.ndarray]:
