@@ -65,6 +65,7 @@ def test_embedding_cache(tiny_vit, cache_dir, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(bb, "HFBackbone", refuse)
         np.testing.assert_array_equal(bb.encode_images(f"hf:{tiny_vit}", images), first)
+        assert bb.hf_width(f"hf:{tiny_vit}") == 32  # a config's resolve reads D from the cache too
     changed = images.copy()
     changed[0, 0, 0, 0] ^= 1
     second = bb.encode_images(f"hf:{tiny_vit}", changed)

@@ -199,10 +199,10 @@ def test_the_weak_default_is_what_the_loss_study_chose_on_val():
 def test_pairs_are_read_on_the_relation_for_every_model():
     """Training the supervised model is the cross-entropy of labels; scoring it on test pairs reads its
     pair output on gt (P(A > B) against P(A <= B), as before losses were objects), also for K = 3."""
-    from relcomp.config import TrainConfig, run_loss
+    from relcomp.config import TrainConfig, resolve
 
-    cfg = TrainConfig(model="supervised", num_classes=3)
-    train_loss, reader = run_loss(cfg), run_loss(cfg, pairs=True)
+    run = resolve(TrainConfig(model="supervised", num_classes=3))
+    train_loss, reader = run.loss, run.pair_loss
     assert train_loss.relation is None and reader.relation == "gt"
     g = torch.Generator().manual_seed(5)
     la, lb = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)

@@ -6,9 +6,11 @@ import pytest
 from conftest import mnist_cfg
 from relcomp.callbacks import Callback
 from relcomp.checkpoint import read_weights
+from relcomp.config import resolve
 from relcomp.engine import train
 from relcomp.errors import ConfigError
 from relcomp.evaluate import evaluate_run, write_evaluation
+from relcomp.models import MODELS
 from relcomp.utils import read_jsonl
 
 
@@ -20,15 +22,26 @@ def tiny(model="weak", **kw):
 
 
 def test_budget_arithmetic():
-    rel = mnist_cfg(model="siamese", pairs="50k")
-    assert mnist_cfg(model="siamese", samples=5_000_000).budget(50_000) == 5_000_000
-    assert mnist_cfg(model="siamese", epochs=100).budget(50_000) == 5_000_000
-    assert mnist_cfg(model="siamese", epochs=1).budget(5_000_000) == 5_000_000
-    assert mnist_cfg(model="siamese", epochs=10).budget(500_000) == 5_000_000
-    assert rel.budget(50_000) == 150_000
-    assert mnist_cfg(model="supervised").budget(50_000) == 250_000
-    assert mnist_cfg(model="supervised").resolved_batch_size() == 64
-    assert rel.resolved_batch_size() == 128
+    def run(**kw):
+        return resolve(mnist_cfg(**kw))
+
+    assert run(model="siamese", samples=5_000_000).budget(50_000) == 5_000_000
+    assert run(model="siamese", epochs=100).budget(50_000) == 5_000_000
+    assert run(model="siamese", epochs=1).budget(5_000_000) == 5_000_000
+    assert run(model="siamese", epochs=10).budget(500_000) == 5_000_000
+    assert run(model="siamese", pairs="50k").budget(50_000) == 150_000
+    assert run(model="supervised").budget(50_000) == 250_000
+    assert run(model="supervised").batch_size == 64
+    assert run(model="siamese", pairs="50k").batch_size == 128
+
+
+def test_resolve_does_the_look_ups_once():
+    r = resolve(mnist_cfg(model="weak", relation="ge"))
+    assert r.model_cls is MODELS["weak"] and r.cfg.loss == "unconditional" and r.cfg.backbone == "paper"
+    assert r.loss.relation == "ge" and r.pair_loss.relation == "ge"
+    s = resolve(mnist_cfg(model="supervised"))
+    assert s.loss.relation is None and s.pair_loss.relation == "gt"  # labels train it; pairs score it
+    assert mnist_cfg(model="weak").loss == "auto"  # the config stores what it is given
 
 
 @pytest.mark.parametrize("bad", [dict(model="cnn"), dict(loss="x"), dict(model="siamese", loss="paper-code"),

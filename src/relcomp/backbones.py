@@ -27,7 +27,7 @@ from torch import nn
 
 from .data.splits import ENCODERS
 from .errors import ConfigError, DataError
-from .utils import atomic_path, default_data_dir
+from .utils import atomic_path, default_data_dir, write_json_atomic
 
 HF_PREFIX = "hf:"
 BACKBONES = ("auto", "paper", "mlp", "hf:<model id or folder>")
@@ -195,12 +195,37 @@ def weights_hash(backbone: str) -> str:
     return h.hexdigest()
 
 
+def model_key(backbone: str) -> list[str]:
+    """What an embedding depends on besides the images: the model (source, weights hash) and the pooling."""
+    return [hf_source(backbone), weights_hash(backbone), POOLING_VERSION]
+
+
 def cache_key(backbone: str, images: np.ndarray) -> str:
-    """Embeddings are keyed by the model (source, weights hash), the pooling and the exact images."""
-    h = hashlib.sha256(json.dumps([hf_source(backbone), weights_hash(backbone), POOLING_VERSION,
-                                   list(images.shape), str(images.dtype)]).encode())
+    """Embeddings are keyed by the model, the pooling and the exact images."""
+    h = hashlib.sha256(json.dumps([*model_key(backbone), list(images.shape), str(images.dtype)]).encode())
     h.update(np.ascontiguousarray(images).tobytes())
     return h.hexdigest()[:32]
+
+
+def width_path(backbone: str) -> Path:
+    key = hashlib.sha256(json.dumps(model_key(backbone)).encode()).hexdigest()[:32]
+    return embedding_cache_dir() / f"{key}.width.json"
+
+
+def hf_width(backbone: str) -> int:
+    """D, the length of a frozen hf: model's embeddings: read from the embedding cache, where
+    :func:`encode_images` (or an earlier call) recorded it; the model is built only the first time."""
+    path = width_path(backbone)
+    try:
+        return int(json.loads(path.read_text())["dim"])
+    except (OSError, ValueError, KeyError, TypeError):  # not cached yet, or an unreadable record: measure again
+        pass
+    return record_width(backbone, HFBackbone(backbone).dim)
+
+
+def record_width(backbone: str, dim: int) -> int:
+    write_json_atomic(width_path(backbone), {"backbone": hf_source(backbone), "dim": int(dim)})
+    return int(dim)
 
 
 def embedding_cache_dir() -> Path:
@@ -231,6 +256,8 @@ def encode_images(backbone: str, images: np.ndarray, batch: int = 32, progress: 
             x = torch.from_numpy(images[k:k + batch]).float().div_(255.0)
             parts.append(model(x).float().numpy())
     out = np.concatenate(parts)
+    if cache:
+        record_width(backbone, model.dim)
     dt = time.perf_counter() - t
     _say(f"embedded {len(images):,} images with {backbone} in {dt:.1f}s ({len(images) / max(dt, 1e-9):.1f} images/s)",
          progress)

@@ -16,20 +16,20 @@ from typing import Any
 
 from .annotators import ANNOTATOR_MODELS
 from .augment import AUGMENTS
-from .backbones import BACKBONES, HFBackbone, hf_preprocess, is_hf
+from .backbones import BACKBONES, hf_preprocess, hf_width, is_hf
 from .data.comparisons import CONTRADICTIONS
 from .data.pairs import RELATIONS
 from .data.sources import SOURCES, MnistSource, UserSource, source_from_dict, source_to_dict
 from .errors import ConfigError
 from .losses import LOSSES, Loss, get_loss
-from .models import MODELS, default_loss, model_class
+from .models import MODELS, RelcompModel, default_loss, model_class
 
 NOISE_CORRECTIONS = ("none", "given", "estimate")
 UNLABELED = ("auto", "off")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 __all__ = ["AUGMENTS", "BACKBONES", "CONTRADICTIONS", "LOSSES", "MODELS", "NOISE_CORRECTIONS", "PRECISIONS",
-           "RELATIONS", "SOURCES", "UNLABELED", "TrainConfig"]
+           "RELATIONS", "SOURCES", "UNLABELED", "Resolved", "TrainConfig", "resolve"]
 
 
 @dataclass
@@ -86,44 +86,10 @@ class TrainConfig:
             check(self)
         self.data.validate(cls.relational, self.relation)
 
-    def resolved(self) -> TrainConfig:
-        """The config as a run folder records it: absolute paths, the backbone chosen, and what the
-        model's input is (an hf: model's image size; the feature length D)."""
-        data, backbone = self.data.resolved(), self.backbone
-        if data.features:
-            backbone, data = "mlp", dataclasses.replace(data, feature_dim=data.read_feature_dim())
-        elif is_hf(backbone):
-            prep = hf_preprocess(backbone)
-            data = data.for_images(prep.size, 3)
-            if not self.finetune:
-                data = dataclasses.replace(data, encoder=backbone, feature_dim=HFBackbone(backbone).dim)
-        else:
-            backbone = "paper"
-        init_from = str(Path(self.init_from).expanduser().resolve()) if self.init_from else None
-        return dataclasses.replace(self, backbone=backbone, data=data, init_from=init_from, loss=loss_name(self))
-
     @property
     def flip_rate(self) -> float:
         """The simulated flip rate of the source (0 for your own data)."""
         return getattr(self.data, "flip_rate", 0.0)
-
-    @property
-    def relational(self) -> bool:
-        return model_class(self.model).relational
-
-    def resolved_batch_size(self) -> int:
-        return self.batch_size or model_class(self.model).batch_size
-
-    def budget(self, n_train: int) -> int:
-        """Samples to train for: explicit --samples, else --epochs x set size, else the model's
-        default (5 epochs supervised, 150k pairs relational: about a minute on a 2-core CPU)."""
-        cls = model_class(self.model)
-        if self.samples is not None:
-            return int(self.samples)
-        epochs = self.epochs if self.epochs is not None else cls.default_epochs
-        if epochs is not None:
-            return int(round(epochs * n_train))
-        return int(cls.default_samples)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "data"}
@@ -149,6 +115,60 @@ class TrainConfig:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A config with every look-up done once (:func:`resolve`): what the engine, the trainer and
+    evaluation read instead of looking the model class or the loss up again."""
+
+    cfg: TrainConfig                   # as config.json records it: paths absolute, backbone and input chosen
+    model_cls: type[RelcompModel]
+    loss: Loss                         # what training minimises
+    pair_loss: Loss                    # reads the model's pair outputs on cfg.relation (every model)
+    batch_size: int                    # per process
+
+    @property
+    def relational(self) -> bool:
+        return self.model_cls.relational
+
+    def budget(self, n_train: int) -> int:
+        """Samples to train for: explicit --samples, else --epochs x set size, else the model's
+        default (5 epochs supervised, 150k pairs relational: about a minute on a 2-core CPU)."""
+        cfg, cls = self.cfg, self.model_cls
+        if cfg.samples is not None:
+            return int(cfg.samples)
+        epochs = cfg.epochs if cfg.epochs is not None else cls.default_epochs
+        if epochs is not None:
+            return int(round(epochs * n_train))
+        return int(cls.default_samples)
+
+
+def resolve(cfg: TrainConfig) -> Resolved:
+    """Validate ``cfg`` and do its look-ups once: the model class, the loss (``auto`` -> the
+    model's default), the backbone (``auto`` -> by the data), absolute paths, and what the model's
+    input is (an hf: model's image size; the feature length D, for a frozen hf: model read from the
+    embedding cache).
+
+    Raises:
+        ConfigError: an impossible setting.
+    """
+    cfg.validate()
+    cls = model_class(cfg.model)
+    data, backbone = cfg.data.resolved(), cfg.backbone
+    if data.features:
+        backbone, data = "mlp", dataclasses.replace(data, feature_dim=data.read_feature_dim())
+    elif is_hf(backbone):
+        data = data.for_images(hf_preprocess(backbone).size, 3)
+        if not cfg.finetune:
+            data = dataclasses.replace(data, encoder=backbone, feature_dim=hf_width(backbone))
+    else:
+        backbone = "paper"
+    init_from = str(Path(cfg.init_from).expanduser().resolve()) if cfg.init_from else None
+    loss = loss_name(cfg)
+    done = dataclasses.replace(cfg, backbone=backbone, data=data, init_from=init_from, loss=loss)
+    return Resolved(done, cls, get_loss(loss, cfg.relation if cls.relational else None), pair_loss(done),
+                    cfg.batch_size or cls.batch_size)
 
 
 # Settings that do not change what is learned.
@@ -203,7 +223,7 @@ def validate_noise(cfg: TrainConfig) -> None:
     _choice("--annotator-model", cfg.annotator_model, ANNOTATOR_MODELS)
     corrects = LOSSES[loss_name(cfg)].corrects_noise
     if cfg.annotator_model != "none":
-        if not corrects or cfg.noise_correction != "none" or not cfg.relational:
+        if not corrects or cfg.noise_correction != "none" or not model_class(cfg.model).relational:
             raise ConfigError("--annotator-model flip models the annotators of a relational model's comparisons "
                               "with the unconditional, conditional or symmetric loss, instead of --noise-correction")
         if cfg.relation == "same":
@@ -222,13 +242,10 @@ def loss_name(cfg: TrainConfig) -> str:
     return default_loss(model_class(cfg.model), cfg.relation) if cfg.loss == "auto" else cfg.loss
 
 
-def run_loss(cfg: TrainConfig, pairs: bool = False) -> Loss:
-    """The loss object of a config: its likelihood for the pairs of its relation, which training
-    minimises (for a model trained on labels: relation None, the cross-entropy of the labels), or
-    with ``pairs`` the reader of the model's pair outputs on its relation, through which evaluation
-    scores every model on pairs (the supervised model too)."""
-    relational = pairs or model_class(cfg.model).relational
-    return get_loss(loss_name(cfg), cfg.relation if relational else None)
+def pair_loss(cfg: TrainConfig) -> Loss:
+    """The reader of a config's pair outputs on its relation, through which evaluation scores every
+    model on pairs (the supervised model too); for a config read from a run folder, already resolved."""
+    return get_loss(loss_name(cfg), cfg.relation)
 
 
 def _choice(option: str, value: str, choices) -> None:

@@ -23,14 +23,14 @@ from .annotators import LR as ANNOTATOR_LR
 from .annotators import build_annotators
 from .callbacks import Callback, default_callbacks
 from .checkpoint import has_checkpoint, load_checkpoint, load_weights, remove_orphans
-from .config import TrainConfig
+from .config import Resolved, TrainConfig, resolve
 from .data.comparisons import ValidationReport
 from .data.splits import Data
 from .distributed import DistInfo, barrier
 from .distributed import from_env as dist_from_env
 from .distributed import setup as dist_setup
 from .errors import ConfigError
-from .models import RelcompModel, model_class
+from .models import RelcompModel
 from .plots import plot_curves
 from .run import (
     build_run_model,
@@ -63,16 +63,15 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False,
         TrainingError: a non-finite loss.
         TrainingInterrupted: Ctrl-C (SIGINT); a checkpoint was saved first.
     """
-    cfg.validate()
-    cfg = cfg.resolved()
-    out, info = Path(out), dist_from_env()
+    run = resolve(cfg)
+    cfg, out, info = run.cfg, Path(out), dist_from_env()
     old_fingerprint = check_run_folder(cfg, out, resume)
     seed_everything(cfg.seed + info.rank, cfg.deterministic)  # dropout masks differ across ranks
     device = dist_setup(info, resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
-    data = load_data(cfg, out, device, old_fingerprint, info.main)
+    data = load_data(run, out, device, old_fingerprint, info.main)
     model = build_run_model(cfg).to(device)
     if cfg.init_from:
         init_weights(cfg, model)
@@ -85,16 +84,16 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False,
         groups.append({"params": annotators.parameters(), "lr": ANNOTATOR_LR, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = data.n_train
-    plan = Plan(cfg.budget(n), cfg.resolved_batch_size() * info.world, cfg.eval_every or min(n, 100_000), n)
+    plan = Plan(run.budget(n), run.batch_size * info.world, cfg.eval_every or min(n, 100_000), n)
     if info.main:
-        write_json_atomic(run_files(out).config, {**cfg.to_dict(), "resolved": resolved(cfg, plan, info, device,
+        write_json_atomic(run_files(out).config, {**cfg.to_dict(), "resolved": resolved(run, plan, info, device,
                                                                                         precision, data)})
     barrier(info)  # rank 0 may have created the folder; everyone now sees the same files
     state = restore(cfg, out, model, opt, info, resume)
     if annotators is not None and state.annotator_logits is not None:
         annotators.theta.data = torch.tensor(state.annotator_logits, device=device)
     if not state.finished:
-        Trainer(cfg, out, model, opt, data, plan, state, info, device, precision, annotators,
+        Trainer(run, out, model, opt, data, plan, state, info, device, precision, annotators,
                 [*default_callbacks(), *callbacks]).run()
         if info.main:
             plot_curves(read_metrics(out), run_files(out).curves, title=run_title(cfg))
@@ -128,9 +127,9 @@ def check_run_folder(cfg: TrainConfig, out: Path, resume: bool) -> dict | None:
     return read_resolved(out).get("data_fingerprint")
 
 
-def load_data(cfg: TrainConfig, out: Path, device: torch.device, old_fingerprint: dict | None, main: bool) -> Data:
+def load_data(run: Resolved, out: Path, device: torch.device, old_fingerprint: dict | None, main: bool) -> Data:
     """The source's data on ``device``; a resumed run must find the data it started on."""
-    cls = model_class(cfg.model)
+    cfg, cls = run.cfg, run.model_cls
     data = cfg.data.load(device, cls.relational, cfg.relation, cfg.num_classes if cls.classifies else None,
                          cfg.progress)
     if old_fingerprint is not None and data.fingerprint != old_fingerprint:
@@ -149,12 +148,12 @@ def load_data(cfg: TrainConfig, out: Path, device: torch.device, old_fingerprint
     return data
 
 
-def resolved(cfg: TrainConfig, plan: Plan, info: DistInfo, device: torch.device, precision: str,
+def resolved(run: Resolved, plan: Plan, info: DistInfo, device: torch.device, precision: str,
              data: Data) -> dict[str, Any]:
     """What ``config.json`` records beside the config: the choices the trainer made."""
     return {"device": str(device), "precision": precision, "budget_samples": plan.total, "batch_size": plan.batch,
             "world_size": info.world, "eval_every": plan.eval_every, "n_train": plan.n,
-            "selection_metric": model_class(cfg.model).selection_metric, "torch": torch.__version__,
+            "selection_metric": run.model_cls.selection_metric, "torch": torch.__version__,
             "data_fingerprint": data.fingerprint}
 
 

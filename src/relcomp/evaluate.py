@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from .config import run_loss
+from .config import pair_loss
 from .data.splits import to_tensor
 from .metrics import (
     calibration,
@@ -47,12 +47,12 @@ def evaluate_run(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, 
     test = cfg.data.test_split(cfg.relation)
     _, out = item_outputs(model, to_tensor(test.images, dev), resolve_precision(cfg.precision, dev))
     labels = test.labels
-    loss = run_loss(cfg, pairs=True)
+    loss = pair_loss(cfg)
     m = score_outputs(model, loss, out, torch.from_numpy(labels).to(dev), test.pairs)
     labelled = labels >= 0
     result: dict[str, Any] = {
         "run_dir": str(run_dir), "model": cfg.model, "loss": cfg.loss,
-        "pairs": cfg.data.pairs if cfg.relational and cfg.data.kind == "mnist" else None,
+        "pairs": cfg.data.pairs if model.relational and cfg.data.kind == "mnist" else None,
         "split": test.name, "relation": cfg.relation,
         "relational_accuracy": m["rel_acc"], "classification_accuracy": m.get("cls_acc"),
         "confusion_matrix": None, "n_test_pairs": len(test.pairs), "n_test_images": int(labelled.sum()),

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import run_loss
+from .config import pair_loss
 from .data.comparisons import load_labels
 from .data.features import load_features
 from .data.images import ImageSet, load_images, load_inputs
@@ -36,7 +36,7 @@ class Predictor:
     def __init__(self, run_dir: str | os.PathLike, device: str = "auto"):
         self.device = resolve_device(device)
         self.model, self.cfg = load_run_model(run_dir, self.device)
-        self.loss = run_loss(self.cfg, pairs=True)  # reads the model's pair outputs as outcome probabilities
+        self.loss = pair_loss(self.cfg)  # reads the model's pair outputs as outcome probabilities
         # fp32 even where training used bf16: a bf16 score has 8 significant bits, and ranking
         # thousands of images on it would make ties.
         self.precision = "fp32"

@@ -174,15 +174,17 @@ def run_title(cfg: TrainConfig) -> str:
     """A short description of a run for plot titles."""
     if cfg.data.kind == "user":
         return f"{cfg.model} on {Path(cfg.data.comparisons).name}"
-    if not cfg.relational:
+    cls = model_class(cfg.model)
+    if not cls.relational:
         return cfg.model
-    default = default_loss(model_class(cfg.model), cfg.relation)
+    default = default_loss(cls, cfg.relation)
     return f"{cfg.model} ({cfg.data.pairs}{f', {cfg.loss} loss' if cfg.loss != default else ''})"
 
 
 def run_tag(cfg: TrainConfig) -> str:
     """A default run-folder name part: model, data, and the settings that differ from the defaults."""
-    parts = [cfg.model] + ([cfg.data.tag()] if cfg.relational else [])
-    parts += [cfg.loss] if cfg.loss != default_loss(model_class(cfg.model), cfg.relation) else []
+    cls = model_class(cfg.model)
+    parts = [cfg.model] + ([cfg.data.tag()] if cls.relational else [])
+    parts += [cfg.loss] if cfg.loss != default_loss(cls, cfg.relation) else []
     parts += [cfg.relation] if cfg.relation != "gt" else []
     return "-".join(parts)

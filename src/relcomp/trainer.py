@@ -21,7 +21,7 @@ from .annotators import AnnotatorFlips
 from .augment import augment
 from .callbacks import Callback
 from .checkpoint import save_checkpoint
-from .config import TrainConfig, run_loss
+from .config import Resolved, TrainConfig
 from .data.splits import Data
 from .distributed import DistInfo, any_rank, barrier, gather_objects, gather_rows, local_slice, shard_range, sum_values
 from .errors import TrainingError, TrainingInterrupted
@@ -66,17 +66,18 @@ class Plan:
 class Trainer:
     """The loop and its steps, over one run's model, optimizer, data and state."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, model: RelcompModel, opt: torch.optim.Optimizer, data: Data,
+    def __init__(self, run: Resolved, run_dir: Path, model: RelcompModel, opt: torch.optim.Optimizer, data: Data,
                  plan: Plan, state: TrainState, info: DistInfo, device: torch.device, precision: str,
                  annotators: AnnotatorFlips | None = None, callbacks: Sequence[Callback] = (),
                  forward: Callable[..., torch.Tensor] | None = None):
+        cfg = run.cfg
         self.cfg, self.run_dir, self.model, self.opt, self.data = cfg, run_dir, model, opt, data
         self.plan, self.state, self.info, self.device, self.precision = plan, state, info, device, precision
         self.callbacks = list(callbacks)
         self.files, self.metadata = run_files(run_dir), model_metadata(cfg)
         # what a step calls: the model, its DDP wrapper, or a compiled model (the bench's ablation)
         self.fwd = forward or (DDP(model) if info.enabled else model)
-        self.loss_fn, self.pair_loss = run_loss(cfg), run_loss(cfg, pairs=True)
+        self.loss_fn, self.pair_loss = run.loss, run.pair_loss
         props = cfg.class_proportions  # the balance term's target (None: equal classes)
         self.prior = None if props is None else torch.tensor(props, device=device) / sum(props)
         self.order = BatchOrder(cfg.seed, plan, info, device)

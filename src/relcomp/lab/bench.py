@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..callbacks import StopWhen
-from ..config import TrainConfig
+from ..config import TrainConfig, resolve
 from ..data.mnist import load_mnist
 from ..data.pairs import load_pairs, make_pairs, save_pairs
 from ..data.sources import MnistSource
@@ -186,7 +186,7 @@ def _engine_step(kind: str, model, opt, images: np.ndarray, labels: np.ndarray, 
     data = Data(x, torch.from_numpy(labels), x[:1], torch.from_numpy(labels[:1]), pairs, None,
                 unlabeled=torch.arange(len(x)) if unlabeled else None)
     plan = Plan(total=len(pairs), batch=batch, eval_every=len(pairs), n=len(pairs))
-    trainer = Trainer(TrainConfig(model=kind, loss=BENCH_LOSS), Path(tempfile.gettempdir()), model, opt, data, plan,
+    trainer = Trainer(resolve(TrainConfig(model=kind, loss=BENCH_LOSS)), Path(tempfile.gettempdir()), model, opt, data, plan,
                       TrainState(), DistInfo(), cpu, precision, forward=torch.compile(model) if compile_model else None)
     order = torch.randperm(len(pairs))
     pos = {"k": 0}

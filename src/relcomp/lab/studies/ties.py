@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...config import TrainConfig, run_loss
+from ...config import TrainConfig, pair_loss
 from ...data.mnist import load_mnist
 from ...data.pairs import make_pairs
 from ...data.sources import MnistSource, UserSource
@@ -59,7 +59,7 @@ def mnist_ge_test(folder: Path, device: str, data_dir: str | None) -> dict[str, 
     model, cfg = load_run_model(folder, dev)
     test = MnistSource(data_dir=data_dir).test_split("ge")
     _, out = item_outputs(model, to_tensor(test.images, dev), resolve_precision(cfg.precision, dev))
-    m = score_outputs(model, run_loss(cfg, pairs=True), out, torch.from_numpy(test.labels).to(dev), test.pairs)
+    m = score_outputs(model, pair_loss(cfg), out, torch.from_numpy(test.labels).to(dev), test.pairs)
     return {"rel_acc": m["rel_acc"], "cls_acc": m["cls_acc"]}
 
 
