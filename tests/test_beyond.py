@@ -158,6 +158,11 @@ def test_every_option_from_the_cli(tmp_path, data_dir, capsys):
     assert main(["fewshot", str(ranker), "--shots", "0,1", "--draws", "2", "--json"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["method"] == "cutpoints" and set(r["shots"]) == {"0 (kmeans)", "0 (quantile)", "1"}
+    assert [(s["k"], s["fit"]) for s in r["shots"].values()] == [(0, "kmeans"), (0, "quantile"), (1, None)]
+    assert {p.name for p in ranker.glob("confusion-cutpoints-*")} == {
+        "confusion-cutpoints-0-kmeansshot.png", "confusion-cutpoints-0-quantileshot.png", "confusion-cutpoints-1shot.png"}
+    assert main(["fewshot", str(ranker), "--shots", "0", "--draws", "1"]) == 0
+    assert "0-shot (kmeans): mean" in capsys.readouterr().out
     for relation in ("ge", "same"):
         run = _train(tmp_path, data_dir, f"weak-{relation}", "weak", "--relation", relation)
         ev = json.loads((run / "eval.json").read_text())

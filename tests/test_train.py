@@ -155,5 +155,5 @@ def test_old_run_folders_are_upgraded_in_one_place(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(flat))
     cfg = load_config(tmp_path)
     assert cfg.to_dict() == TrainConfig.from_dict(upgrade(today)).to_dict()
-    assert cfg.backbone == "paper" and cfg.loss == "unconditional" and cfg.data.kind == "mnist"
+    assert cfg.backbone == "paper" and cfg.loss == "unconditional" and cfg.data.source == "mnist"
     assert upgrade([1, 2]) == [1, 2]  # not a config: left for load_config to refuse

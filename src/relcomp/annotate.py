@@ -210,9 +210,9 @@ class Handler(BaseHTTPRequestHandler):
         given = self.headers.get("X-Relcomp-Token") or (query.get("token") or [""])[0]
         return hmac.compare_digest(given.encode(), self.token.encode())
 
-    def send(self, status: int, body: bytes, kind: str = "application/json") -> None:
+    def send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", kind)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")

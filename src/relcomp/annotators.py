@@ -51,13 +51,13 @@ class AnnotatorFlips(nn.Module):
         return out
 
 
-def build_annotators(kind: str, pairs, world: int) -> AnnotatorFlips | None:
+def build_annotators(model: str, pairs, world: int) -> AnnotatorFlips | None:
     """The annotator model of ``--annotator-model`` for the training ``pairs``.
 
     Raises:
         ConfigError: ``flip`` without an annotator column, or under several processes.
     """
-    if kind == "none":
+    if model == "none":
         return None
     if pairs is None or pairs.annotator is None:
         raise ConfigError("--annotator-model flip needs comparisons with an annotator column")

@@ -18,22 +18,22 @@ import torch.nn.functional as F
 AUGMENTS = ("off", "shift", "affine", "elastic")
 
 
-def augment(x: torch.Tensor, kind: str) -> torch.Tensor:
+def augment(x: torch.Tensor, mode: str) -> torch.Tensor:
     """A transformed copy of a float image batch (B, C, H, W); ``off`` returns ``x`` itself."""
-    if kind == "off":
+    if mode == "off":
         return x
     b, _, h, w = x.shape
     dev = x.device
     shift = 2.0 / 14.0 * (torch.rand(b, 2, device=dev) * 2 - 1)  # up to 2 of 28 pixels, in [-1, 1] units
     angle = torch.zeros(b, device=dev)
     scale = torch.ones(b, device=dev)
-    if kind in ("affine", "elastic"):
+    if mode in ("affine", "elastic"):
         angle = math.radians(10) * (torch.rand(b, device=dev) * 2 - 1)
         scale = 0.9 + 0.2 * torch.rand(b, device=dev)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    if kind == "elastic":
+    if mode == "elastic":
         coarse = torch.randn(b, 2, 4, 4, device=dev) * (2.0 / max(h, w))  # ~1 pixel, smooth over a quarter image
         grid = grid + F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)

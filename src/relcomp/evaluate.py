@@ -52,7 +52,7 @@ def evaluate_run(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, 
     labelled = labels >= 0
     result: dict[str, Any] = {
         "run_dir": str(run_dir), "model": cfg.model, "loss": cfg.loss,
-        "pairs": cfg.data.pairs if model.relational and cfg.data.kind == "mnist" else None,
+        "pairs": cfg.data.pairs if model.relational and cfg.data.source == "mnist" else None,
         "split": test.name, "relation": cfg.relation,
         "relational_accuracy": m["rel_acc"], "classification_accuracy": m.get("cls_acc"),
         "confusion_matrix": None, "n_test_pairs": len(test.pairs), "n_test_images": int(labelled.sum()),

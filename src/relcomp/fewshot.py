@@ -87,10 +87,11 @@ METHODS = ("linear", "anchors", "cutpoints")
 def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarray, train_labels: np.ndarray,
                      eval_images: np.ndarray, eval_labels: np.ndarray, shots: Sequence[int], draws: int = 10,
                      seed: int = 0, num_classes: int = 10,
-                     precision: str = "fp32") -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+                     precision: str = "fp32") -> dict[tuple[int, str | None], tuple[np.ndarray, np.ndarray]]:
     """Classes from the relation itself, no head trained: ``anchors`` (compare each eval image
     with k labelled anchors per class through the pair head) or ``cutpoints`` (thresholds on a
-    ranker's score; k = 0 gives the two zero-shot methods). Returns {name: (accuracies, predictions)}.
+    ranker's score; k = 0 gives the two zero-shot fits). Returns {(k, zero-shot fit or None):
+    (accuracies, predictions)}.
 
     Raises:
         ConfigError: a method the model cannot use.
@@ -106,15 +107,14 @@ def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarr
         ts, es = train_out[:, 0].cpu().numpy(), eval_out[:, 0].cpu().numpy()
         accs = cutpoint_accuracy(ts, train_labels, es, eval_labels, shots, num_classes, draws, seed)
         preds = {}
-        for name in accs:  # predictions of the first draw, for the confusion matrix
-            if name.startswith("0 ("):
-                cuts = fit_cutpoints(ts, num_classes, method=name[3:-1], seed=seed)  # train scores, no labels
+        for k, fit in accs:  # predictions of the first draw, for the confusion matrix
+            if fit is not None:
+                cuts = fit_cutpoints(ts, num_classes, method=fit, seed=seed)  # train scores, no labels
             else:
-                k = int(name)
                 idx = draw_shots(train_labels, k, num_classes, seed=(seed, k, 0))
                 cuts = fit_cutpoints(ts[idx], num_classes, train_labels[idx])
-            preds[name] = apply_cutpoints(es, cuts)[None]
-        return {name: (accs[name], preds[name]) for name in accs}
+            preds[(k, fit)] = apply_cutpoints(es, cuts)[None]
+        return {key: (accs[key], preds[key]) for key in accs}
     if method != "anchors":
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if min(shots) < 1:
@@ -128,7 +128,7 @@ def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarr
             pred = anchor_predict(model, eval_out, anchor_out, train_labels[idx], num_classes)
             accs.append(float((pred == eval_labels).mean()))
             preds.append(pred)
-        results[str(k)] = (np.array(accs), np.stack(preds))
+        results[(k, None)] = (np.array(accs), np.stack(preds))
     return results
 
 
@@ -160,8 +160,9 @@ def fewshot_eval(run_dir: str | os.PathLike, shots: Sequence[int] = (1, 3), draw
     pool = cfg.data.shot_pool(None if labels is None else str(labels))
     k_cls = cfg.num_classes if model.classifies else int(pool.test_y.max()) + 1
     if method == "linear":
-        per_k = fewshot_accuracy(model, pool.train_x, pool.train_y, pool.test_x, pool.test_y, shots, draws, seed,
-                                 k_cls, precision, steps, lr, same_pool=pool.same_pool)
+        per_k = {(k, None): v for k, v in fewshot_accuracy(
+            model, pool.train_x, pool.train_y, pool.test_x, pool.test_y, shots, draws, seed, k_cls, precision, steps,
+            lr, same_pool=pool.same_pool).items()}
     elif pool.same_pool:
         raise ConfigError(f"--method {method} is for MNIST runs")
     else:
@@ -169,19 +170,26 @@ def fewshot_eval(run_dir: str | os.PathLike, shots: Sequence[int] = (1, 3), draw
                                  seed, k_cls, precision)
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": getattr(cfg.data, "pairs", None),
                               "method": method, "draws": draws, "seed": seed, "steps": steps, "lr": lr,
-                              "shots": {str(k): shot_summary(accs, pred, pool.test_y, k_cls)
-                                        for k, (accs, pred) in per_k.items()}}
+                              "shots": {shot_name(k, fit): {"k": k, "fit": fit,
+                                                            **shot_summary(accs, pred, pool.test_y, k_cls)}
+                                        for (k, fit), (accs, pred) in per_k.items()}}
     return result
 
 
 def write_fewshot(run_dir: str | os.PathLike, result: dict[str, Any]) -> None:
     """``fewshot.json`` (``fewshot-METHOD.json``) and a confusion matrix per k in the run folder."""
     title, method = run_title(load_config(run_dir)), result["method"]
-    for k, s in result["shots"].items():
-        slug = f"{k}shot" if method == "linear" else f"{method}-{k.replace(' (', '-').rstrip(')')}shot"
+    for name, s in result["shots"].items():
+        slug = f"{s['k']}shot" if method == "linear" else f"{method}-{s['k']}{'-' + s['fit'] if s['fit'] else ''}shot"
         plot_confusion(np.array(s["confusion_matrix"]), run_files(run_dir).fewshot_confusion(slug),
-                       title=f"{title} + {k}-shot {method}, {s['n_pred']} draw(s) pooled")
+                       title=f"{title} + {name}-shot {method}, {s['n_pred']} draw(s) pooled")
     write_json_atomic(run_files(run_dir).fewshot(method), result)
+
+
+def shot_name(k: int, fit: str | None = None) -> str:
+    """The key of a k-shot result in ``fewshot.json``: "3", or "0 (quantile)" for a zero-shot fit.
+    Made here only and never parsed back (each result also holds its ``k`` and ``fit``)."""
+    return str(k) if fit is None else f"{k} ({fit})"
 
 
 def shot_summary(accs: np.ndarray, pred: np.ndarray, test_y: np.ndarray, k_cls: int) -> dict[str, Any]:

@@ -168,9 +168,9 @@ def calibration(probs: np.ndarray, z: np.ndarray, bins: int = 15) -> dict[str, A
     against how often it is right. ECE = sum over bins of (share of pairs) x |observed - predicted|."""
     probs, z = np.asarray(probs, dtype=float), np.asarray(z)
     if probs.shape[1] == 2:
-        conf, hit, kind = probs[:, 1], (z == 1).astype(float), "P(z=1)"
+        conf, hit, of = probs[:, 1], (z == 1).astype(float), "P(z=1)"
     else:
-        conf, hit, kind = probs.max(1), (probs.argmax(1) == z).astype(float), "top outcome"
+        conf, hit, of = probs.max(1), (probs.argmax(1) == z).astype(float), "top outcome"
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
     rows, ece = [], 0.0
@@ -180,7 +180,7 @@ def calibration(probs: np.ndarray, z: np.ndarray, bins: int = 15) -> dict[str, A
             rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()),
                          "predicted": float(conf[m].mean()), "observed": float(hit[m].mean())})
             ece += m.mean() * abs(hit[m].mean() - conf[m].mean())
-    return {"ece": float(ece), "of": kind, "n": int(len(z)), "bins": rows}
+    return {"ece": float(ece), "of": of, "n": int(len(z)), "bins": rows}
 
 
 def draw_shots(labels: np.ndarray, k: int, num_classes: int, seed: int | tuple) -> np.ndarray:

@@ -236,15 +236,15 @@ MODELS: dict[str, type[RelcompModel]] = {"supervised": SupervisedModel, "siamese
 MODEL_HELP = {name: cls.summary for name, cls in MODELS.items()}
 
 
-def model_class(kind: str) -> type[RelcompModel]:
-    """The class registered as ``kind``.
+def model_class(name: str) -> type[RelcompModel]:
+    """The class registered as ``name``.
 
     Raises:
         ConfigError: unknown name.
     """
-    if kind not in MODELS:
-        raise ConfigError(f"unknown model {kind!r}; choose from {', '.join(MODELS)}")
-    return MODELS[kind]
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    return MODELS[name]
 
 
 def default_loss(cls: type[RelcompModel], relation: str = "gt") -> str:
@@ -253,7 +253,7 @@ def default_loss(cls: type[RelcompModel], relation: str = "gt") -> str:
     return cls.losses[0] if relation == "gt" else "unconditional"
 
 
-def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
+def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                 dropout: float = 0.2, relation: str = "gt", input_dim: int | None = None,
                 trunk: nn.Module | None = None) -> RelcompModel:
     """Build a model by name (see :data:`MODELS`) for a relation (``gt``, ``ge`` or ``same``;
@@ -267,7 +267,7 @@ def build_model(kind: str, num_classes: int = 10, in_channels: int = 1, image_si
     Raises:
         ConfigError: unknown name or relation, or an image size the backbone cannot take.
     """
-    cls = model_class(kind)
+    cls = model_class(name)
     if relation not in RELATIONS:
         raise ConfigError(f"unknown relation {relation!r}; choose from {', '.join(RELATIONS)}")
     if trunk is not None:

@@ -63,23 +63,23 @@ def apply_cutpoints(scores: np.ndarray, cuts: np.ndarray) -> np.ndarray:
 
 def cutpoint_accuracy(train_scores: np.ndarray, train_labels: np.ndarray, eval_scores: np.ndarray,
                       eval_labels: np.ndarray, shots: Sequence[int], num_classes: int, draws: int = 10,
-                      seed: int = 0) -> dict:
+                      seed: int = 0) -> dict[tuple[int, str | None], np.ndarray]:
     """Accuracy of cut-point classification for each k in ``shots`` (k = 0: both zero-shot methods,
     fitted on the train scores without their labels, never on the scores they are tested on);
-    {"k" or "0 (method)": accuracies (draws,)}."""
-    out: dict[str, np.ndarray] = {}
+    {(k, zero-shot fit or None): accuracies (draws,)}."""
+    out: dict[tuple[int, str | None], np.ndarray] = {}
     for k in shots:
         if k == 0:
-            for method in ZERO_SHOT:
-                cuts = fit_cutpoints(train_scores, num_classes, method=method, seed=seed)
-                out[f"0 ({method})"] = np.array([np.mean(apply_cutpoints(eval_scores, cuts) == eval_labels)])
+            for fit in ZERO_SHOT:
+                cuts = fit_cutpoints(train_scores, num_classes, method=fit, seed=seed)
+                out[(0, fit)] = np.array([np.mean(apply_cutpoints(eval_scores, cuts) == eval_labels)])
             continue
         accs = []
         for d in range(draws):
             idx = draw_shots(train_labels, k, num_classes, seed=(seed, k, d))
             cuts = fit_cutpoints(train_scores[idx], num_classes, train_labels[idx])
             accs.append(np.mean(apply_cutpoints(eval_scores, cuts) == eval_labels))
-        out[str(k)] = np.array(accs)
+        out[(k, None)] = np.array(accs)
     return out
 
 

@@ -172,7 +172,7 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
 
 def run_title(cfg: TrainConfig) -> str:
     """A short description of a run for plot titles."""
-    if cfg.data.kind == "user":
+    if cfg.data.source == "user":
         return f"{cfg.model} on {Path(cfg.data.comparisons).name}"
     cls = model_class(cfg.model)
     if not cls.relational:

@@ -152,8 +152,8 @@ def cmd_fewshot(args) -> int:
                                          for k, v in r["shots"].items()}}))
         return 0
     print(f"few-shot test accuracy of the {r['model']} model of {args.run_dir} ({r['method']}), {r['draws']} draws:")
-    for k, s in r["shots"].items():
-        label = f"{k}-shot" if "(" not in k else k.replace(" (", "-shot (")
+    for s in r["shots"].values():
+        label = f"{s['k']}-shot" + (f" ({s['fit']})" if s["fit"] else "")
         print(f"  {label}: mean {s['mean']:.4f}  std {s['std']:.4f}  min {s['min']:.4f}  max {s['max']:.4f}")
     return 0
 

@@ -40,7 +40,7 @@ def _subset(split: Split, n: int | None) -> Split:
 class MnistSource(Inputs):
     """The paper's MNIST: 50k train / 10k val / 10k test images, pair sets stored as indices."""
 
-    kind: ClassVar[str] = "mnist"
+    source: ClassVar[str] = "mnist"
     pairs: str = "50k"                  # size of the train pair set, or a comparisons file (.csv/.parquet)
     val_pairs: int = 20_000
     train_subset: int | None = None     # use only the first N train images (tests, smoke profile)
@@ -161,7 +161,7 @@ class MnistSource(Inputs):
 class UserSource(Inputs):
     """A user's images and pairwise judgements (see :mod:`relcomp.data.comparisons` for the formats)."""
 
-    kind: ClassVar[str] = "user"
+    source: ClassVar[str] = "user"
     images: str = ""                    # image folder or .npy array
     comparisons: str = ""               # CSV/Parquet: a, b, outcome[, annotator, weight]
     labels: str | None = None           # optional CSV/Parquet: item, label (evaluation and few-shot)
@@ -278,19 +278,19 @@ def split_pairs(src: MnistSource, mnist: MNIST, split: Split, name: str, n: int,
 
 
 def source_to_dict(source: Any) -> dict[str, Any]:
-    return {"source": source.kind, **dataclasses.asdict(source)}
+    return {"source": source.source, **dataclasses.asdict(source)}
 
 
 def source_from_dict(d: dict[str, Any]) -> MnistSource | UserSource:
     """The source a ``config.json`` describes.
 
     Raises:
-        ConfigError: an unknown source kind.
+        ConfigError: an unknown source name.
     """
     d = dict(d)
-    kind = d.pop("source", "mnist")
-    if kind not in SOURCES:
-        raise ConfigError(f"unknown data source {kind!r}; choose from {', '.join(SOURCES)}")
-    cls = SOURCES[kind]
+    name = d.pop("source", "mnist")
+    if name not in SOURCES:
+        raise ConfigError(f"unknown data source {name!r}; choose from {', '.join(SOURCES)}")
+    cls = SOURCES[name]
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in names})

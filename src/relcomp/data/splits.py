@@ -117,7 +117,7 @@ class ShotPool:
 
 
 class DataSource(Protocol):
-    kind: ClassVar[str]
+    source: ClassVar[str]
     pair_seed: int
 
     @property

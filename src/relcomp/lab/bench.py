@@ -131,14 +131,14 @@ def _time_steps(step, steps: int, warmup: int = 3) -> float:
     return time.perf_counter() - t
 
 
-def throughput(kind: str, path: str, steps: int, images: np.ndarray, labels: np.ndarray, batch: int = 128,
+def throughput(model_name: str, path: str, steps: int, images: np.ndarray, labels: np.ndarray, batch: int = 128,
                precision: str = "fp32", channels_last: bool = False, unlabeled: bool = False,
                ablation: str | None = None) -> float:
-    """Training pairs per second of ``kind`` on the ``naive`` or ``fast`` path (``unlabeled``: with
+    """Training pairs per second of ``model_name`` on the ``naive`` or ``fast`` path (``unlabeled``: with
     the class-balance term on a batch of unlabeled images, as `relcomp train weak` by default;
     ``ablation``: one of :data:`ABLATIONS` applied to the fast path)."""
     torch.manual_seed(0)
-    model = build_model(kind)
+    model = build_model(model_name)
     if ablation == "amax_pool":
         model.backbone.features = nn.Sequential(*(AmaxPool2() if isinstance(m, nn.MaxPool2d) else m
                                                   for m in model.backbone.features))
@@ -155,7 +155,7 @@ def throughput(kind: str, path: str, steps: int, images: np.ndarray, labels: np.
             loss.backward()
             opt.step()
     else:
-        step = _engine_step(kind, model, opt, images, labels, pairs, batch, precision, channels_last, unlabeled,
+        step = _engine_step(model_name, model, opt, images, labels, pairs, batch, precision, channels_last, unlabeled,
                             compile_model=ablation == "compile")
     return batch * steps / _time_steps(step, steps)
 
@@ -175,7 +175,7 @@ ABLATIONS = {"compile": "torch.compile (inductor) of the model; compilation in t
              "amax_pool": "MaxPool2d replaced by a reshape + amax"}
 
 
-def _engine_step(kind: str, model, opt, images: np.ndarray, labels: np.ndarray, pairs, batch: int, precision: str,
+def _engine_step(model_name: str, model, opt, images: np.ndarray, labels: np.ndarray, pairs, batch: int, precision: str,
                  channels_last: bool, unlabeled: bool = False, compile_model: bool = False):
     """One step of relcomp's own training loop (:meth:`relcomp.trainer.Trainer.train_step`)."""
     cpu = torch.device("cpu")
@@ -186,8 +186,9 @@ def _engine_step(kind: str, model, opt, images: np.ndarray, labels: np.ndarray, 
     data = Data(x, torch.from_numpy(labels), x[:1], torch.from_numpy(labels[:1]), pairs, None,
                 unlabeled=torch.arange(len(x)) if unlabeled else None)
     plan = Plan(total=len(pairs), batch=batch, eval_every=len(pairs), n=len(pairs))
-    trainer = Trainer(resolve(TrainConfig(model=kind, loss=BENCH_LOSS)), Path(tempfile.gettempdir()), model, opt, data, plan,
-                      TrainState(), DistInfo(), cpu, precision, forward=torch.compile(model) if compile_model else None)
+    run = resolve(TrainConfig(model=model_name, loss=BENCH_LOSS))
+    trainer = Trainer(run, Path(tempfile.gettempdir()), model, opt, data, plan, TrainState(), DistInfo(), cpu,
+                      precision, forward=torch.compile(model) if compile_model else None)
     order = torch.randperm(len(pairs))
     pos = {"k": 0}
 
@@ -213,9 +214,9 @@ def bench_suggest(data_dir: str | None, n: int = 1_000) -> float:
         return round(time.perf_counter() - t, 2)
 
 
-def flops_per_pair(kind: str, batch: int = 32) -> float:
+def flops_per_pair(model_name: str, batch: int = 32) -> float:
     """Model FLOPs of one training pair (forward and backward, two images), counted by torch."""
-    model = build_model(kind)
+    model = build_model(model_name)
     xa, xb, z = torch.rand(batch, 1, 28, 28), torch.rand(batch, 1, 28, 28), torch.ones(batch)
     with FlopCounterMode(display=False) as fc:
         naive_loss(model, xa, xb, z).backward()
@@ -248,15 +249,15 @@ def bench_pair_store(n: int = 5_000_000, seed: int = 42) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Time to accuracy: real training runs, stopped when the target is reached.
 
-def time_to_accuracy(kind: str, target: float, cap: int, eval_every: int, mnist, data_dir=None,
+def time_to_accuracy(model_name: str, target: float, cap: int, eval_every: int, mnist, data_dir=None,
                      draws: int = 10) -> dict[str, Any]:
-    """Train ``kind`` on the 50k pairs until its val metric reaches ``target`` (weak: val
+    """Train ``model_name`` on the 50k pairs until its val metric reaches ``target`` (weak: val
     classification accuracy with no labels; Siamese: mean 1-shot val accuracy over ``draws``
     draws) or ``cap`` pairs. Times count training steps only, not the evaluations."""
     hit: dict[str, Any] = {"reached": False, "time_s": None, "samples": None, "best": 0.0}
 
     def reached(model, row) -> bool:
-        if MODELS[kind].classifies:  # its own classes, no labels used
+        if MODELS[model_name].classifies:  # its own classes, no labels used
             acc = row["val_cls_acc"]
         else:
             accs, _ = fewshot_accuracy(model, mnist.train.images, mnist.train.labels, mnist.val.images,
@@ -271,7 +272,7 @@ def time_to_accuracy(kind: str, target: float, cap: int, eval_every: int, mnist,
         return False
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = TrainConfig(model=kind, samples=cap, eval_every=eval_every, progress=False,
+        cfg = TrainConfig(model=model_name, samples=cap, eval_every=eval_every, progress=False,
                           data=MnistSource(pairs="50k", data_dir=data_dir))
         summary = train(cfg, Path(d) / "run", callbacks=[StopWhen(reached)])
     hit["train_time_s"] = round(summary["train_time_s"], 2)
@@ -281,21 +282,22 @@ def time_to_accuracy(kind: str, target: float, cap: int, eval_every: int, mnist,
 
 # ---------------------------------------------------------------------------------------------
 
-def paths_throughput(kind: str, steps: int, images: np.ndarray, labels: np.ndarray, prec: str) -> dict[str, Any]:
+def paths_throughput(model_name: str, steps: int, images: np.ndarray, labels: np.ndarray, prec: str) -> dict[str, Any]:
     """Pairs per second of each step of the fast path added in turn; "fast" is what `relcomp
     train` runs by default."""
-    naive = throughput(kind, "naive", steps, images, labels)
-    naive_bf16 = throughput(kind, "naive", steps, images, labels, precision="bf16") if prec == "bf16" else None
-    fp32 = throughput(kind, "fast", steps, images, labels, precision="fp32")
-    bf16 = throughput(kind, "fast", steps, images, labels, precision="bf16") if prec == "bf16" else None
-    fast = throughput(kind, "fast", steps, images, labels, precision=prec, channels_last=True)
+    naive = throughput(model_name, "naive", steps, images, labels)
+    naive_bf16 = throughput(model_name, "naive", steps, images, labels, precision="bf16") if prec == "bf16" else None
+    fp32 = throughput(model_name, "fast", steps, images, labels, precision="fp32")
+    bf16 = throughput(model_name, "fast", steps, images, labels, precision="bf16") if prec == "bf16" else None
+    fast = throughput(model_name, "fast", steps, images, labels, precision=prec, channels_last=True)
     return {"naive": round(naive, 1), "naive_bf16": round_or_none(naive_bf16), "gather_fp32": round(fp32, 1),
             "gather_bf16": round_or_none(bf16), "fast": round(fast, 1)}
 
 
-def ablations_throughput(kind: str, steps: int, images: np.ndarray, labels: np.ndarray, prec: str) -> dict[str, float]:
+def ablations_throughput(model_name: str, steps: int, images: np.ndarray, labels: np.ndarray,
+                         prec: str) -> dict[str, float]:
     """Pairs per second of the fast path's variants that were tried and not kept (:data:`ABLATIONS`)."""
-    return {name: round(throughput(kind, "fast", steps, images, labels, precision=prec, channels_last=True,
+    return {name: round(throughput(model_name, "fast", steps, images, labels, precision=prec, channels_last=True,
                                    batch=256 if name == "batch_256" else 128,
                                    ablation=None if name == "batch_256" else name), 1) for name in ABLATIONS}
 
@@ -332,11 +334,11 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     images, labels = mnist.train.images, mnist.train.labels
     steps = 4 if quick else 40
     r["pairs_per_s"] = {}
-    for kind in ("siamese", "weak"):
-        log(f"throughput of {kind} ...")
-        r["pairs_per_s"][kind] = paths_throughput(kind, steps, images, labels, prec)
+    for model_name in ("siamese", "weak"):
+        log(f"throughput of {model_name} ...")
+        r["pairs_per_s"][model_name] = paths_throughput(model_name, steps, images, labels, prec)
         if ablations:
-            r.setdefault("ablations", {})[kind] = ablations_throughput(kind, steps, images, labels, prec)
+            r.setdefault("ablations", {})[model_name] = ablations_throughput(model_name, steps, images, labels, prec)
     r["speedup_vs_naive"] = {k: round(v["fast"] / v["naive"], 2) for k, v in r["pairs_per_s"].items()}
     log("throughput of weak with the class-balance term on unlabeled images ...")
     with_u = throughput("weak", "fast", steps, images, labels, precision=prec, channels_last=True, unlabeled=True)

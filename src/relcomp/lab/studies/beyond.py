@@ -27,6 +27,7 @@ import numpy as np
 
 from ...config import TrainConfig, loss_name
 from ...data.sources import MnistSource
+from ...fewshot import shot_name
 from ...plots import plot_lines
 from ...utils import format_count, parse_count
 from ..common import (
@@ -219,8 +220,8 @@ def _ranker_table(res: dict) -> list[str]:
     cut = r["cutpoints"]
     rows = [["pairwise (relational)", fmt(r["relational_accuracy"])],
             ["Spearman rho of the score against the digit", f"{r['spearman_rho']['mean']:.3f} ± {r['spearman_rho']['std']:.3f}"],
-            ["cut-points, 0 labels: equal class proportions", fmt(cut.get("0 (quantile)"))],
-            ["cut-points, 0 labels: 1-D k-means", fmt(cut.get("0 (kmeans)"))],
+            ["cut-points, 0 labels: equal class proportions", fmt(cut.get(shot_name(0, "quantile")))],
+            ["cut-points, 0 labels: 1-D k-means", fmt(cut.get(shot_name(0, "kmeans")))],
             *[[f"cut-points, {k}-shot", fmt(cut[k])] for k in cut if "(" not in k]]
     return md_table(["ranker (score s, P(A > B) = sigmoid(s(A) - s(B)))", "test (%)"], rows)
 
