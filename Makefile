@@ -9,6 +9,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# Test workers (pytest-xdist), one per core by default; JOBS=0 runs the suite in this process.
+JOBS ?= auto
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.relcomp-installed
 DEV_STAMP := $(VENV)/.relcomp-dev-installed
@@ -38,10 +40,10 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests
 
 test: lint
-	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup --durations=15 $(ARGS)
 
 test-fast: $(DEV_STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow" $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

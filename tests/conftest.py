@@ -9,6 +9,20 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the suite in one worker per core (pytest-xdist): each worker, and every
+    # process it starts, then computes in one thread instead of all of them contending for every core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (in their files' order), so that the workers of `make test` do not
+    end waiting on one long test begun last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:

@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 from conftest import write_user_data
 from relcomp.cli import main
 
-pytestmark = [pytest.mark.mnist, pytest.mark.slow]  # a module fixture trains on 1,200 PNGs
+pytestmark = [pytest.mark.mnist, pytest.mark.slow, pytest.mark.xdist_group("own-data")]  # a module fixture trains on 1,200 PNGs
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 1200
 

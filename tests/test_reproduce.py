@@ -10,7 +10,7 @@ from relcomp.lab.report import render
 from relcomp.lab.reproduce import format_console, load_profile, profile_names, reproduce
 from relcomp.lab.studies.paper import plan
 
-pytestmark = [pytest.mark.mnist, pytest.mark.slow]
+pytestmark = [pytest.mark.mnist, pytest.mark.slow, pytest.mark.xdist_group("smoke-reproduction")]  # one module fixture
 
 
 @pytest.fixture(scope="module")
