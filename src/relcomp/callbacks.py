@@ -6,12 +6,13 @@ method of that name. Events: ``on_train_begin(trainer)``, ``on_step_end(trainer)
 ``on_best(trainer, path)`` when a new best model has been written to ``path``, and
 ``on_train_end(trainer)``.
 
-Every run gets :func:`default_callbacks` (log the metrics, keep the best weights, checkpoint),
-in that order; a caller's callbacks come after them, so that by the time they see an evaluation
+Every run gets :func:`default_callbacks` (log the metrics, keep the best weights, checkpoint,
+warn of collapsed classes), in that order; a caller's callbacks come after them, so that by the time they see an evaluation
 it is logged and checkpointed. :class:`StopWhen` stops training on a condition.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,23 @@ class StopWhen(Callback):
             trainer.state.stopped_early = True
 
 
+class WarnCollapse(Callback):
+    """Says on stderr, once per run, when the model's predictions on val use at most half of its
+    classes: the classes collapsed (``val_classes_used`` in ``metrics.jsonl`` has the count)."""
+
+    def __init__(self):
+        self.said = False
+
+    def on_eval(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        used, k = row.get("val_classes_used"), trainer.cfg.num_classes
+        if used is None or used > k // 2 or self.said or not trainer.info.main:
+            return
+        self.said = True
+        print(f"relcomp: warning: after {row['samples']:,} samples the model predicts only {used} of its {k} "
+              "classes on val (they collapsed); more comparisons, --unlabeled balance or a lower "
+              "--unlabeled-weight may help", file=sys.stderr)
+
+
 def default_callbacks() -> list[Callback]:
     """What every run does after an evaluation, in this order."""
-    return [LogMetrics(), KeepBest(), Checkpoint()]
+    return [LogMetrics(), KeepBest(), Checkpoint(), WarnCollapse()]

@@ -23,9 +23,9 @@ from .data.sources import SOURCES, MnistSource, UserSource, source_from_dict, so
 from .errors import ConfigError
 from .losses import LOSSES, Loss, get_loss
 from .models import MODELS, RelcompModel, default_loss, model_class
+from .unlabeled import UNLABELED
 
 NOISE_CORRECTIONS = ("none", "given", "estimate")
-UNLABELED = ("auto", "off")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 __all__ = ["AUGMENTS", "BACKBONES", "CONTRADICTIONS", "LOSSES", "MODELS", "NOISE_CORRECTIONS", "PRECISIONS",
@@ -42,7 +42,7 @@ class TrainConfig:
     num_classes: int = 10               # K ordered classes of the weak model (and the supervised head)
     backbone: str = "auto"              # paper (CNN) | mlp (features) | hf:<model id or folder>; auto: by the data
     finetune: bool = False              # hf: train the backbone too (default: frozen, embeddings cached)
-    unlabeled: str = "auto"             # auto: the class-balance term on images no comparison touches | off
+    unlabeled: str = "auto"             # the objective on images no comparison touches: auto (balance) | balance | cluster | off
     unlabeled_batch: int = 64           # unlabeled images per step (128 helps with few comparisons; bench: 1.6x)
     unlabeled_weight: float = 1.0       # weight of the class-balance term
     class_proportions: list[float] | None = None  # the balance term's target (default: equal classes)
@@ -197,6 +197,10 @@ def validate_numbers(cfg: TrainConfig) -> None:
 
 def validate_unlabeled(cfg: TrainConfig) -> None:
     _choice("--unlabeled", cfg.unlabeled, UNLABELED)
+    cls = model_class(cfg.model)
+    if cfg.unlabeled not in ("auto", "off") and not (cls.relational and cls.classifies):
+        raise ConfigError(f"--unlabeled {cfg.unlabeled} needs a model that names classes from pairs (weak); "
+                          f"the {cfg.model} model has no classes to balance or cluster")
     _choice("--augment", cfg.augment, AUGMENTS)
     if cfg.unlabeled_batch <= 0 or cfg.unlabeled_weight < 0:
         raise ConfigError("--unlabeled-batch must be positive and --unlabeled-weight not negative")

@@ -29,7 +29,7 @@ from .data.splits import Data
 from .distributed import DistInfo, barrier
 from .distributed import from_env as dist_from_env
 from .distributed import setup as dist_setup
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .models import RelcompModel
 from .plots import plot_curves
 from .run import (
@@ -141,7 +141,10 @@ def load_data(run: Resolved, out: Path, device: torch.device, old_fingerprint: d
         if cfg.progress:
             print(ValidationReport(**data.report).text(), file=sys.stderr)
     if cfg.unlabeled == "off" or not (cls.relational and cls.classifies):
-        data.unlabeled = None  # the class-balance term needs a model that names classes
+        data.unlabeled = None  # the objectives on unlabeled images need a model that names classes
+    elif len(data.unlabeled) < cfg.num_classes and cfg.unlabeled != "auto":
+        raise DataError(f"--unlabeled {cfg.unlabeled} groups the unlabeled images into {cfg.num_classes} classes, "
+                        f"but there are only {len(data.unlabeled)} of them; use fewer --classes or more images")
     if cfg.channels_last and data.train_x.ndim == 4:
         data.train_x = data.train_x.contiguous(memory_format=torch.channels_last)
         data.val_x = data.val_x.contiguous(memory_format=torch.channels_last)

@@ -21,6 +21,7 @@ from .config import pair_loss
 from .data.splits import to_tensor
 from .metrics import (
     calibration,
+    cluster_accuracy,
     item_outputs,
     item_scores,
     outcome_probabilities,
@@ -63,9 +64,12 @@ def evaluate_run(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, 
     if model.relational and cfg.relation != "same" and len(np.unique(labels[labelled])) > 1:
         score = item_scores(model, loss, out[torch.from_numpy(labelled).to(out.device)])
         result.update(ranking_metrics(score, labels[labelled]))
+    if model.classifies:
+        result["classes_used"], result["num_classes"] = m["classes_used"], cfg.num_classes  # 1: they collapsed
     if model.classifies and labelled.any():
         cm = confusion_matrix(labels[labelled], m["pred"][labelled], labels=list(range(cfg.num_classes)))
         result["confusion_matrix"] = cm.tolist()
+        result["cluster_accuracy"] = cluster_accuracy(m["pred"][labelled], labels[labelled], cfg.num_classes)
     annotators = read_annotators(run_dir)  # --annotator-model flip: the learned rates
     if annotators is not None:
         result["annotators"] = annotators

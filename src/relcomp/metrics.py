@@ -68,7 +68,22 @@ def score_outputs(model: nn.Module, loss: Loss, out: torch.Tensor, y: torch.Tens
         if labelled.any():
             result["cls_acc"] = float((pred[labelled] == y[labelled]).float().mean())
         result["pred"] = pred.cpu().numpy()
+        result["classes_used"] = classes_used(result["pred"], out.shape[1])
     return result
+
+
+def classes_used(pred: np.ndarray, k: int) -> int:
+    """How many of the K classes hold at least a tenth of an even share (1 / 10K) of the
+    predictions: K for a model that uses them all, 1 for one whose classes collapsed into one."""
+    share = np.bincount(pred, minlength=k) / max(len(pred), 1)
+    return int((share >= 0.1 / k).sum())
+
+
+def cluster_accuracy(pred: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Accuracy after each predicted class is matched one-to-one to the label it overlaps most
+    (Hungarian): how well the classes group the images, whatever their names. A diagnosis only."""
+    mapping = match_clusters(pred, labels, k)
+    return float((mapping[pred] == labels).mean())
 
 
 def outcome_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -155,6 +170,11 @@ def ranking_metrics(score: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     handle the many tied labels), and NDCG with the labels (0 .. K-1) as gains, over the whole
     list and its top 100."""
     labels = np.asarray(labels, dtype=float)
+    score = np.asarray(score, dtype=float)
+    if np.ptp(score) == 0:  # one score for every item (collapsed classes): it orders nothing
+        return {"spearman_rho": 0.0, "kendall_tau": 0.0,
+                "ndcg": float(ndcg_score(labels[None], np.zeros((1, len(labels))))),
+                "ndcg@100": float(ndcg_score(labels[None], np.zeros((1, len(labels))), k=100))}
     return {"spearman_rho": float(spearmanr(score, labels).statistic),
             "kendall_tau": float(kendalltau(score, labels).statistic),
             "ndcg": float(ndcg_score(labels[None], np.asarray(score, dtype=float)[None])),

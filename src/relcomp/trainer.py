@@ -25,10 +25,11 @@ from .config import Resolved, TrainConfig
 from .data.splits import Data
 from .distributed import DistInfo, any_rank, barrier, gather_objects, gather_rows, local_slice, shard_range, sum_values
 from .errors import TrainingError, TrainingInterrupted
-from .losses import balance_loss, pair_predictions
+from .losses import pair_predictions
 from .metrics import item_outputs, score_outputs
 from .models import RelcompModel
 from .run import model_metadata, run_files
+from .unlabeled import Objective, get_objective, nearest_neighbours, views
 
 
 @dataclass
@@ -78,8 +79,7 @@ class Trainer:
         # what a step calls: the model, its DDP wrapper, or a compiled model (the bench's ablation)
         self.fwd = forward or (DDP(model) if info.enabled else model)
         self.loss_fn, self.pair_loss = run.loss, run.pair_loss
-        props = cfg.class_proportions  # the balance term's target (None: equal classes)
-        self.prior = None if props is None else torch.tensor(props, device=device) / sum(props)
+        self.objective, self.neighbours = unlabeled_objective(cfg, data, device)
         self.order = BatchOrder(cfg.seed, plan, info, device)
         self.annotators = annotators  # --annotator-model flip: per-annotator flip rates, trained with the model
         self._t0 = 0.0
@@ -128,7 +128,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=(self.precision == "bf16")):
             out = self.fwd(*inputs)
             loss = self.loss_fn(out, target, weight, self.noise(idx))
-            extra = unlabeled_loss(self.model, self.data, self.cfg, self.prior)
+            extra = unlabeled_loss(self.model, self.data, self.cfg, self.objective, self.neighbours)
         total = loss if extra is None else loss + extra
         # Each rank holds len(idx) of the take samples; scaling by world x share makes the DDP
         # average of the ranks' gradients equal to the gradient of the global mean.
@@ -215,15 +215,28 @@ def describe(row: dict, total: int) -> str:
     return "  ".join(parts)
 
 
-def unlabeled_loss(model: RelcompModel, data: Data, cfg: TrainConfig, prior: torch.Tensor | None) -> torch.Tensor | None:
-    """The class-balance term (:func:`relcomp.losses.balance_loss`) on ``unlabeled_batch`` images
-    drawn from ``data.unlabeled``, augmented as the pairs are; None where it is off."""
+def unlabeled_objective(cfg: TrainConfig, data: Data,
+                        device: torch.device) -> tuple[Objective | None, torch.Tensor | None]:
+    """The run's ``--unlabeled`` objective, with its target class proportions (None: equal), and
+    for two views of feature vectors each unlabeled item's nearest neighbours."""
+    props = cfg.class_proportions
+    prior = None if props is None else torch.tensor(props, device=device) / sum(props)
+    objective = None if data.unlabeled is None else get_objective(cfg.unlabeled, prior)
+    two_feature_views = objective is not None and objective.views > 1 and data.train_x.ndim == 2
+    return objective, nearest_neighbours(data.train_x) if two_feature_views else None
+
+
+def unlabeled_loss(model: RelcompModel, data: Data, cfg: TrainConfig, objective: Objective | None,
+                   neighbours: torch.Tensor | None) -> torch.Tensor | None:
+    """The ``--unlabeled`` objective (:mod:`relcomp.unlabeled`) on ``unlabeled_batch`` items drawn
+    from ``data.unlabeled``, its views embedded in one batch; None where it is off."""
     pool = data.unlabeled
-    if pool is None:
+    if pool is None or objective is None:
         return None
     rows = pool[torch.randint(len(pool), (cfg.unlabeled_batch,)).to(pool.device)]
-    x = augment(data.train_x[rows], cfg.augment)
-    return cfg.unlabeled_weight * balance_loss(model.item_output(model.embed(x)), prior)
+    parts = views(data.train_x, rows, objective.views, cfg.augment, neighbours)
+    logits = model.item_output(model.embed(torch.cat(parts))).chunk(len(parts))
+    return cfg.unlabeled_weight * objective(list(logits))
 
 
 def validate(model: RelcompModel, pair_loss, data: Data, info: DistInfo, precision: str) -> dict[str, Any]:
@@ -267,6 +280,7 @@ def metrics_row(st: TrainState, n: int, m: dict[str, Any], with_noise: bool) -> 
     row = {"step": st.step, "samples": st.samples, "epoch": st.samples / n,
            "train_loss": st.run_loss / max(st.run_seen, 1), "train_acc": st.run_correct / max(st.run_seen, 1),
            "val_rel_acc": m.get("rel_acc"), "val_cls_acc": m.get("cls_acc"),
+           **({"val_classes_used": m["classes_used"]} if "classes_used" in m else {}),
            "time_s": round(st.elapsed, 3),  # wall time, evaluations included
            "train_time_s": round(st.elapsed - st.eval_time, 3)}  # steps only
     if with_noise:

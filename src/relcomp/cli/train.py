@@ -134,15 +134,17 @@ def _add_inputs(tr) -> None:
                     "embeddings computed once and cached; colour and size follow its preprocessing")
     bb.add_argument("--finetune", action="store_true", help="hf: train the backbone too (slow on a CPU)")
     semi = tr.add_argument_group("images nobody compared, augmentation, rounds (see the README's 'Fewer comparisons')")
-    semi.add_argument("--unlabeled", choices=UNLABELED, default=TRAIN["unlabeled"], help="auto: models that name "
-                      "classes (weak) also learn from images no comparison touches (MNIST: the train images outside "
-                      "the pairs; your data: every image): the mean predicted class distribution of a batch of them "
-                      "is pulled towards the class proportions")
+    semi.add_argument("--unlabeled", choices=UNLABELED, default=TRAIN["unlabeled"], help="what models that name "
+                      "classes (weak) learn from images no comparison touches (MNIST: the train images outside the "
+                      "pairs; your data: every image). balance (auto): a batch's mean predicted class distribution "
+                      "is pulled towards the class proportions; cluster: the classes of two views of an image (two "
+                      "augmentations; for features, a nearest neighbour) should agree and be used evenly (mutual "
+                      "information, IIC), so that the images form their own groups; off")
     semi.add_argument("--unlabeled-batch", type=int, default=TRAIN["unlabeled_batch"],
                       help="unlabeled images per step (128 did better from 1,000 comparisons, at about 1.6x the "
                       "time per step)")
     semi.add_argument("--unlabeled-weight", type=float, default=TRAIN["unlabeled_weight"],
-                      help="weight of that class-balance term")
+                      help="weight of that objective")
     semi.add_argument("--class-proportions", type=float_list, default=None, help="comma-separated share of each "
                       "class, lowest first, when you know them (default: equal)")
     semi.add_argument("--augment", choices=AUGMENTS, default=TRAIN["augment"], help="label-preserving transforms "
@@ -289,6 +291,12 @@ def print_eval(r: dict) -> None:
         print(f"{where} classification accuracy: n/a ({r['model']}: run `relcomp fewshot RUN_DIR`)")
     else:
         print(f"{where} classification accuracy: n/a (no labelled items)")
+    if r.get("cluster_accuracy") is not None:
+        print(f"{where} clustering accuracy:     {r['cluster_accuracy']:.4f}  (classes matched to labels one-to-one "
+              "after the fact; a diagnosis only)")
+    if r.get("classes_used") is not None and r["classes_used"] <= r["num_classes"] // 2:
+        print(f"warning: the model predicts only {r['classes_used']} of its {r['num_classes']} classes on the "
+              f"{where} images: they collapsed")
     if r.get("spearman_rho") is not None:
         print(f"{where} ranking vs labels: Spearman rho {r['spearman_rho']:.4f}, Kendall tau {r['kendall_tau']:.4f}, "
               f"NDCG {r['ndcg']:.4f} (@100: {r['ndcg@100']:.4f})")
