@@ -202,12 +202,12 @@ def _engine_step(model_name: str, model, opt, images: np.ndarray, labels: np.nda
 
 def bench_suggest(data_dir: str | None, n: int = 1_000) -> float:
     """Seconds for `relcomp suggest RUN --n 1000` over the 50k MNIST train images (a briefly trained
-    weak run; the time does not depend on how well it is trained)."""
+    weak run, validated on 1,000 val images; the time does not depend on how well it is trained)."""
     from ..suggest import suggest
 
     with tempfile.TemporaryDirectory() as d:
         cfg = TrainConfig(model="weak", samples=1_024, eval_every=1_024, progress=False,
-                          data=MnistSource(pairs="50k", val_pairs=1_000, data_dir=data_dir))
+                          data=MnistSource(pairs="50k", val_subset=1_000, val_pairs=1_000, data_dir=data_dir))
         train(cfg, Path(d) / "run")
         t = time.perf_counter()
         suggest(Path(d) / "run", n)
@@ -250,18 +250,20 @@ def bench_pair_store(n: int = 5_000_000, seed: int = 42) -> dict[str, Any]:
 # Time to accuracy: real training runs, stopped when the target is reached.
 
 def time_to_accuracy(model_name: str, target: float, cap: int, eval_every: int, mnist, data_dir=None,
-                     draws: int = 10) -> dict[str, Any]:
+                     draws: int = 10, val_subset: int | None = None) -> dict[str, Any]:
     """Train ``model_name`` on the 50k pairs until its val metric reaches ``target`` (weak: val
     classification accuracy with no labels; Siamese: mean 1-shot val accuracy over ``draws``
-    draws) or ``cap`` pairs. Times count training steps only, not the evaluations."""
+    draws) or ``cap`` pairs, validating on the first ``val_subset`` val images (all: None). Times
+    count training steps only, not the evaluations."""
     hit: dict[str, Any] = {"reached": False, "time_s": None, "samples": None, "best": 0.0}
 
     def reached(model, row) -> bool:
         if MODELS[model_name].classifies:  # its own classes, no labels used
             acc = row["val_cls_acc"]
         else:
-            accs, _ = fewshot_accuracy(model, mnist.train.images, mnist.train.labels, mnist.val.images,
-                                       mnist.val.labels, shots=[1], draws=draws,
+            val = slice(0, val_subset)
+            accs, _ = fewshot_accuracy(model, mnist.train.images, mnist.train.labels, mnist.val.images[val],
+                                       mnist.val.labels[val], shots=[1], draws=draws,
                                        precision=resolve_precision("auto", torch.device("cpu")))[1]
             acc = float(accs.mean())
         hit["best"] = max(hit["best"], acc)
@@ -272,8 +274,9 @@ def time_to_accuracy(model_name: str, target: float, cap: int, eval_every: int, 
         return False
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = TrainConfig(model=model_name, samples=cap, eval_every=eval_every, progress=False,
-                          data=MnistSource(pairs="50k", data_dir=data_dir))
+        source = MnistSource(pairs="50k", data_dir=data_dir, val_subset=val_subset,
+                             val_pairs=20_000 if val_subset is None else 2 * val_subset)
+        cfg = TrainConfig(model=model_name, samples=cap, eval_every=eval_every, progress=False, data=source)
         summary = train(cfg, Path(d) / "run", callbacks=[StopWhen(reached)])
     hit["train_time_s"] = round(summary["train_time_s"], 2)
     hit.update(target=target, cap_samples=cap)
@@ -306,10 +309,12 @@ def times_to_accuracy(quick: bool, mnist, data_dir: str | None, log) -> dict[str
     """Training time of the weak model to 98% val classification and of the Siamese model to a 97%
     mean 1-shot val accuracy."""
     log("time to accuracy: weak model to 98% val classification ...")
-    weak = time_to_accuracy("weak", 0.98, 5_000 if quick else 400_000, 1_000 if quick else 10_000, mnist, data_dir)
+    val = 2_000 if quick else None  # quick (tests): a fifth of the val images
+    weak = time_to_accuracy("weak", 0.98, 3_000 if quick else 400_000, 1_500 if quick else 10_000, mnist, data_dir,
+                            val_subset=val)
     log("time to accuracy: Siamese 1-shot mean to 97% ...")
-    siam = time_to_accuracy("siamese", 0.97, 5_000 if quick else 500_000, 1_000 if quick else 25_000, mnist, data_dir,
-                            draws=3 if quick else 10)
+    siam = time_to_accuracy("siamese", 0.97, 3_000 if quick else 500_000, 1_500 if quick else 25_000, mnist, data_dir,
+                            draws=3 if quick else 10, val_subset=val)
     return {"time_to_98_weak": weak, "time_to_98_weak_s": weak["time_s"], "time_to_97_siamese_1shot": siam,
             "time_to_97_siamese_1shot_s": siam["time_s"]}
 
