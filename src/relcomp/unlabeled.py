@@ -95,9 +95,9 @@ def get_objective(unlabeled: str, prior: torch.Tensor | None = None) -> Objectiv
 
 def nearest_neighbours(x: torch.Tensor, k: int = 10, chunk: int = 2048) -> torch.Tensor:
     """(N, k) indices of each row's k nearest other rows of ``x`` (N, D) by cosine similarity of
-    standardised features: the second view of a feature vector."""
-    z = (x.float() - x.float().mean(0)) / x.float().std(0).clamp_min(1e-6)
-    z = torch.nn.functional.normalize(z, dim=1)
+    the centred vectors: the second view of a feature vector. (Not standardised per dimension:
+    that would blow up dimensions that hardly vary, such as the border pixels of raw images.)"""
+    z = torch.nn.functional.normalize(x.float() - x.float().mean(0), dim=1)
     k = min(k, len(x) - 1)
     out = []
     for a in range(0, len(z), chunk):
