@@ -7,8 +7,9 @@ method of that name. Events: ``on_train_begin(trainer)``, ``on_step_end(trainer)
 ``on_train_end(trainer)``.
 
 Every run gets :func:`default_callbacks` (log the metrics, keep the best weights, checkpoint,
-warn of collapsed classes), in that order; a caller's callbacks come after them, so that by the time they see an evaluation
-it is logged and checkpointed. :class:`StopWhen` stops training on a condition.
+warn of collapsed classes), in that order; a caller's callbacks come after them, so that by the
+time they see an evaluation it is logged and checkpointed. :class:`StopWhen` stops training on a
+condition.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ registered in :data:`OBJECTIVES` (``--unlabeled``).
   a frozen ``hf:`` backbone), the vector and one of its nearest neighbours in feature space.
 
 Neither is told any label; a collapse to a few classes shows in the log and in ``relcomp eval``
-(:func:`relcomp.metrics.cluster_usage`).
+(:func:`relcomp.metrics.classes_used`).
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def get_objective(unlabeled: str, prior: torch.Tensor | None = None) -> Objectiv
     return None if name is None else OBJECTIVES[name](prior)
 
 
-def nearest_neighbours(x: torch.Tensor, k: int = 10, chunk: int = 2048) -> torch.Tensor:
+def nearest_neighbours(x: torch.Tensor, k: int = 10, chunk: int = 1024) -> torch.Tensor:
     """(N, k) indices of each row's k nearest other rows of ``x`` (N, D) by cosine similarity of
     the centred vectors: the second view of a feature vector. (Not standardised per dimension:
     that would blow up dimensions that hardly vary, such as the border pixels of raw images.)"""
