@@ -19,6 +19,7 @@ from typing import Any
 
 from .annotators import annotator_counts
 from .checkpoint import save_weights
+from .metrics import collapsed
 from .run import write_annotators, write_metrics
 
 # What a callback is given: the engine's Trainer (its model, state, run_dir, files, info ...). Typed as
@@ -101,7 +102,7 @@ class WarnCollapse(Callback):
 
     def on_eval(self, trainer: Trainer, row: dict[str, Any]) -> None:
         used, k = row.get("val_classes_used"), trainer.cfg.num_classes
-        if used is None or used > k // 2 or self.said or not trainer.info.main:
+        if used is None or not collapsed(used, k) or self.said or not trainer.info.main:
             return
         self.said = True
         print(f"relcomp: warning: after {row['samples']:,} samples the model predicts only {used} of its {k} "

@@ -79,6 +79,11 @@ def classes_used(pred: np.ndarray, k: int) -> int:
     return int((share >= 0.1 / k).sum())
 
 
+def collapsed(used: int, k: int) -> bool:
+    """Whether a model that predicts ``used`` of its ``k`` classes has collapsed: half of them or fewer."""
+    return used <= k // 2
+
+
 def cluster_accuracy(pred: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Accuracy after each predicted class is matched one-to-one to the label it overlaps most
     (Hungarian): how well the classes group the images, whatever their names. A diagnosis only."""

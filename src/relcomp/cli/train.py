@@ -28,6 +28,7 @@ from ..distributed import from_env, shutdown
 from ..engine import train
 from ..errors import RelcompError
 from ..evaluate import evaluate_run, write_evaluation
+from ..metrics import collapsed
 from ..models import MODEL_HELP
 from ..run import load_config, run_tag
 from ..utils import parse_count
@@ -294,7 +295,7 @@ def print_eval(r: dict) -> None:
     if r.get("cluster_accuracy") is not None:
         print(f"{where} clustering accuracy:     {r['cluster_accuracy']:.4f}  (classes matched to labels one-to-one "
               "after the fact; a diagnosis only)")
-    if r.get("classes_used") is not None and r["classes_used"] <= r["num_classes"] // 2:
+    if r.get("classes_used") is not None and collapsed(r["classes_used"], r["num_classes"]):
         print(f"warning: the model predicts only {r['classes_used']} of its {r['num_classes']} classes on the "
               f"{where} images: they collapsed")
     if r.get("spearman_rho") is not None:
