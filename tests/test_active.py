@@ -247,3 +247,22 @@ def _check_report_round_trip(results, tmp_path, capsys):
 def test_flip_rate_applies_only_to_active_profiles(tmp_path):
     assert main(["reproduce", "--profile", "smoke", "--flip-rate", "0.1", "--out", str(tmp_path), "--quiet"]) == 2
     assert main(["reproduce", "--profile", "active-smoke", "--flip-rate", "0.6", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_few_smoke_profile_names_clusters_and_asks_about_their_order(data_dir, tmp_path):
+    """`relcomp reproduce --profile few-smoke`: the clusters objective and strategy in the rounds
+    study, its own figure and targets."""
+    out = tmp_path / "few"
+    assert main(["reproduce", "--profile", "few-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert set(r["cells"]) == {f"60/{u}/{s}" for u in ("clusters", "balance") for s in ("clusters", "random")}
+    assert r["n_runs"] == 2 * (1 + 2 * 2) and r["settings"]["targets"]["100"] == 97.0
+    assert (out / "figures" / "few.png").stat().st_size > 10_000
+    for cell in (r["cells"]["60/clusters/clusters"], r["cells"]["60/clusters/random"]):
+        rec = json.loads((Path(cell["seeds"][0]) / "unlabeled.json").read_text())
+        assert rec["objective"] == "clusters" and rec["evidence"] > 0
+    assert not (Path(r["cells"]["60/balance/random"]["seeds"][0]) / "unlabeled.json").exists()
+    rounds = [_judged(out / "pairs" / f"flip0.05-b60-s0-clusters-clusters-round{k}.csv") for k in (1, 2)]
+    assert [len(x) for x in rounds] == [36, 60]

@@ -17,7 +17,7 @@ from relcomp.cli import main
 from relcomp.metrics import classes_used, cluster_accuracy
 from relcomp.unlabeled import (
     OBJECTIVES,
-    ClusterObjective,
+    IICObjective,
     joint_distribution,
     mutual_information,
     nearest_neighbours,
@@ -54,7 +54,7 @@ def test_joint_distribution_matches_its_definition():
     assert float(joint_distribution(p1, p2).sum()) == pytest.approx(1.0)
 
 
-def test_the_cluster_objective_groups_points_by_itself():
+def test_the_iic_objective_groups_points_by_itself():
     """Four blobs, no label and no comparison: a linear head trained on -I(c; c') between each point
     and one of its nearest neighbours puts each blob in its own class."""
     rng = np.random.default_rng(0)
@@ -66,11 +66,11 @@ def test_the_cluster_objective_groups_points_by_itself():
     torch.manual_seed(0)
     head = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    objective = ClusterObjective()
+    objective = IICObjective()
     for _ in range(300):
         rows = torch.randint(800, (128,))
         second = nb[rows, torch.randint(5, (128,))]
-        loss = objective([head(x[rows]), head(x[second])])
+        loss = objective([head(x[rows]), head(x[second])], rows)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -80,7 +80,7 @@ def test_the_cluster_objective_groups_points_by_itself():
 
 def test_registry_and_names():
     assert objective_name("auto") == next(iter(OBJECTIVES)) == "balance"
-    assert objective_name("off") is None and OBJECTIVES["cluster"].views == 2
+    assert objective_name("off") is None and OBJECTIVES["iic"].views == 2
     assert classes_used(np.zeros(100, int), 10) == 1 and classes_used(np.arange(100) % 10, 10) == 10
 
 
@@ -108,9 +108,9 @@ TINY = ["--samples", "600", "--eval-every", "300", "--unlabeled-batch", "32", "-
 
 @pytest.mark.mnist
 @pytest.mark.slow
-def test_cluster_round_on_mnist_and_a_collapse_in_eval(data_dir, tmp_path, capsys):
+def test_iic_round_on_mnist_and_a_collapse_in_eval(data_dir, tmp_path, capsys):
     run = tmp_path / "weak"
-    assert main(["train", "weak", "--pairs", "100", "--unlabeled", "cluster", "--train-subset", "2000",
+    assert main(["train", "weak", "--pairs", "100", "--unlabeled", "iic", "--train-subset", "2000",
                  "--val-subset", "300", "--val-pairs", "500", "--data-dir", str(data_dir), *TINY,
                  "--out", str(run)]) == 0
     ev = json.loads((run / "eval.json").read_text())
@@ -118,7 +118,7 @@ def test_cluster_round_on_mnist_and_a_collapse_in_eval(data_dir, tmp_path, capsy
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("val_classes_used" in r for r in rows)
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["unlabeled"] == "cluster"
+    assert cfg["unlabeled"] == "iic"
     # a model whose classes collapsed into one says so in `relcomp eval`
     weights = load_file(run / "best.safetensors")
     bias = [k for k in weights if k.endswith("bias")][-1]
@@ -135,32 +135,85 @@ def test_cluster_round_on_mnist_and_a_collapse_in_eval(data_dir, tmp_path, capsy
     assert "predicts only 1 of its 10 classes" in out and "clustering accuracy" in out
 
 
-@pytest.mark.slow
-def test_cluster_round_on_your_images_and_on_features(mnist, tmp_path):
+def own_and_feature_runs(mnist, tmp_path, objective: str, n: int = 300) -> tuple:
+    """Runs of ``--unlabeled objective`` on a folder of 300 images and on their pixels as features."""
     from relcomp.data.features import save_features
 
-    imgs = write_user_data(tmp_path / "own", mnist.test.images[:300], mnist.test.labels[:300], 200, n_labelled=300)
-    run = tmp_path / "own-run"
+    imgs = write_user_data(tmp_path / "own", mnist.test.images[:n], mnist.test.labels[:n], 200, n_labelled=n)
+    own = tmp_path / "own-run"
     assert main(["train", "weak", "--images", str(imgs["images"]), "--comparisons", str(imgs["comparisons"]),
-                 "--labels", str(imgs["labels"]), "--unlabeled", "cluster", *TINY, "--out", str(run)]) == 0
-    assert "cluster_accuracy" in json.loads((run / "eval.json").read_text())
-    n = 300
+                 "--labels", str(imgs["labels"]), "--unlabeled", objective, *TINY, "--out", str(own)]) == 0
     npy = write_user_data(tmp_path / "feat", mnist.test.images[:n], mnist.test.labels[:n], 200, n_labelled=n,
                           fmt="npy")
     feats = tmp_path / "features.npz"
     save_features(feats, [str(k) for k in range(n)], mnist.test.images[:n].reshape(n, -1) / 255.0)
-    run = tmp_path / "feat-run"
+    feat = tmp_path / "feat-run"
     assert main(["train", "weak", "--features", str(feats), "--comparisons", str(npy["comparisons"]),
-                 "--labels", str(npy["labels"]), "--unlabeled", "cluster", *TINY, "--out", str(run)]) == 0
-    ev = json.loads((run / "eval.json").read_text())
+                 "--labels", str(npy["labels"]), "--unlabeled", objective, *TINY, "--out", str(feat)]) == 0
+    return own, feat
+
+
+@pytest.mark.slow
+def test_iic_round_on_your_images_and_on_features(mnist, tmp_path):
+    own, feat = own_and_feature_runs(mnist, tmp_path, "iic")
+    assert "cluster_accuracy" in json.loads((own / "eval.json").read_text())
+    ev = json.loads((feat / "eval.json").read_text())
     assert "cluster_accuracy" in ev and ev["classes_used"] >= 1
 
 
+@pytest.mark.slow
+def test_clusters_round_on_your_images_and_on_features(mnist, tmp_path):
+    own, feat = own_and_feature_runs(mnist, tmp_path, "clusters")
+    for run in (own, feat):
+        rec = json.loads((run / "unlabeled.json").read_text())
+        assert sum(rec["sizes"]) == 300 and rec["group_accuracy"] > 0.5
+    assert main(["suggest", str(own), "--n", "10", "--strategy", "clusters"]) == 0
+
+
 def test_bad_requests_are_one_line(tmp_path, mnist, capsys):
-    assert main(["train", "siamese", "--unlabeled", "cluster", "--quiet", "--out", str(tmp_path / "s")]) == 2
+    assert main(["train", "siamese", "--unlabeled", "iic", "--quiet", "--out", str(tmp_path / "s")]) == 2
     assert "needs a model that names classes" in capsys.readouterr().err
     imgs = write_user_data(tmp_path / "few", mnist.test.images[:20], mnist.test.labels[:20], 30)
     assert main(["train", "weak", "--images", str(imgs["images"]), "--comparisons", str(imgs["comparisons"]),
-                 "--classes", "50", "--unlabeled", "cluster", "--quiet", "--out", str(tmp_path / "k")]) == 2
+                 "--classes", "50", "--unlabeled", "iic", "--quiet", "--out", str(tmp_path / "k")]) == 2
     err = capsys.readouterr().err
     assert "only 20 of them" in err and "Traceback" not in err
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_clusters_round_on_mnist_then_the_clusters_questions(data_dir, tmp_path, capsys):
+    """Train on 60 comparisons with the images grouped and the groups named, then `relcomp suggest`
+    (auto: the clusters strategy) asks about the order of the named classes."""
+    run = tmp_path / "weak"
+    assert main(["train", "weak", "--pairs", "60", "--unlabeled", "clusters", "--train-subset", "2000",
+                 "--val-subset", "300", "--val-pairs", "500", "--data-dir", str(data_dir), *TINY,
+                 "--samples", "3000", "--eval-every", "1500", "--out", str(run)]) == 0
+    rec = json.loads((run / "unlabeled.json").read_text())
+    assert rec["objective"] == "clusters" and sum(rec["sizes"]) == 2000
+    assert sorted(rec["class_of_group"]) == list(range(10)) and rec["evidence"] > 0 and 0 < rec["agreement"] <= 1
+    assert rec["labelled_items"] == 2000 and rec["group_accuracy"] > 0.6  # groups form without a label (70% of 2,000)
+    assert 0 <= rec["named_accuracy"] <= rec["group_accuracy"] + 1e-9
+    capsys.readouterr()
+    ask = tmp_path / "ask.csv"
+    assert main(["suggest", str(run), "--n", "40", "--out", str(ask)]) == 0
+    out = capsys.readouterr().out
+    assert "clusters:" in out and "on the order of the classes" in out
+    rows = ask.read_text().splitlines()[1:]
+    pairs = {tuple(sorted(map(int, r.split(",")[:2]))) for r in rows}
+    assert len(rows) == len(pairs) == 40 and all(0 <= i < 2000 for p in pairs for i in p)
+    scores = [float(r.split(",")[2]) for r in rows]
+    assert scores[0] > 1 and scores == sorted(scores, reverse=True)  # order questions first, then boundary
+
+
+def test_the_clusters_strategy_needs_a_model_that_names_classes(tmp_path, mnist, capsys):
+    imgs = write_user_data(tmp_path / "r", mnist.test.images[:40], mnist.test.labels[:40], 60)
+    run = tmp_path / "ranker"
+    assert main(["train", "ranker", "--images", str(imgs["images"]), "--comparisons", str(imgs["comparisons"]),
+                 "--samples", "64", "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["suggest", str(run), "--n", "5", "--strategy", "clusters"]) == 2
+    err = capsys.readouterr().err
+    assert "names none" in err and "Traceback" not in err
+    assert main(["suggest", str(run), "--n", "5"]) == 0  # auto: random for a ranker with few comparisons
+    assert "(random;" in capsys.readouterr().out

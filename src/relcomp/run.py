@@ -38,6 +38,7 @@ class RunFiles:
     timing = property(lambda self: self.root / "timing.jsonl")            # the same rows' clock readings
     validation = property(lambda self: self.root / "validation.json")     # a user's data check
     annotators = property(lambda self: self.root / "annotators.json")     # learned flip rates
+    unlabeled = property(lambda self: self.root / "unlabeled.json")       # --unlabeled clusters: the groups' names
     eval = property(lambda self: self.root / "eval.json")                 # test-split metrics
     curves = property(lambda self: self.root / "curves.png")
     confusion = property(lambda self: self.root / "confusion.png")

@@ -15,6 +15,18 @@ Strategies (:data:`STRATEGIES`):
 - ``boundary``: like uncertainty, but among pairs the model puts in *adjacent* classes or
   scores (a sorting-style query: it sharpens where each class starts); for Siamese models it is
   uncertainty.
+- ``clusters`` (models that name classes): the order of the model's classes, checked. Each
+  question compares a confident member of one class with one of another: every pair of classes
+  once (the model's order may be wrong anywhere), then classes adjacent in the model's order until
+  two more answers agree with the order than contradict it, classes two apart until one does, and
+  any pair whose answers contradict the order until they are outweighed. From nothing, K(K - 1)/2
+  + (K - 1) questions (54 for 10 classes), each pair once before any twice and the closest
+  first; re-asked where a noisy annotator contradicts. Once the order holds, the rest are
+  ``boundary`` questions. The first questions
+  after a ``--unlabeled clusters`` run (:mod:`relcomp.clusters`).
+- ``auto`` (the default): ``clusters`` for models that name classes; for the others ``random``
+  while fewer than :data:`RANDOM_UNTIL` comparisons are judged (the annotation-rounds study: the
+  informed strategies lose to random there), then ``uncertainty``.
 
 No item appears in more than ``max_per_item`` suggested pairs, so that N questions cover many
 items rather than asking about one confusing image N times.
@@ -29,14 +41,79 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.pairs import pair_keys
+from .clusters import cluster_support
+from .data.pairs import Pairs, pair_keys
 from .data.splits import to_tensor
 from .errors import ConfigError
 from .metrics import item_outputs
 from .run import load_run_model
 from .utils import atomic_path, resolve_device, resolve_precision
 
-STRATEGIES = ("uncertainty", "boundary", "random")
+STRATEGIES = ("auto", "clusters", "uncertainty", "boundary", "random")
+RANDOM_UNTIL = 500    # auto: random before this many judged comparisons (models without classes)
+REPRESENTATIVES = 50  # clusters: the most confident members of each class that questions draw from
+
+
+def auto_strategy(classifies: bool, n_judged: int) -> str:
+    if classifies:
+        return "clusters"
+    return "random" if n_judged < RANDOM_UNTIL else "uncertainty"
+
+
+def order_needs(pred: np.ndarray, judged: Pairs, k: int) -> np.ndarray:
+    """(k, k) answers still needed, need[lo, hi] for lo < hi, to trust that class hi of the model
+    ranks above class lo: every pair of classes compared at least once (the model's order may be
+    wrong anywhere), classes adjacent in its order until two more answers agree with the order than
+    contradict it, two apart until one does, and any pair until its contradictions are outweighed."""
+    support = cluster_support(pred[judged.i], pred[judged.j], judged.z, k, judged.w)
+    lo, hi = np.triu_indices(k, 1)
+    confirm = np.select([hi - lo == 1, hi - lo == 2], [2.0, 1.0], 0.0)
+    net = support[hi, lo] - support[lo, hi]
+    untouched = (support[hi, lo] + support[lo, hi]) == 0
+    need = np.zeros((k, k))
+    need[lo, hi] = np.maximum.reduce([confirm - net, untouched.astype(float), -net, np.zeros(len(lo))])
+    return need
+
+
+def cluster_questions(probs: np.ndarray, judged: Pairs, n: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Up to ``n`` questions (a, b, score) that check the order of the model's classes: confident
+    members of two classes, each needed pair of classes once before any twice, the closest first."""
+    k = probs.shape[1]
+    pred, conf = probs.argmax(1), probs.max(1)
+    reps = [np.flatnonzero(pred == c)[np.argsort(-conf[pred == c], kind="stable")][:REPRESENTATIVES]
+            for c in range(k)]
+    need = order_needs(pred, judged, k)
+    times = np.zeros((k, k), dtype=np.int64)  # asked in this batch
+    asked = set(pair_keys(judged.i, judged.j, len(pred)).tolist())
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        lo, hi = np.nonzero(need > 0)
+        ok = [(times[a, b], b - a, a, b) for a, b in zip(lo, hi, strict=True) if len(reps[a]) and len(reps[b])]
+        if not ok:
+            break
+        _, _, a, b = min(ok)
+        pair = next_pair(reps, a, b, asked, len(pred), rng)
+        if pair is None:
+            need[a, b] = 0.0   # every pair of these representatives is judged
+            continue
+        asked.add(int(pair_keys(np.array([pair[0]]), np.array([pair[1]]), len(pred))[0]))
+        out.append((pair[0], pair[1], 2.0 - len(out) / n))  # in asking order, above every boundary score (<= 1)
+        need[a, b] -= 1.0
+        times[a, b] += 1
+    a, b, sc = (np.asarray(col) for col in zip(*out, strict=True)) if out else (np.zeros(0, np.int64),) * 3
+    return a.astype(np.int64), b.astype(np.int64), sc.astype(np.float64)
+
+
+def next_pair(reps: list[np.ndarray], a: int, b: int, asked: set[int], n: int,
+              rng: np.random.Generator) -> tuple[int, int] | None:
+    """A random unjudged pair of representatives of classes a and b (None after 100 tries), so that
+    a re-asked question shows other images."""
+    for _ in range(100):
+        x, y = int(rng.choice(reps[a])), int(rng.choice(reps[b]))
+        if int(pair_keys(np.array([x]), np.array([y]), n)[0]) not in asked:
+            return x, y
+    return None
 
 
 def candidate_pairs(n: int, m: int, judged: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,14 +171,14 @@ def pick(a: np.ndarray, b: np.ndarray, score: np.ndarray, n: int, max_per_item: 
     return np.asarray(chosen, dtype=np.int64)
 
 
-def suggest(run_dir: str | os.PathLike, n: int, strategy: str = "uncertainty", candidates: int | None = None,
+def suggest(run_dir: str | os.PathLike, n: int, strategy: str = "auto", candidates: int | None = None,
             out: str | os.PathLike | None = None, seed: int = 0, max_per_item: int = 2,
             device: str = "auto") -> dict[str, Any]:
     """Write the ``n`` pairs to judge next as ``out`` (default ``<run_dir>/suggested.csv``).
 
     Raises:
-        ConfigError: an unknown strategy, a model that is not relational, or ``n`` larger than the
-            pool of candidates.
+        ConfigError: an unknown strategy, a model that is not relational (or, for ``clusters``,
+            names no classes), or ``n`` larger than the pool of candidates.
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -111,23 +188,46 @@ def suggest(run_dir: str | os.PathLike, n: int, strategy: str = "uncertainty", c
     model, cfg = load_run_model(run_dir, dev)
     if not model.relational:
         raise ConfigError(f"a {cfg.model} run learns from labels; suggest needs a run trained on comparisons")
+    if strategy == "clusters" and not model.classifies:
+        raise ConfigError(f"--strategy clusters checks the order of a model's classes; a {cfg.model} model names "
+                          "none (use auto, uncertainty, boundary or random)")
     names, items, judged = cfg.data.train_items(cfg.relation)
-    m = candidates if candidates is not None else max(20 * n, 50_000)
-    a, b = candidate_pairs(len(names), m, judged, seed)
-    if n > len(a):
-        raise ConfigError(f"--n {n:,} is more than the {len(a):,} candidate pairs not judged yet; lower --n or "
-                          "raise --candidates")
+    chosen_strategy = auto_strategy(model.classifies, len(judged)) if strategy == "auto" else strategy
     x = to_tensor(cfg.data.prepare(items), dev)
     if x.ndim == 4:  # channels-last, and the run's precision: 50k MNIST images in 2-6 s here, not 17 s
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     _, outs = item_outputs(model, x, resolve_precision(cfg.precision, dev))
-    score = pair_scores(model, outs.cpu(), a, b, strategy, np.random.default_rng(seed))
-    chosen = pick(a, b, score, n, max_per_item)
+    outs = outs.cpu()
+    a, b, score = questions(model, outs, judged, n, chosen_strategy, candidates, seed, max_per_item)
     path = Path(out) if out else Path(run_dir) / "suggested.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["a", "b", "score"])
-        w.writerows([names[a[k]], names[b[k]], f"{score[k]:.6f}"] for k in chosen)
-    return {"csv": str(path), "n": len(chosen), "candidates": len(a), "strategy": strategy,
-            "items": len(names)}
+        w.writerows([names[a[k]], names[b[k]], f"{score[k]:.6f}"] for k in range(len(a)))
+    return {"csv": str(path), "n": len(a), "strategy": chosen_strategy, "items": len(names),
+            "order_questions": int((score > 1).sum()) if chosen_strategy == "clusters" else 0}
+
+
+def questions(model, outs: torch.Tensor, judged: Pairs, n: int, strategy: str, candidates: int | None,
+              seed: int, max_per_item: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``n`` pairs (a, b, score) to ask, best first: for ``clusters`` the order questions, then
+    ``boundary`` ones for the rest."""
+    items = len(outs)
+    first = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+    if strategy == "clusters":
+        first = cluster_questions(outs.float().softmax(-1).numpy(), judged, n, seed)
+        strategy = "boundary"
+    rest = n - len(first[0])
+    if rest == 0:
+        return first
+    keys = np.concatenate([pair_keys(judged.i, judged.j, items), pair_keys(first[0], first[1], items)])
+    m = candidates if candidates is not None else max(20 * rest, 50_000)
+    a, b = candidate_pairs(items, m, keys, seed)
+    if rest > len(a):
+        raise ConfigError(f"--n {n:,} is more than the {len(a) + len(first[0]):,} candidate pairs not judged yet; "
+                          "lower --n or raise --candidates")
+    score = pair_scores(model, outs, a, b, strategy, np.random.default_rng(seed))
+    chosen = pick(a, b, score, rest, max_per_item)
+    return (np.concatenate([first[0], a[chosen]]), np.concatenate([first[1], b[chosen]]),
+            np.concatenate([first[2], score[chosen]]))

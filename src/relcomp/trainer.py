@@ -29,7 +29,8 @@ from .losses import pair_predictions
 from .metrics import item_outputs, score_outputs
 from .models import RelcompModel
 from .run import model_metadata, run_files
-from .unlabeled import Objective, get_objective, nearest_neighbours, views
+from .unlabeled import Objective, get_objective, nearest_neighbours, objective_name, views
+from .utils import write_json_atomic
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Trainer:
         # what a step calls: the model, its DDP wrapper, or a compiled model (the bench's ablation)
         self.fwd = forward or (DDP(model) if info.enabled else model)
         self.loss_fn, self.pair_loss = run.loss, run.pair_loss
-        self.objective, self.neighbours = unlabeled_objective(cfg, data, device)
+        self.objective, self.neighbours = unlabeled_objective(cfg, data, device, run_dir, info.main)
         self.order = BatchOrder(cfg.seed, plan, info, device)
         self.annotators = annotators  # --annotator-model flip: per-annotator flip rates, trained with the model
         self._t0 = 0.0
@@ -215,14 +216,20 @@ def describe(row: dict, total: int) -> str:
     return "  ".join(parts)
 
 
-def unlabeled_objective(cfg: TrainConfig, data: Data,
-                        device: torch.device) -> tuple[Objective | None, torch.Tensor | None]:
-    """The run's ``--unlabeled`` objective, with its target class proportions (None: equal), and
-    for two views of feature vectors each unlabeled item's nearest neighbours."""
+def unlabeled_objective(cfg: TrainConfig, data: Data, device: torch.device, run_dir: Path,
+                        main: bool) -> tuple[Objective | None, torch.Tensor | None]:
+    """The run's ``--unlabeled`` objective, with its target class proportions (None: equal),
+    prepared on the training items (what it records goes to ``unlabeled.json``), and for two views
+    of feature vectors each unlabeled item's nearest neighbours."""
     props = cfg.class_proportions
     prior = None if props is None else torch.tensor(props, device=device) / sum(props)
     objective = None if data.unlabeled is None else get_objective(cfg.unlabeled, prior)
-    two_feature_views = objective is not None and objective.views > 1 and data.train_x.ndim == 2
+    if objective is None:
+        return None, None
+    record = objective.prepare(data, cfg.num_classes, cfg.seed, cfg.progress and main)
+    if record is not None and main:
+        write_json_atomic(run_files(run_dir).unlabeled, {"objective": objective_name(cfg.unlabeled), **record})
+    two_feature_views = objective.views > 1 and data.train_x.ndim == 2
     return objective, nearest_neighbours(data.train_x) if two_feature_views else None
 
 
@@ -236,7 +243,7 @@ def unlabeled_loss(model: RelcompModel, data: Data, cfg: TrainConfig, objective:
     rows = pool[torch.randint(len(pool), (cfg.unlabeled_batch,)).to(pool.device)]
     parts = views(data.train_x, rows, objective.views, cfg.augment, neighbours)
     logits = model.item_output(model.embed(torch.cat(parts))).chunk(len(parts))
-    return cfg.unlabeled_weight * objective(list(logits))
+    return cfg.unlabeled_weight * objective(list(logits), rows)
 
 
 def validate(model: RelcompModel, pair_loss, data: Data, info: DistInfo, precision: str) -> dict[str, Any]:

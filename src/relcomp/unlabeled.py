@@ -4,23 +4,31 @@ registered in :data:`OBJECTIVES` (``--unlabeled``).
 
 - ``balance``: the class-balance term (:func:`relcomp.losses.balance_loss`): the batch's mean
   prediction should use every class in its proportion. It orders nothing and groups nothing.
-- ``cluster``: the mutual information between the class predictions of two views of each item
+- ``clusters``: the items are grouped once before training (:mod:`relcomp.clusters`: UMAP and a
+  Gaussian mixture), the groups are named by the comparisons (the order of the groups that agrees
+  with the most of them), and each item is pushed towards its group's class, weighted by how sure
+  the mixture is of its group. Images, your own images and feature vectors alike.
+- ``iic``: the mutual information between the class predictions of two views of each item
   (IIC, Ji et al., ICCV 2019): an item and its view should fall in the same class, and the classes
   should be used evenly, so that the images form their own groups and the comparisons need only
   name them. The views of an image are two augmentations of it; of a feature vector (``--features``,
   a frozen ``hf:`` backbone), the vector and one of its nearest neighbours in feature space.
 
-Neither is told any label; a collapse to a few classes shows in the log and in ``relcomp eval``
+None is told any label; a collapse to a few classes shows in the log and in ``relcomp eval``
 (:func:`relcomp.metrics.classes_used`).
 """
 from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from .augment import augment
+from .clusters import agreement, cached_clusters, cluster_support, name_clusters
+from .data.splits import Data
 from .losses import balance_loss
+from .metrics import cluster_accuracy
 
 
 def joint_distribution(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
@@ -40,35 +48,80 @@ def mutual_information(joint: torch.Tensor, marginal_weight: float = 1.0) -> tor
 
 
 class Objective:
-    """A term on the class logits of the unlabeled items' views (a list of ``views`` tensors (B, K))."""
+    """A term on the class logits of the unlabeled items' views (a list of ``views`` tensors (B, K))
+    of the training items ``rows``."""
 
     views: ClassVar[int] = 1
 
     def __init__(self, prior: torch.Tensor | None = None):
         self.prior = prior  # the class proportions the classes should have (None: equal)
 
-    def compute_loss(self, logits: list[torch.Tensor]) -> torch.Tensor:
+    def prepare(self, data: Data, k: int, seed: int, progress: bool = False) -> dict | None:
+        """Called once before training with the run's data (every training item, the comparisons);
+        returns what the run folder should record of it (None: nothing)."""
+        return None
+
+    def compute_loss(self, logits: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, logits: list[torch.Tensor]) -> torch.Tensor:
-        return self.compute_loss(logits)
+    def __call__(self, logits: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+        return self.compute_loss(logits, rows)
 
 
 class BalanceObjective(Objective):
     """KL(mean prediction || class proportions) on one view."""
 
-    def compute_loss(self, logits: list[torch.Tensor]) -> torch.Tensor:
+    def compute_loss(self, logits: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         return balance_loss(logits[0], self.prior)
 
 
-class ClusterObjective(Objective):
+class ClustersObjective(Objective):
+    """Cross-entropy towards each item's group's class (the groups named by the comparisons),
+    weighted by the mixture's posterior of the group. Proportions come with the groups."""
+
+    targets: torch.Tensor
+    weights: torch.Tensor
+
+    def prepare(self, data: Data, k: int, seed: int, progress: bool = False) -> dict:
+        x, pairs = data.train_x, data.train_pairs
+        found = cached_clusters(x.cpu().numpy(), k, seed, progress)
+        if pairs is None or len(pairs) == 0:
+            support = np.zeros((k, k))
+        else:
+            support = cluster_support(found.labels[pairs.i], found.labels[pairs.j], pairs.z, k, pairs.w)
+        rank = name_clusters(support)
+        self.targets = torch.from_numpy(rank[found.labels]).to(x.device)
+        self.weights = torch.from_numpy(found.confidence).to(x.device)
+        return {"sizes": found.sizes(), "class_of_group": rank.tolist(), "evidence": float(support.sum()),
+                "agreement": agreement(rank, support), "mean_confidence": float(found.confidence.mean()),
+                **diagnosis(found.labels, rank, data.train_y.cpu().numpy(), k)}
+
+    def compute_loss(self, logits: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+        w = self.weights[rows]
+        ce = torch.nn.functional.cross_entropy(logits[0].float(), self.targets[rows], reduction="none")
+        return (ce * w).sum() / w.sum().clamp_min(1e-6)
+
+
+def diagnosis(groups: np.ndarray, rank: np.ndarray, labels: np.ndarray, k: int) -> dict:
+    """Where the training items' labels are known (MNIST; a user's labelled items), how well the
+    groups match them one-to-one after the fact, and how many items their names get right: a
+    diagnosis only, never used to choose anything."""
+    known = (labels >= 0) & (labels < k)
+    if not known.any():
+        return {}
+    g, y = groups[known], labels[known]
+    return {"labelled_items": int(known.sum()), "group_accuracy": cluster_accuracy(g, y, k),
+            "named_accuracy": float((rank[g] == y).mean())}
+
+
+class IICObjective(Objective):
     """-I(c; c') between the classes of two views, plus the balance term where the classes should
     have proportions other than equal ones (the mutual information itself favours equal ones)."""
 
     views: ClassVar[int] = 2
     marginal_weight: ClassVar[float] = 1.0
 
-    def compute_loss(self, logits: list[torch.Tensor]) -> torch.Tensor:
+    def compute_loss(self, logits: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
         p1, p2 = (x.float().softmax(-1) for x in logits)
         loss = -mutual_information(joint_distribution(p1, p2), self.marginal_weight)
         if self.prior is not None:
@@ -77,7 +130,8 @@ class ClusterObjective(Objective):
 
 
 # --unlabeled NAME -> its class; "auto" is the first (the default), "off" none.
-OBJECTIVES: dict[str, type[Objective]] = {"balance": BalanceObjective, "cluster": ClusterObjective}
+OBJECTIVES: dict[str, type[Objective]] = {"balance": BalanceObjective, "clusters": ClustersObjective,
+                                           "iic": IICObjective}
 UNLABELED = ("auto", *OBJECTIVES, "off")
 
 

@@ -138,9 +138,11 @@ def _add_inputs(tr) -> None:
     semi.add_argument("--unlabeled", choices=UNLABELED, default=TRAIN["unlabeled"], help="what models that name "
                       "classes (weak) learn from images no comparison touches (MNIST: the train images outside the "
                       "pairs; your data: every image). balance (auto): a batch's mean predicted class distribution "
-                      "is pulled towards the class proportions; cluster: the classes of two views of an image (two "
-                      "augmentations; for features, a nearest neighbour) should agree and be used evenly (mutual "
-                      "information, IIC), so that the images form their own groups; off")
+                      "is pulled towards the class proportions. clusters: the images are grouped once before training "
+                      "(UMAP + a Gaussian mixture, cached; minutes for 50k images), the comparisons name the groups, "
+                      "and every image learns its group's class: the choice for few comparisons. iic: the classes "
+                      "of two views of an image (two augmentations; for features, a nearest neighbour) should agree "
+                      "and be used evenly (mutual information). off")
     semi.add_argument("--unlabeled-batch", type=int, default=TRAIN["unlabeled_batch"],
                       help="unlabeled images per step (128 did better from 1,000 comparisons, at about 1.6x the "
                       "time per step)")

@@ -104,12 +104,18 @@ def add_suggest_parser(sub) -> None:
              "as a CSV (a, b, score) named as the run's comparisons name items: file names, .npy row indices, or MNIST "
              "train-split indices. Judge them (add an outcome column), append them to the comparisons file, and train "
              "again, e.g. with --init-from RUN_DIR.\n\nStrategies:\n"
+             "  auto         (default) clusters for a model that names classes (weak); otherwise random before 500 "
+             "judged comparisons, then uncertainty\n"
+             "  clusters     check the order of the model's classes with confident members of each: every pair of "
+             "classes once, then those adjacent in its order (and two apart, and any pair the answers contradict) "
+             "until the answers agree, 54 questions for 10 classes from nothing; then boundary. The loop for few comparisons: train weak --unlabeled "
+             "clusters, suggest, judge, train again\n"
              "  uncertainty  the pairs whose order the model is least sure of (not likely ties)\n"
              "  boundary     uncertain pairs in adjacent classes (or neighbours in a ranker's order)\n"
-             "  random       uniform: the baseline, and the first round")
+             "  random       uniform: the baseline")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--n", type=int, required=True, help="pairs to suggest")
-    p.add_argument("--strategy", choices=STRATEGIES, default="uncertainty", help="how to choose")
+    p.add_argument("--strategy", choices=STRATEGIES, default="auto", help="how to choose (default: auto)")
     p.add_argument("--candidates", type=count_arg, default=None, help="random unjudged pairs to score (default: 20 x N, "
                    "at least 50k)")
     p.add_argument("--max-per-item", type=int, default=2, help="no item in more than this many suggested pairs")
@@ -212,8 +218,8 @@ def cmd_export(args) -> int:
 def cmd_suggest(args) -> int:
     r = suggest(args.run_dir, args.n, args.strategy, args.candidates, args.out, args.seed, args.max_per_item,
                 args.device)
-    print(f"wrote {r['n']:,} pairs to judge ({r['strategy']}, from {r['candidates']:,} candidates over "
-          f"{r['items']:,} items) to {r['csv']}")
+    how = r["strategy"] + (f": {r['order_questions']:,} on the order of the classes" if r["strategy"] == "clusters" else "")
+    print(f"wrote {r['n']:,} pairs to judge ({how}; {r['items']:,} items) to {r['csv']}")
     return 0
 
 

@@ -25,7 +25,7 @@ from .comparisons import CONTRADICTIONS, load_comparisons, load_labels
 from .features import load_features, mnist_features
 from .images import ImageSet, load_images
 from .mnist import MNIST, Split, load_mnist
-from .pairs import Pairs, flip_outcomes, make_pairs, mnist_pairs, pair_keys
+from .pairs import Pairs, flip_outcomes, make_pairs, mnist_pairs
 from .splits import Data, Inputs, ShotPool, TestSplit, absolute, to_tensor, untouched
 from .user import UserData, load_user_data
 
@@ -125,15 +125,14 @@ class MnistSource(Inputs):
         comps = load_comparisons(self.pairs, items)
         return (comps.without_ties() if relation == "gt" else comps).pairs(meta={"file": self.pairs})
 
-    def train_items(self, relation: str = "gt") -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(names, model inputs, judged pair keys lo * n + hi) of the train items, named by their
-        train-split index: what `relcomp suggest` draws new pairs from."""
+    def train_items(self, relation: str = "gt") -> tuple[list[str], np.ndarray, Pairs]:
+        """(names, model inputs, the judged pairs) of the train items, named by their train-split
+        index: what `relcomp suggest` draws new pairs from."""
         mnist = self.mnist()
         train = _subset(mnist.train, self.train_subset)
         pairs = self.judged(train) if self.pairs_file else split_pairs(
             self, mnist, train, "train", self.n_pairs, self.train_subset, relation)
-        n = len(train.labels)
-        return [str(k) for k in range(n)], train.images, pair_keys(pairs.i, pairs.j, n)
+        return [str(k) for k in range(len(train.labels))], train.images, pairs
 
     def test_split(self, relation: str) -> TestSplit:
         mnist = self.mnist()
@@ -237,11 +236,11 @@ class UserSource(Inputs):
         return Data(x, yt, x[keep], yt[keep], ud.train, val, fingerprint=ud.fingerprint, report=ud.report(),
                     unlabeled=torch.arange(n, device=device))  # every image: compared ones are unlabeled too
 
-    def train_items(self, relation: str = "gt") -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(names, model inputs, judged pair keys) of every item; every judgement (train and
-        held-out) counts as judged."""
+    def train_items(self, relation: str = "gt") -> tuple[list[str], np.ndarray, Pairs]:
+        """(names, model inputs, the judged pairs, outcome codes 0/1/2) of every item; every
+        judgement (train and held-out) counts as judged."""
         ud = self.read(relation="ge")  # a pair judged a tie is judged, whatever the relation
-        return ud.images.names, ud.images.images, ud.comparisons.pair_keys()
+        return ud.images.names, ud.images.images, ud.comparisons.pairs()
 
     def test_split(self, relation: str) -> TestSplit:
         """The held-out comparisons (the val split, which picked the best checkpoint: the figure is

@@ -210,7 +210,7 @@ def bench_suggest(data_dir: str | None, n: int = 1_000) -> float:
                           data=MnistSource(pairs="50k", val_subset=1_000, val_pairs=1_000, data_dir=data_dir))
         train(cfg, Path(d) / "run")
         t = time.perf_counter()
-        suggest(Path(d) / "run", n)
+        suggest(Path(d) / "run", n, strategy="uncertainty")
         return round(time.perf_counter() - t, 2)
 
 
