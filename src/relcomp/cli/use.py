@@ -115,7 +115,7 @@ def add_suggest_parser(sub) -> None:
              "  random       uniform: the baseline")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--n", type=int, required=True, help="pairs to suggest")
-    p.add_argument("--strategy", choices=STRATEGIES, default="auto", help="how to choose (default: auto)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="auto", help="how to choose")
     p.add_argument("--candidates", type=count_arg, default=None, help="random unjudged pairs to score (default: 20 x N, "
                    "at least 50k)")
     p.add_argument("--max-per-item", type=int, default=2, help="no item in more than this many suggested pairs")

@@ -154,6 +154,12 @@ class ActiveStudy:
                 "test_rel_acc": ev["relational_accuracy"]}
 
 
+def arms(s: dict, unlabeled: str) -> list[str]:
+    """The strategies run with ``unlabeled``: the profile's (or results' settings') strategies but
+    those its ``skip`` list names as ``unlabeled/strategy``."""
+    return [x for x in s["strategies"] if f"{unlabeled}/{x}" not in s.get("skip", [])]
+
+
 def check_profile(prof: dict) -> None:
     """Raises: ConfigError on a profile this study cannot run."""
     for key in ("seeds", "budgets", "schedule", "strategies", "unlabeled", "train"):
@@ -182,7 +188,7 @@ def run(prof: dict, h: Harness, data_dir: str | None = None) -> dict[str, Any]:
             first = st.first_pairs(budget, seed)
             for unl in prof["unlabeled"]:
                 r0 = st.train_round(f"{st.tag}b{budget}-s{seed}-{unl}-r0", first, seed, unl, first=True, init_from=None)
-                for strategy in prof["strategies"]:
+                for strategy in arms(prof, unl):
                     cells.setdefault(f"{budget}/{unl}/{strategy}", []).append(
                         st.chain(budget, seed, unl, strategy, r0))
     res = summarise(prof, cells)
@@ -210,19 +216,19 @@ def summarise(prof: dict, cells: dict[str, list[dict]]) -> dict[str, Any]:
         chosen[str(budget)] = f"{budget}/{best['unlabeled']}/{best['strategy']}"
     return {"kind": "active", "profile": prof["name"], "description": prof.get("description", ""),
             "settings": {k: prof[k] for k in ("seeds", "budgets", "schedule", "strategies", "unlabeled", "train")}
-            | {"flip_rate": prof.get("flip_rate", 0.0), "data": prof.get("data", {}),
+            | {"flip_rate": prof.get("flip_rate", 0.0), "data": prof.get("data", {}), "skip": prof.get("skip", []),
                "figure": prof.get("figure", "active.png"), "targets": prof.get("targets", TARGETS)},
             "cells": rows, "chosen_on_val": chosen}
 
 
 def table(res: dict) -> tuple[list[str], list[list[str]]]:
     s = res["settings"]
-    header = ["budget", *[f"{strat}, {ARMS[u]}" for u in s["unlabeled"] for strat in s["strategies"]]]
+    header = ["budget", *[f"{strat}, {ARMS[u]}" for u in s["unlabeled"] for strat in arms(s, u)]]
     rows = []
     for b in sorted({c["budget"] for c in res["cells"].values()}):
         row = [format_count(b)]
         for u in s["unlabeled"]:
-            for strat in s["strategies"]:
+            for strat in arms(s, u):
                 c = res["cells"][f"{b}/{u}/{strat}"]
                 mark = " ◆" if res["chosen_on_val"][str(b)] == f"{b}/{u}/{strat}" else ""
                 row.append(f"{fmt(c['test_cls_acc'])} / {fmt(c['test_rel_acc'])}{mark}")
@@ -239,7 +245,7 @@ def figures(res: dict, fig_dir: Path) -> dict[str, str]:
                           ("test_rel_acc", "test relational accuracy")):
         series = {}
         for u in s["unlabeled"]:
-            for strat in s["strategies"]:
+            for strat in arms(s, u):
                 cs = [res["cells"][f"{b}/{u}/{strat}"][metric] for b in budgets]
                 name = f"{strat}, {ARMS[u]}".replace("pairs only", "without unlabeled")
                 series[name] = (budgets, [c["mean"] for c in cs], [c["std"] for c in cs])
@@ -297,7 +303,9 @@ def verdicts(res: dict) -> list[str]:
                          f"reaches {fmt(c)}% test classification; target {target:g}%: "
                          f"{'met' if c['mean'] >= target else 'missed'}.")
     for u in s["unlabeled"]:
-        for strat in (x for x in s["strategies"] if x != "random"):
+        if "random" not in arms(s, u):
+            continue
+        for strat in (x for x in arms(s, u) if x != "random"):
             diffs = []
             for b in sorted({c["budget"] for c in cells.values()}):
                 d = cells[f"{b}/{u}/{strat}"]["test_cls_acc"]["mean"] - cells[f"{b}/{u}/random"]["test_cls_acc"]["mean"]
