@@ -119,15 +119,18 @@ def test_every_error_names_file_line_value(tmp_path, items):
     rows = [(0, 1, "1"), (0, 9, "1"), (2, 2, "0"), (1, 3, "maybe"), (1, 4, "1", "x")]
     with pytest.raises(ValidationError) as e:
         load_comparisons(_csv(tmp_path / "c.csv", rows), items)
-    text = str(e.value)
+    assert "\n" not in str(e.value) and str(e.value).endswith("the first of 4 (`relcomp data check` lists them all)")
+    text = e.value.report.text()
     assert "4 error(s)" in text
     assert f"{tmp_path / 'c.csv'}:3: column b: unknown item '9'" in text
     assert f"{tmp_path / 'c.csv'}:4: self-comparison: a and b are both '2'" in text
     assert f"{tmp_path / 'c.csv'}:5: column outcome: unknown value 'maybe'" in text
     assert f"{tmp_path / 'c.csv'}:6: 4 fields where the header has 3" in text
-    bad_w = _csv(tmp_path / "w.csv", [(0, 1, "1", "-1"), (1, 2, "1", "nan")], ("a", "b", "outcome", "weight"))
-    with pytest.raises(ValidationError, match=r"w.csv:2: column weight: '-1' is not a finite number"):
+    bad_w = _csv(tmp_path / "w.csv", [(0, 1, "1", "-1"), (1, 2, "1", "nan"), (1, 3, "1", "1e300"), (1, 4, "1", "1e6")],
+                 ("a", "b", "outcome", "weight"))
+    with pytest.raises(ValidationError, match=r"w.csv:2: column weight: '-1' is not a number from 0 to 1e\+06") as e:
         load_comparisons(bad_w, items)
+    assert len(e.value.report.errors) == 3 and "w.csv:4: column weight: '1e300'" in e.value.report.errors[2]
 
 
 def test_missing_file_and_columns(tmp_path, items):
@@ -219,7 +222,7 @@ def test_labels(tmp_path, items):
     assert largest_label(tmp_path / "l.csv") == 3  # without the images (how --classes defaults)
     with pytest.raises(ValidationError) as e:
         load_labels(_csv(tmp_path / "b.csv", [(0, "x"), (9, 1), (1, 2), (1, 3), (2, -1)], ("item", "label")), items)
-    t = str(e.value)
+    t = e.value.report.text()
     assert "b.csv:2: column label: 'x'" in t and "b.csv:3: column item: unknown item '9'" in t
     assert "b.csv:5: item '1' labelled 3 here but 2 earlier" in t and "b.csv:6: column label: '-1'" in t
 

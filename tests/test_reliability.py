@@ -17,7 +17,7 @@ from relcomp.checkpoint import load_checkpoint, load_state, read_weights, save_w
 from relcomp.data.idx import parse_idx, write_idx
 from relcomp.data.pairs import load_pairs, make_pairs, save_pairs
 from relcomp.engine import train
-from relcomp.errors import CheckpointError, RelcompError, TrainingError
+from relcomp.errors import CheckpointError, RelcompError, TrainingError, WriteError
 from relcomp.models import build_model
 from relcomp.utils import read_jsonl
 
@@ -107,10 +107,13 @@ def test_failed_write_keeps_the_previous_checkpoint(mnist, data_dir, tmp_path, m
         real(path, state)
 
     monkeypatch.setattr("relcomp.checkpoint.save_state", disk_full)
-    with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint is intact"):
+    with pytest.raises(WriteError, match=r"no space left on device while writing a checkpoint into .*; the last "
+                       r"checkpoint \(1,000 samples\) is intact; free space and run `relcomp train --resume "):
         train(tiny(data_dir=str(data_dir)), tmp_path / "r")
     state = load_checkpoint(tmp_path / "r", build_model("weak"))
     assert state["state"]["samples"] == 1000
+    assert sorted(p.name for p in (tmp_path / "r" / "ckpt").iterdir()) == [
+        "step000000008.safetensors", "step000000008.state.pt"]  # the failed checkpoint's weights are gone
 
 
 @pytest.mark.mnist
@@ -326,3 +329,5 @@ def test_same_seed_same_metrics(mnist, data_dir, tmp_path):
     for name in ("a", "b"):  # the default path: bf16 where the CPU has it, channels-last
         train(tiny(precision="auto", data_dir=str(data_dir)), tmp_path / name)
     assert (tmp_path / "a" / "metrics.jsonl").read_text() == (tmp_path / "b" / "metrics.jsonl").read_text()
+    # identical runs give identical files, not only identical tensors (#28: metadata in a fixed order)
+    assert (tmp_path / "a" / "best.safetensors").read_bytes() == (tmp_path / "b" / "best.safetensors").read_bytes()

@@ -17,16 +17,20 @@ from typing import Any
 from .annotators import ANNOTATOR_MODELS
 from .augment import AUGMENTS
 from .backbones import BACKBONES, hf_preprocess, hf_width, is_hf
-from .data.comparisons import CONTRADICTIONS
+from .data.comparisons import CONTRADICTIONS, MAX_LABEL
 from .data.pairs import RELATIONS
 from .data.sources import SOURCES, MnistSource, UserSource, source_from_dict, source_to_dict
 from .errors import ConfigError
 from .losses import LOSSES, Loss, get_loss
 from .models import MODELS, RelcompModel, default_loss, model_class
+from .schema import check_fields
 from .unlabeled import UNLABELED
 
 NOISE_CORRECTIONS = ("none", "given", "estimate")
 PRECISIONS = ("auto", "bf16", "fp32")
+MAX_BATCH = 65_536
+MIN_EVAL_EVERY, MAX_EVAL_EVERY = 10_000, 100_000  # the default interval's bounds, in samples
+MAX_CLASSES = MAX_LABEL + 1  # ordered classes: a person can rank a few hundred grades, not millions
 
 __all__ = ["AUGMENTS", "BACKBONES", "CONTRADICTIONS", "LOSSES", "MODELS", "NOISE_CORRECTIONS", "PRECISIONS",
            "RELATIONS", "SOURCES", "UNLABELED", "Resolved", "TrainConfig", "resolve"]
@@ -51,7 +55,7 @@ class TrainConfig:
     dropout: float = 0.2                # the paper's; 0 makes runs comparable step for step (tests)
     epochs: float | None = None         # budget in passes over the training set ...
     samples: int | None = None          # ... or in samples seen (images or pairs); default: the model's
-    eval_every: int | None = None       # samples between evaluations; None: one epoch, at most 100k
+    eval_every: int | None = None       # samples between evaluations; None: one epoch, within 10k-100k
     batch_size: int | None = None       # None: the model's default (64 supervised, 128 relational)
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -96,13 +100,15 @@ class TrainConfig:
         return {**d, "data": source_to_dict(self.data)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> TrainConfig:
         """A config from ``to_dict`` output (an older run folder's goes through
-        :func:`relcomp.run.upgrade` first)."""
-        d = dict(d)
-        data = d.pop("data")
-        names = {f.name for f in dataclasses.fields(cls)} - {"data"}
-        return cls(**{k: v for k, v in d.items() if k in names}, data=source_from_dict(data))
+        :func:`relcomp.run.upgrade` first), each field checked against its type.
+
+        Raises:
+            ConfigError: a field of another type (``where`` names the file in the message).
+        """
+        known = check_fields(cls, d, where, skip=("data",))
+        return cls(**known, data=source_from_dict(d.get("data", {}), f"{where}: data"))
 
     def semantic(self) -> dict[str, Any]:
         """The settings that change what is learned (a run may be resumed with other values of the
@@ -142,6 +148,12 @@ class Resolved:
         if epochs is not None:
             return int(round(epochs * n_train))
         return int(cls.default_samples)
+
+    def eval_interval(self, n_train: int) -> int:
+        """Samples between evaluations: explicit --eval-every, else one epoch of ``n_train``, but
+        at least 10k (with 100 comparisons an epoch is 100 samples, and validating after each would
+        take most of the run) and at most 100k."""
+        return int(self.cfg.eval_every or min(max(n_train, MIN_EVAL_EVERY), MAX_EVAL_EVERY))
 
 
 def resolve(cfg: TrainConfig) -> Resolved:
@@ -189,10 +201,16 @@ def validate_numbers(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {v}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"--dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.lr <= 0:
-        raise ConfigError(f"--lr must be positive, got {cfg.lr}")
-    if cfg.num_classes < 2:
-        raise ConfigError(f"--classes must be at least 2, got {cfg.num_classes}")
+    for name, top in (("batch_size", MAX_BATCH), ("unlabeled_batch", MAX_BATCH)):
+        v = getattr(cfg, name)
+        if v is not None and v > top:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at most {top:,}, got {v:,}")
+    if cfg.lr <= 0 or cfg.weight_decay < 0:
+        raise ConfigError(f"--lr must be positive and --weight-decay not negative, got {cfg.lr} and {cfg.weight_decay}")
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"--seed must be from 0 to 2^63 - 1, got {cfg.seed}")
+    if not 2 <= cfg.num_classes <= MAX_CLASSES:
+        raise ConfigError(f"--classes must be from 2 to {MAX_CLASSES}, got {cfg.num_classes}")
 
 
 def validate_unlabeled(cfg: TrainConfig) -> None:

@@ -12,6 +12,7 @@ on disk) and checkpoint; a caller's callbacks follow, e.g. :class:`~relcomp.call
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,14 +23,14 @@ import torch
 from .annotators import LR as ANNOTATOR_LR
 from .annotators import build_annotators
 from .callbacks import Callback, default_callbacks
-from .checkpoint import has_checkpoint, load_checkpoint, load_weights, remove_orphans
+from .checkpoint import checkpoint_samples, has_checkpoint, load_checkpoint, load_weights, remove_orphans
 from .config import Resolved, TrainConfig, resolve
 from .data.comparisons import ValidationReport
 from .data.splits import Data
 from .distributed import DistInfo, barrier
 from .distributed import from_env as dist_from_env
 from .distributed import setup as dist_setup
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, WriteError
 from .models import RelcompModel
 from .plots import plot_curves
 from .run import (
@@ -42,7 +43,7 @@ from .run import (
     truncate_metrics,
 )
 from .trainer import Plan, Trainer, TrainState
-from .utils import resolve_device, resolve_precision, seed_everything, write_json_atomic
+from .utils import make_dir, resolve_device, resolve_precision, seed_everything, write_json_atomic
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False,
@@ -63,14 +64,28 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False,
         TrainingError: a non-finite loss.
         TrainingInterrupted: Ctrl-C (SIGINT); a checkpoint was saved first.
     """
-    run = resolve(cfg)
-    cfg, out, info = run.cfg, Path(out), dist_from_env()
-    old_fingerprint = check_run_folder(cfg, out, resume)
+    run, out, info = resolve(cfg), Path(out), dist_from_env()
+    old_fingerprint = check_run_folder(run.cfg, out, resume)
+    created = info.main and not out.exists()
+    try:
+        return train_into(run, out, resume, callbacks, info, old_fingerprint)
+    except BaseException as e:
+        if created and not has_checkpoint(out):  # failed before anything was trained: leave no debris
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(e, WriteError):
+            raise WriteError(f"{e}; {how_to_go_on(out)}") from None
+        raise
+
+
+def train_into(run: Resolved, out: Path, resume: bool, callbacks: Sequence[Callback], info: DistInfo,
+               old_fingerprint: dict | None) -> dict[str, Any]:
+    """:func:`train` once the run folder is checked: the loop and what it needs."""
+    cfg = run.cfg
     seed_everything(cfg.seed + info.rank, cfg.deterministic)  # dropout masks differ across ranks
     device = dist_setup(info, resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)
     if info.main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
     data = load_data(run, out, device, old_fingerprint, info.main)
     model = build_run_model(cfg).to(device)
     if cfg.init_from:
@@ -84,7 +99,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False,
         groups.append({"params": annotators.parameters(), "lr": ANNOTATOR_LR, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = data.n_train
-    plan = Plan(run.budget(n), run.batch_size * info.world, cfg.eval_every or min(n, 100_000), n)
+    plan = Plan(run.budget(n), run.batch_size * info.world, run.eval_interval(n), n)
     if info.main:
         write_json_atomic(run_files(out).config, {**cfg.to_dict(), "resolved": resolved(run, plan, info, device,
                                                                                         precision, data)})
@@ -98,6 +113,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False,
         if info.main:
             plot_curves(read_metrics(out), run_files(out).curves, title=run_title(cfg))
     return summary(out, state)
+
+
+def how_to_go_on(out: Path) -> str:
+    """What to do after a failed write, by what the run folder still holds."""
+    samples = checkpoint_samples(out)
+    if samples is None:
+        return "nothing was trained yet; free space and run the same command again"
+    return f"the last checkpoint ({samples:,} samples) is intact; free space and run `relcomp train --resume {out}`"
 
 
 def init_weights(cfg: TrainConfig, model: RelcompModel) -> None:
@@ -118,6 +141,11 @@ def init_weights(cfg: TrainConfig, model: RelcompModel) -> None:
 def check_run_folder(cfg: TrainConfig, out: Path, resume: bool) -> dict | None:
     """Refuse a folder that holds another run (or this one, without ``resume``); return the data
     fingerprint the existing run was started on."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; --out names a run folder")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ConfigError(f"{out} is under {above}, which is a file; --out names a run folder")
     if not run_files(out).config.exists():
         return None
     if load_config(out).semantic() != cfg.semantic():

@@ -25,6 +25,11 @@ class CheckpointError(RelcompError):
     """A checkpoint or weights file is missing, corrupt or unsafe."""
 
 
+class WriteError(RelcompError):
+    """A file could not be written (disk full, permission denied, a read-only disk); the file
+    under its final name, if any, is the previous complete one."""
+
+
 class ConfigError(RelcompError):
     """A configuration value or a combination of options is invalid."""
 

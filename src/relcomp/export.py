@@ -31,7 +31,7 @@ from .config import TrainConfig
 from .errors import ConfigError
 from .models import RelcompModel
 from .run import build_run_model, load_run_model, model_metadata
-from .utils import atomic_path, write_json_atomic
+from .utils import atomic_path, make_dir, write_json_atomic
 
 FORMATS = {"safetensors": ".safetensors", "onnx": ".onnx", "torchscript": ".pt"}
 
@@ -72,7 +72,7 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike | No
         raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     model, cfg = load_run_model(run_dir, "cpu")
     path = Path(out) if out else Path(run_dir) / "export" / f"model{FORMATS[fmt]}"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     module, inputs, outputs = export_module(model)
     args = example_inputs(cfg, len(inputs))
     if fmt == "safetensors":

@@ -27,7 +27,7 @@ from .data.splits import to_tensor
 from .errors import ConfigError, DataError
 from .metrics import item_outputs, item_scores, mc_dropout_prob_greater, prob_greater, ranking_metrics
 from .run import load_run_model
-from .utils import atomic_path, resolve_device, write_json_atomic
+from .utils import atomic_path, make_dir, resolve_device, write_json_atomic
 
 
 class Predictor:
@@ -166,7 +166,7 @@ def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.Pa
     score = p.scores(outs, references, seed)
     order = np.argsort(-score, kind="stable")
     out = Path(out) if out else Path(run_dir) / f"rank-{Path(folder).resolve().name}"
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     extra: dict[str, np.ndarray] = {}
     if p.model.classifies:
         prob = outs.softmax(1)

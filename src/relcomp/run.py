@@ -106,19 +106,27 @@ def load_config(run_dir: str | os.PathLike) -> TrainConfig:
     """The :class:`TrainConfig` saved in a run folder.
 
     Raises:
-        ConfigError: no or unreadable ``config.json``.
+        ConfigError: no or unreadable ``config.json``, or one with a field of the wrong type or out
+            of range (the message names the file, the field and the value).
     """
     p = run_files(run_dir).config
     try:
         d = json.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{run_dir}: not a relcomp run folder (no config.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: corrupt ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ConfigError(f"{p}: corrupt ({type(e).__name__}: {str(e)[:80]})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: unreadable ({e.strerror or e})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: not a relcomp config (a JSON {type(d).__name__}, not an object)")
     try:
-        return TrainConfig.from_dict(upgrade(d))
-    except TypeError as e:
-        raise ConfigError(f"{p}: not a relcomp config ({e})") from None
+        cfg = TrainConfig.from_dict(upgrade(d), str(p))
+        cfg.validate()
+    except ConfigError as e:
+        text = str(e)
+        raise ConfigError(text if text.startswith(str(p)) else f"{p}: {text}") from None
+    return cfg
 
 
 def upgrade(d: Any) -> Any:
@@ -128,7 +136,7 @@ def upgrade(d: Any) -> Any:
     if not isinstance(d, dict):
         return d
     d = dict(d)
-    if not isinstance(d.get("data"), dict):  # one flat dict, the data settings beside the rest
+    if "data" not in d:  # one flat dict, the data settings beside the rest
         d["data"] = {"source": "user" if d.get("images") else "mnist", **{k: v for k, v in d.items() if k != "data"}}
     d.setdefault("backbone", "paper")  # before hf: and mlp backbones there was only the paper's CNN
     if d.get("loss") == "correct":  # the unconditional loss's first name

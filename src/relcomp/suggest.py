@@ -47,7 +47,7 @@ from .data.splits import to_tensor
 from .errors import ConfigError
 from .metrics import item_outputs
 from .run import load_run_model
-from .utils import atomic_path, resolve_device, resolve_precision
+from .utils import atomic_path, make_dir, resolve_device, resolve_precision
 
 STRATEGIES = ("auto", "clusters", "uncertainty", "boundary", "random")
 RANDOM_UNTIL = 500    # auto: random before this many judged comparisons (models without classes)
@@ -200,7 +200,7 @@ def suggest(run_dir: str | os.PathLike, n: int, strategy: str = "auto", candidat
     outs = outs.cpu()
     a, b, score = questions(model, outs, judged, n, chosen_strategy, candidates, seed, max_per_item)
     path = Path(out) if out else Path(run_dir) / "suggested.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["a", "b", "score"])

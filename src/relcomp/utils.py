@@ -32,19 +32,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name, never a half-written one. The temp file is removed on failure.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    make_dir(path.parent)
+    with write_errors(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~UMASK)  # as open() would create it, not mkstemp's owner-only 0600
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        with write_errors(path):
+            yield tmp_path
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
+@contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """Turn a failed write (``OSError``: disk full, permission denied, read-only disk) into one
+    :class:`~relcomp.errors.WriteError` line naming the file."""
+    from .errors import WriteError
+
+    try:
+        yield
+    except OSError as e:
+        reason = (e.strerror or type(e).__name__).lower()
+        raise WriteError(f"{reason} while writing {path}") from None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -58,6 +83,26 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def make_dir(path: str | os.PathLike) -> Path:
+    """Create a folder (and its parents) to write into, with one-line errors.
+
+    Raises:
+        WriteError: ``path`` or a folder above it is a file, or the folder cannot be made.
+    """
+    from .errors import WriteError
+
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"is under {p}, which is a file"
+                raise WriteError(f"{path} {where}; name a folder to write into")
+            break
+    with write_errors(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -87,7 +132,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    with open(path, "a") as f:
+    with write_errors(Path(path)), open(path, "a") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())

@@ -55,11 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except RelcompError as e:
-        print(f"relcomp: error: {e}", file=sys.stderr)
+        say(f"relcomp: error: {e}")
         return 2
     except KeyboardInterrupt as e:
-        print(f"relcomp: {str(e) or 'interrupted'}", file=sys.stderr)
+        say(f"relcomp: {str(e) or 'interrupted'}")
         return 130
+
+
+def say(message: str) -> None:
+    """One line on stderr, on a line of its own: open progress bars are cleared first, and a
+    message of several lines (a library's text) is joined into one."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.leave = False
+        bar.close()
+    print(" ".join(part.strip() for part in message.splitlines() if part.strip()), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from ..config import (
     UNLABELED,
     TrainConfig,
 )
-from ..data.comparisons import ValidationReport, largest_label
+from ..data.comparisons import ValidationError, ValidationReport, largest_label
 from ..data.features import load_features
 from ..data.mnist import default_data_dir, fetch_mnist, load_mnist
 from ..data.pairs import mnist_pairs, pair_file
@@ -99,7 +99,7 @@ def add_train_parser(sub) -> None:
                     help="gt: A > B, equal labels dropped (the paper). ge: ties kept as a third outcome. same: same "
                     "class or not (classes are then found up to a permutation; accuracy uses the best matching)")
     tr.add_argument("--eval-every", type=count_arg, default=None, help="samples between evaluations (default: one "
-                    "epoch, at most 100k)")
+                    "epoch, but at least 10k and at most 100k)")
     tr.add_argument("--val-pairs", type=count_arg, default=MNIST["val_pairs"], help="MNIST: val pairs")
     tr.add_argument("--train-subset", type=count_arg, default=None, help="MNIST: use only the first N train images")
     tr.add_argument("--val-subset", type=count_arg, default=None, help="MNIST: use only the first N val images")
@@ -195,8 +195,12 @@ def cmd_data(args) -> int:
         if args.images and args.features:
             raise RelcompError("give --images or --features, not both")
         items = load_features(args.features) if args.features else args.images
-        ud = load_user_data(items, args.comparisons, args.labels, args.image_size, args.channels,
-                            args.val_fraction, args.pair_seed, args.contradictions, progress=True)
+        try:
+            ud = load_user_data(items, args.comparisons, args.labels, args.image_size, args.channels,
+                                args.val_fraction, args.pair_seed, args.contradictions, progress=True)
+        except ValidationError as e:  # every problem on stdout; the error line says how many
+            print(json.dumps(e.report.to_json()) if args.json else e.report.text())
+            raise
         rep = ud.report()
         print(json.dumps(rep) if args.json else ValidationReport(**rep).text() +
               f"\nOK: {len(ud.images):,} images, {len(ud.train):,} train and {len(ud.val):,} val comparisons")

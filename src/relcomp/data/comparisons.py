@@ -31,13 +31,17 @@ LESS = {"0", "0.0", "false", "<", "b"}
 TIE = {"=", "tie", "equal"}
 CONTRADICTIONS = ("keep", "drop", "majority")
 MAX_LISTED = 20
+MAX_LABEL = 999       # labels are class numbers 0 .. K-1 of a few hundred ordered classes at most
+MAX_WEIGHT = 1e6      # weights are relative; a larger one would overflow the float32 loss
 
 
 class ValidationError(DataError):
     """An input file failed validation; ``report`` holds every problem found."""
 
     def __init__(self, report: ValidationReport):
-        super().__init__(report.text())
+        n = len(report.errors)
+        more = f"; the first of {n} (`relcomp data check` lists them all)" if n > 1 else ""
+        super().__init__(f"{report.errors[0] if n else report.file}{more}")
         self.report = report
 
 
@@ -173,10 +177,11 @@ def parse_judgement(where: str, row: dict, index: dict[str, int], source: str, h
     if has_weight:
         try:
             w = float(cell_text(row["weight"]))
-            if not math.isfinite(w) or w < 0:
+            if not (math.isfinite(w) and 0 <= w <= MAX_WEIGHT):
                 raise ValueError
         except ValueError:
-            report.error(where, f"column weight: {cell_text(row['weight'])!r} is not a finite number >= 0")
+            report.error(where, f"column weight: {cell_text(row['weight'])!r} is not a number from 0 to {MAX_WEIGHT:g} "
+                         "(weights are relative: 1 is one ordinary judgement)")
             ok = False
     return (ia, ib, 1 if o in GREATER else 0 if o in LESS else 2, w) if ok else None
 
@@ -305,12 +310,10 @@ def load_labels(path: str | os.PathLike, items: ImageSet) -> np.ndarray:
             continue
         i = _parse_item(row["item"], index)
         raw = cell_text(row["label"])
-        try:
-            y = int(raw)
-            if y < 0:
-                raise ValueError
-        except ValueError:
-            report.error(where, f"column label: {raw!r} is not a class number >= 0")
+        y = parse_label(raw)
+        if y is None:
+            report.error(where, f"column label: {short_text(raw)!r} is not a class number from 0 to {MAX_LABEL} "
+                         "(labels number ordered classes 0 .. K-1)")
             continue
         if i is None:
             report.error(where, f"column item: unknown item {cell_text(row['item'])!r} (not in {items.source})")
@@ -333,10 +336,26 @@ def largest_label(path: str | os.PathLike) -> int | None:
     """
     _, rows = read_rows(Path(path), ("item", "label"))
     best = None
-    for _, row in rows:
-        try:
-            y = int(cell_text(row.get("label")))
-        except ValueError:
+    for where, row in rows:
+        if "__error__" in row:
             continue
+        raw = cell_text(row.get("label"))
+        y = parse_label(raw)
+        if y is None:  # reported here: the largest label sizes the model before the file is read in full
+            raise DataError(f"{path}:{where}: column label: {short_text(raw)!r} is not a class number from 0 to "
+                            f"{MAX_LABEL} (labels number ordered classes 0 .. K-1)")
         best = y if best is None else max(best, y)
     return best
+
+
+def parse_label(raw: str) -> int | None:
+    """A label cell as a class number 0 .. MAX_LABEL, or None."""
+    try:
+        y = int(raw)
+    except ValueError:
+        return None
+    return y if 0 <= y <= MAX_LABEL else None
+
+
+def short_text(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..utils import atomic_path
+from ..utils import atomic_path, make_dir
 from .images import ImageSet
 
 FEATURE_FORMATS = (".npy", ".npz", ".parquet")
@@ -131,7 +131,7 @@ def save_features(path: str | os.PathLike, names: list[str], vectors: np.ndarray
     path = check_features_path(path)
     suffix = path.suffix.lower()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     with atomic_path(path) as tmp:
         if suffix == ".npy":
             with open(tmp, "wb") as f:

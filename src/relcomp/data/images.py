@@ -46,11 +46,31 @@ def _to_model_input(img, size: int, channels: int) -> np.ndarray:
     """A PIL image -> uint8 (C, size, size): converted to L or RGB, resized with antialiasing."""
     from PIL import Image
 
-    img = img.convert("L" if channels == 1 else "RGB")
+    img = img.convert("L" if channels == 1 else "RGB") if img.mode not in WIDE else eight_bit(img)
+    if channels == 3 and img.mode == "L":
+        img = img.convert("RGB")
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
     a = np.asarray(img, dtype=np.uint8)
     return a[None] if channels == 1 else a.transpose(2, 0, 1)
+
+
+WIDE = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # one channel of more than 8 bits
+
+
+def eight_bit(img):
+    """A 16-bit (or 32-bit integer) grayscale image scaled to 8 bits, 65535 -> 255. PIL's own
+    ``convert("L")`` clips these to 0 or 255 instead of scaling.
+
+    Raises:
+        DataError: a floating-point image (its range is unknown; save it as 8 or 16 bits).
+    """
+    from PIL import Image
+
+    if img.mode == "F":
+        raise DataError("32-bit floating-point images have no known range; save them as 8- or 16-bit PNG")
+    a = np.asarray(img).astype(np.float64)
+    return Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8), "L")
 
 
 def load_image_file(path: str | os.PathLike, size: int = 28, channels: int = 1) -> np.ndarray:
@@ -68,6 +88,8 @@ def load_image_file(path: str | os.PathLike, size: int = 28, channels: int = 1) 
             return _to_model_input(img, size, channels)
     except FileNotFoundError:
         raise DataError(f"{path}: image not found") from None
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
     except Image.DecompressionBombError as e:
         raise DataError(f"{path}: refused, too many pixels ({e})") from None
     except Exception as e:  # noqa: BLE001 - decoders of damaged files raise OSError, ValueError, zlib.error, ...

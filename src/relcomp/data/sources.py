@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..schema import check_fields, short
 from ..utils import parse_count
 from .comparisons import CONTRADICTIONS, load_comparisons, load_labels
 from .features import load_features, mnist_features
@@ -30,6 +31,8 @@ from .splits import Data, Inputs, ShotPool, TestSplit, absolute, to_tensor, unto
 from .user import UserData, load_user_data
 
 N_TEST_PAIRS = 20_000
+MAX_IMAGE_SIZE = 1024   # the side images are resized to; beyond it one image alone fills memory
+MAX_VAL_PAIRS = 10_000_000
 
 
 def _subset(split: Split, n: int | None) -> Split:
@@ -77,6 +80,9 @@ class MnistSource(Inputs):
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
                 where = "a profile's [data] test_subset" if name == "test_subset" else f"--{name.replace('_', '-')}"
                 raise ConfigError(f"{where} must be a positive integer, got {v!r}")
+        if self.val_pairs > MAX_VAL_PAIRS or not 0 <= self.pair_seed < 2**63:
+            raise ConfigError(f"--val-pairs must be at most {MAX_VAL_PAIRS:,} and --pair-seed from 0 to 2^63 - 1, "
+                              f"got {self.val_pairs:,} and {self.pair_seed}")
         if not 0 <= self.flip_rate < 0.5:
             raise ConfigError(f"--flip-rate must be in [0, 0.5), got {self.flip_rate}")
 
@@ -183,8 +189,10 @@ class UserSource(Inputs):
         if relation == "same":
             raise ConfigError("--relation same applies to MNIST; your comparisons say which item is greater "
                               "(gt), or that too with ties (ge)")
-        if self.image_size < 4 or self.image_size % 4:
-            raise ConfigError(f"--image-size must be a positive multiple of 4, got {self.image_size}")
+        if not 4 <= self.image_size <= MAX_IMAGE_SIZE or self.image_size % 4:
+            raise ConfigError(f"--image-size must be a multiple of 4 from 4 to {MAX_IMAGE_SIZE}, got {self.image_size}")
+        if not 0 <= self.pair_seed < 2**63:
+            raise ConfigError(f"--pair-seed must be from 0 to 2^63 - 1, got {self.pair_seed}")
         if self.channels not in (1, 3):
             raise ConfigError(f"--channels must be 1 or 3, got {self.channels}")
         if not 0 < self.val_fraction < 1:
@@ -280,16 +288,14 @@ def source_to_dict(source: Any) -> dict[str, Any]:
     return {"source": source.source, **dataclasses.asdict(source)}
 
 
-def source_from_dict(d: dict[str, Any]) -> MnistSource | UserSource:
-    """The source a ``config.json`` describes.
+def source_from_dict(d: dict[str, Any], where: str = "data") -> MnistSource | UserSource:
+    """The source a ``config.json`` describes, each field checked against its type.
 
     Raises:
-        ConfigError: an unknown source name.
+        ConfigError: not an object, an unknown source name, or a field of another type.
     """
-    d = dict(d)
-    name = d.pop("source", "mnist")
-    if name not in SOURCES:
-        raise ConfigError(f"unknown data source {name!r}; choose from {', '.join(SOURCES)}")
-    cls = SOURCES[name]
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+    name = d.get("source", "mnist") if isinstance(d, dict) else None
+    if isinstance(d, dict) and not (isinstance(name, str) and name in SOURCES):
+        raise ConfigError(f"{where}: unknown data source {short(name)}; choose from {', '.join(SOURCES)}")
+    cls = SOURCES.get(name, MnistSource)
+    return cls(**check_fields(cls, d, where))

@@ -86,6 +86,9 @@ def first_non_utf8(path: Path) -> tuple[int, int, int] | None:
 
 
 def require_columns(path: Path, cols: list[str], required: tuple[str, ...]) -> None:
+    twice = sorted({c for c in cols if cols.count(c) > 1})
+    if twice:
+        raise DataError(f"{path}: column(s) {', '.join(twice)} named twice in the header; each column once")
     missing = [c for c in required if c not in cols]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(cols) or 'none'}")
