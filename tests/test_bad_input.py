@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -267,6 +268,25 @@ def test_labels_beyond_a_sane_k_are_refused_before_any_allocation(user_data, tmp
 
 
 @pytest.mark.mnist
+@FUZZ
+@given(cell=st.text(max_size=25) | st.integers().map(str) | st.floats().map(str))
+def test_fuzz_labels(user_data, cell):
+    import csv
+
+    rows = list(csv.reader(user_data["labels"].open()))
+    path = user_data["labels"].with_name("fuzz-labels.csv")
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([rows[0], [rows[1][0], cell], *rows[2:]])
+    rc, out, err = cli("data", "check", "--images", user_data["images"], "--comparisons", user_data["comparisons"],
+                       "--labels", path)
+    assert rc in (0, 2)
+    if rc == 2:
+        one_line(err)
+    else:
+        assert 0 <= int(cell.strip()) <= 999 and "OK:" in out
+
+
+@pytest.mark.mnist
 def test_weights_beyond_float32_sense_are_refused(user_data):
     comp = user_data["comparisons"]
     lines = comp.read_text().splitlines()
@@ -401,9 +421,12 @@ def test_a_crafted_state_file_is_one_line_without_torchs_advice(tmp_path, run):
     shutil.copytree(run, copy)
     pointer = json.loads((copy / "checkpoint.json").read_text())
     (copy / pointer["state"]).write_bytes(pickle.dumps({"x": print}, protocol=4))
-    rc, _, err = cli("train", "--resume", copy, "--quiet", "--no-eval")
+    with warnings.catch_warnings(record=True) as caught:  # what a user's terminal would show
+        warnings.simplefilter("always")
+        rc, _, err = cli("train", "--resume", copy, "--quiet", "--no-eval")
     line = one_line(err)
     assert rc == 2 and "refused or corrupt training state" in line and "weights_only=False" not in err
+    assert not [w for w in caught if "pickle" in str(w.message)]
 
 
 def test_a_multi_line_message_is_joined():

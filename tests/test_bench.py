@@ -88,7 +88,7 @@ def test_quick_bench_targets_are_computed_from_the_measurements(data_dir):
     # 3,000 pairs cannot reach 98%: the quick bench must say so, not claim it
     assert t["time_to_98_weak_s"]["met"] is False and r["time_to_98_weak"]["reached"] is False
     w = r["pairs_per_s"]["weak"]
-    assert r["unlabeled_slowdown"] == round(w["fast"] / w["with_unlabeled"], 3)
+    assert r["unlabeled_slowdown"] == pytest.approx(w["fast"] / w["with_unlabeled"], abs=0.002)  # of unrounded rates
     assert t["unlabeled_slowdown"]["met"] == (r["unlabeled_slowdown"] <= TARGETS["unlabeled_slowdown"])
     assert t["suggest_1000_s"]["measured"] == r["suggest_1000_s"] > 0
     text = format_bench(r)

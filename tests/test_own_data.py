@@ -143,7 +143,7 @@ def _train(user, *extra):
 def test_bad_inputs_exit_2_with_message(user, tmp_path, capsys):
     cases = [
         (["--images", str(tmp_path / "nowhere")], "nowhere: no such file or folder"),
-        (["--classes", "1"], "--classes must be at least 2"),
+        (["--classes", "1"], "--classes must be from 2 to 1000, got 1"),
         (["--val-fraction", "1.5"], "--val-fraction must be in (0, 1)"),
         (["--image-size", "30"], "--image-size must be a positive multiple of 4"),
     ]

@@ -125,15 +125,34 @@ def hf_preprocess(backbone: str) -> HFPreprocess:
     ``image_size`` and ImageNet statistics where it has none)."""
     folder = hf_folder(backbone)
     pre = folder / "preprocessor_config.json"
-    p = json.loads(pre.read_text()) if pre.exists() else {}
-    size = _side(p.get("crop_size")) if p.get("do_center_crop") else None
-    size = size or _side(p.get("size"))
-    if size is None:
-        cfg = json.loads((folder / "config.json").read_text())
-        size = cfg.get("image_size") or cfg.get("vision_config", {}).get("image_size") or 224
-    mean = tuple(p.get("image_mean") or IMAGENET_MEAN)
-    std = tuple(p.get("image_std") or IMAGENET_STD)
-    return HFPreprocess(int(size), mean, std)
+    p = model_json(pre) if pre.exists() else {}
+    try:
+        size = _side(p.get("crop_size")) if p.get("do_center_crop") else None
+        size = size or _side(p.get("size"))
+        if size is None:
+            cfg = model_json(folder / "config.json")
+            size = cfg.get("image_size") or (cfg.get("vision_config") or {}).get("image_size") or 224
+        mean = tuple(float(v) for v in p.get("image_mean") or IMAGENET_MEAN)
+        std = tuple(float(v) for v in p.get("image_std") or IMAGENET_STD)
+        return HFPreprocess(int(size), mean, std)
+    except (AttributeError, TypeError, ValueError) as e:
+        raise DataError(f"{folder}: an unusable image size, mean or std in its preprocessor or model config "
+                        f"({type(e).__name__}: {e})") from None
+
+
+def model_json(path: Path) -> dict:
+    """A Hugging Face model folder's JSON file, as an object.
+
+    Raises:
+        DataError: missing, unreadable or not a JSON object.
+    """
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise DataError(f"{path}: not a readable JSON file ({type(e).__name__})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return d
 
 
 def _side(size) -> int | None:

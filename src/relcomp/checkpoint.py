@@ -172,9 +172,13 @@ def _read_pointer(run_dir: Path) -> dict | None:
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{p}: corrupt checkpoint pointer ({e})") from None
+        pointer = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{p}: corrupt checkpoint pointer ({type(e).__name__})") from None
+    if not (isinstance(pointer, dict) and all(isinstance(pointer.get(k), str) for k in ("weights", "state"))
+            and isinstance(pointer.get("samples"), int)):
+        raise CheckpointError(f"{p}: corrupt checkpoint pointer (expected weights, state and samples)")
+    return pointer
 
 
 def has_checkpoint(run_dir: str | os.PathLike) -> bool:

@@ -86,7 +86,26 @@ def write_annotators(run_dir: str | os.PathLike, model: str, report: dict[str, A
 
 def read_annotators(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     p = run_files(run_dir).annotators
-    return json.loads(p.read_text())["annotators"] if p.exists() else None
+    if not p.exists():
+        return None
+    d = read_json(p)
+    if not (isinstance(d, dict) and isinstance(d.get("annotators"), dict)):
+        raise ConfigError(f"{p}: not an annotators file (expected an object with an annotators object)")
+    return d["annotators"]
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run folder.
+
+    Raises:
+        ConfigError: unreadable or not JSON, in one line naming the file.
+    """
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ConfigError(f"{path}: corrupt ({type(e).__name__}: {str(e)[:80]})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: unreadable ({e.strerror or e})") from None
 
 
 def cached_result(path: Path, check=lambda d: True) -> dict | None:
@@ -96,9 +115,9 @@ def cached_result(path: Path, check=lambda d: True) -> dict | None:
     if path.exists() and best.exists() and path.stat().st_mtime >= best.stat().st_mtime:
         try:
             d = json.loads(path.read_text())
-            return d if check(d) else None
-        except json.JSONDecodeError:
-            return None
+            return d if isinstance(d, dict) and check(d) else None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError):
+            return None  # computed again
     return None
 
 
@@ -110,14 +129,9 @@ def load_config(run_dir: str | os.PathLike) -> TrainConfig:
             of range (the message names the file, the field and the value).
     """
     p = run_files(run_dir).config
-    try:
-        d = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{run_dir}: not a relcomp run folder (no config.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ConfigError(f"{p}: corrupt ({type(e).__name__}: {str(e)[:80]})") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: unreadable ({e.strerror or e})") from None
+    if not p.is_file():
+        raise ConfigError(f"{run_dir}: not a relcomp run folder (no config.json)")
+    d = read_json(p)
     if not isinstance(d, dict):
         raise ConfigError(f"{p}: not a relcomp config (a JSON {type(d).__name__}, not an object)")
     try:
@@ -147,7 +161,9 @@ def upgrade(d: Any) -> Any:
 def read_resolved(run_dir: str | os.PathLike) -> dict[str, Any]:
     """What the trainer resolved when the run started (device, budget, data fingerprint ...)."""
     p = run_files(run_dir).config
-    return json.loads(p.read_text()).get("resolved") or {} if p.exists() else {}
+    d = read_json(p) if p.exists() else {}
+    resolved = d.get("resolved") if isinstance(d, dict) else None
+    return resolved if isinstance(resolved, dict) else {}
 
 
 def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
