@@ -12,13 +12,23 @@ def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "relcomp", *args], capture_output=True, text=True, env=env)
 
 
-@pytest.mark.slow
-def test_help_explains_every_command():
-    r = run_cli("--help")
-    assert r.returncode == 0
+def in_process(*args, capsys) -> tuple[int, str, str]:
+    """``relcomp ARGS`` in this process (argparse's exits caught): (code, stdout, stderr). The
+    real command costs an interpreter and a torch import each time; one test below runs it."""
+    try:
+        code = main(list(args))
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_explains_every_command(capsys):
+    code, out, _ = in_process("--help", capsys=capsys)
+    assert code == 0
     for cmd in ("data", "train", "fewshot", "eval", "reproduce"):
-        assert cmd in r.stdout
-    text = " ".join(run_cli("train", "--help").stdout.split())  # undo argparse's line wrapping
+        assert cmd in out
+    text = " ".join(in_process("train", "--help", capsys=capsys)[1].split())  # undo argparse's line wrapping
     assert "--samples" in text and "paper-code" in text and "double sigmoid" in text
 
 
@@ -36,9 +46,10 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, capsys):
 
 
 @pytest.mark.slow
-def test_bad_count_is_an_argparse_error():
+def test_bad_count_is_an_argparse_error_of_the_real_command():
     r = run_cli("train", "weak", "--samples", "lots")
-    assert r.returncode == 2 and "not a count" in r.stderr and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "not a count" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_corrupt_weights_are_a_clear_error(tmp_path, capsys):
@@ -95,8 +106,8 @@ def test_train_and_eval_json(mnist, data_dir, tmp_path, capsys):
     assert "1,000 samples" in capsys.readouterr().out
 
 
-# Every bad argument is one line on stderr starting "relcomp", exit code 2, no traceback (through the
-# real command, as a user types it).
+# Every bad argument is one line on stderr starting "relcomp", exit code 2, no traceback (the real
+# command, as a user types it, in test_bad_count_is_an_argparse_error_of_the_real_command).
 @pytest.mark.parametrize("args, needle", [
     (["train", "weak", "--samples", "-5"], "--samples"),
     (["train", "weak", "--samples", "1.5x"], "not a count"),
@@ -106,21 +117,19 @@ def test_train_and_eval_json(mnist, data_dir, tmp_path, capsys):
     (["train", "weak", "--relation", "lt"], "invalid choice"),
     (["nosuchcommand"], "invalid choice"),
 ])
-@pytest.mark.slow
-def test_bad_arguments_are_one_line_and_exit_2(args, needle):
-    r = run_cli(*args)
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+def test_bad_arguments_are_one_line_and_exit_2(args, needle, capsys):
+    code, _, err = in_process(*args, capsys=capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("relcomp") and needle in lines[0] and "--help" in lines[0]
 
 
-@pytest.mark.slow
-def test_help_shows_defaults_without_clutter():
-    text = " ".join(run_cli("train", "--help").stdout.split())
+def test_help_shows_defaults_without_clutter(capsys):
+    text = " ".join(in_process("train", "--help", capsys=capsys)[1].split())
     assert "(default: None)" not in text and "(default: False)" not in text
     assert "ranker" in text and "(default: 0.001)" in text
-    assert "(default: onnx)" in " ".join(run_cli("export", "--help").stdout.split())
-    assert all(name in run_cli("train").stderr for name in ("supervised", "siamese", "weak", "ranker"))
+    assert "(default: onnx)" in " ".join(in_process("export", "--help", capsys=capsys)[1].split())
+    assert all(name in in_process("train", capsys=capsys)[2] for name in ("supervised", "siamese", "weak", "ranker"))
 
 
 def test_non_utf8_comparisons_name_the_line(tmp_path, capsys):

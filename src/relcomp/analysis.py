@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 
 
 def pc1_ordering(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Project on the first principal component; return |rho|, the signed rho of the raw
     projection, the oriented projection and the class ordering by median."""
+    from scipy.stats import spearmanr  # imported when needed, as every scipy and sklearn import here
+    from sklearn.decomposition import PCA
+
     proj = PCA(n_components=1, svd_solver="full").fit_transform(np.asarray(embeddings, np.float64))[:, 0]
     rho = float(spearmanr(proj, labels).statistic)
     if not np.isfinite(rho):
@@ -39,6 +39,8 @@ def stratified_subsample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarra
 
 def tsne_2d(embeddings: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     """2-D t-SNE (scikit-learn, PCA initialisation) of the rows of ``embeddings``."""
+    from sklearn.manifold import TSNE
+
     perplexity = min(perplexity, max(5.0, (len(embeddings) - 1) / 3))
     return TSNE(n_components=2, init="pca", random_state=seed, perplexity=perplexity,
                 learning_rate="auto").fit_transform(np.asarray(embeddings, np.float32))

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix
 
 from .config import pair_loss
 from .data.splits import to_tensor
@@ -67,6 +66,8 @@ def evaluate_run(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, 
     if model.classifies:
         result["classes_used"], result["num_classes"] = m["classes_used"], cfg.num_classes  # 1: they collapsed
     if model.classifies and labelled.any():
+        from sklearn.metrics import confusion_matrix  # imported when needed: sklearn is slow to import
+
         cm = confusion_matrix(labels[labelled], m["pred"][labelled], labels=list(range(cfg.num_classes)))
         result["confusion_matrix"] = cm.tolist()
         result["cluster_accuracy"] = cluster_accuracy(m["pred"][labelled], labels[labelled], cfg.num_classes)

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import confusion_matrix
 
 from .data.splits import to_tensor
 from .errors import ConfigError, DataError
@@ -195,6 +194,8 @@ def shot_name(k: int, fit: str | None = None) -> str:
 def shot_summary(accs: np.ndarray, pred: np.ndarray, test_y: np.ndarray, k_cls: int) -> dict[str, Any]:
     """Mean, std (over draws), min, max, every accuracy, and the confusion matrix pooled over the
     draws' predictions (-1: not scored)."""
+    from sklearn.metrics import confusion_matrix  # imported when needed: sklearn is slow to import
+
     cm = sum(confusion_matrix(test_y[p >= 0], p[p >= 0], labels=list(range(k_cls))) for p in pred)
     n = len(accs)
     return {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if n > 1 else 0.0, "min": float(accs.min()),

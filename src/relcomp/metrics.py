@@ -9,8 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau, spearmanr
-from sklearn.metrics import ndcg_score
 from torch import nn
 
 from .analysis import match_clusters
@@ -174,6 +172,9 @@ def ranking_metrics(score: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """How well ``score`` orders items by their labels: Spearman's rho, Kendall's tau-b (both
     handle the many tied labels), and NDCG with the labels (0 .. K-1) as gains, over the whole
     list and its top 100."""
+    from scipy.stats import kendalltau, spearmanr  # here: scipy.stats takes a second to import
+    from sklearn.metrics import ndcg_score
+
     labels = np.asarray(labels, dtype=float)
     score = np.asarray(score, dtype=float)
     if np.ptp(score) == 0:  # one score for every item (collapsed classes): it orders nothing

@@ -4,13 +4,25 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from .utils import atomic_path
+
+
+class LazyPyplot:
+    """``matplotlib.pyplot`` (Agg), imported at the first plot: the import takes about a second,
+    which every command (`relcomp --help` too) would otherwise pay."""
+
+    def __getattr__(self, name: str):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+
+        return getattr(matplotlib.pyplot, name)
+
+
+plt = LazyPyplot()
 
 
 def _save(fig, path: str | os.PathLike) -> None:
