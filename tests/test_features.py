@@ -56,6 +56,25 @@ def test_bad_features_files(tmp_path):
         mnist_features(tmp_path / "short.npy")
 
 
+def test_parquet_without_pyarrow_is_refused_before_the_work(tmp_path, monkeypatch, capsys):
+    import importlib
+    import sys
+
+    np.save(tmp_path / "x.npy", np.zeros((3, 28, 28), np.uint8))
+    module = importlib.import_module("relcomp.embed")  # the package's `embed` is the function
+
+    def never(*a, **k):
+        raise AssertionError("the images were embedded before the output format was checked")
+    monkeypatch.setattr(module, "embed", never)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    assert main(["embed", "--with", "pixels", "--images", str(tmp_path / "x.npy"), "--out",
+                 str(tmp_path / "x.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "writing Parquet needs pyarrow: pip install 'relcomp[parquet]'" in err
+    assert not (tmp_path / "x.parquet").exists()
+
+
 def test_mlp_head_contract():
     """Every relational model takes feature vectors through the same pair contract."""
     xa, xb = torch.randn(6, 20), torch.randn(6, 20)

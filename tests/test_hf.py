@@ -130,7 +130,9 @@ def test_hf_errors(photos, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main([*base, "--backbone", "hf:nobody/not-a-cached-model"]) == 2
     err = capsys.readouterr().err
-    assert "not in the local Hugging Face cache" in err and "hf download nobody/not-a-cached-model" in err
+    assert "no model of that id in the local Hugging Face cache" in err and "hf download nobody/not-a-cached-model" in err
+    assert main([*base, "--backbone", "hf:./no-such-folder"]) == 2
+    assert f"no folder {tmp_path.cwd() / 'no-such-folder'} here" in capsys.readouterr().err
     assert main([*base, "--backbone", "hf:"]) == 2
     assert "needs a model id or a folder" in capsys.readouterr().err
     assert main([*base, "--backbone", "resnet"]) == 2
@@ -139,3 +141,14 @@ def test_hf_errors(photos, tmp_path, monkeypatch, capsys):
     assert main([*base, "--backbone", f"hf:{tmp_path}"]) == 2
     assert "pip install 'relcomp[hf]'" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_a_relative_folder_is_recorded_as_an_absolute_path(tiny_vit, photos, cache_dir, monkeypatch):
+    """A run made with --backbone hf:FOLDER from one directory works from any other."""
+    from relcomp.config import TrainConfig, resolve
+    from relcomp.data.sources import UserSource
+
+    monkeypatch.chdir(tiny_vit.parent)
+    cfg = TrainConfig(model="weak", backbone=f"hf:{tiny_vit.name}",
+                      data=UserSource(images=str(photos["images"]), comparisons=str(photos["comparisons"])))
+    assert resolve(cfg).cfg.backbone == f"hf:{tiny_vit}"

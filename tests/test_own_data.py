@@ -145,7 +145,7 @@ def test_bad_inputs_exit_2_with_message(user, tmp_path, capsys):
         (["--images", str(tmp_path / "nowhere")], "nowhere: no such file or folder"),
         (["--classes", "1"], "--classes must be from 2 to 1000, got 1"),
         (["--val-fraction", "1.5"], "--val-fraction must be in (0, 1)"),
-        (["--image-size", "30"], "--image-size must be a positive multiple of 4"),
+        (["--image-size", "30"], "--image-size must be a multiple of 4 from 4 to 1024, got 30"),
     ]
     for extra, message in cases:
         out = tmp_path / f"r{len(extra)}{extra[0]}"

@@ -86,6 +86,12 @@ def hf_source(backbone: str) -> str:
     return str(local.resolve()) if local.is_dir() else ref
 
 
+def hf_resolved(backbone: str) -> str:
+    """``hf:<ref>`` as a run records it: a local folder as its absolute path (so that the run works
+    from any directory), a model id as it is."""
+    return HF_PREFIX + hf_source(backbone)
+
+
 def hf_folder(backbone: str) -> Path:
     """The folder holding the model's files: the local folder, or its snapshot in the Hugging Face
     cache. Never downloads.
@@ -115,7 +121,9 @@ def hf_folder(backbone: str) -> Path:
 
 
 def _not_cached(src: str) -> str:
-    return (f"hf:{src} is not in the local Hugging Face cache and cannot be downloaded here; on a machine with "
+    folder = Path(src).expanduser().resolve()
+    return (f"hf:{src}: no folder {folder} here, and no model of that id in the local Hugging Face cache (it "
+            f"cannot be downloaded here either); for a model id, on a machine with "
             f"internet run `hf download {src}` (huggingface_hub's CLI) and copy ~/.cache/huggingface here, or save the model "
             "to a folder and pass --backbone hf:/path/to/folder")
 

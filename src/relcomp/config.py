@@ -16,7 +16,7 @@ from typing import Any
 
 from .annotators import ANNOTATOR_MODELS
 from .augment import AUGMENTS
-from .backbones import BACKBONES, hf_preprocess, hf_width, is_hf
+from .backbones import BACKBONES, hf_preprocess, hf_resolved, hf_width, is_hf
 from .data.comparisons import CONTRADICTIONS, MAX_LABEL
 from .data.pairs import RELATIONS
 from .data.sources import SOURCES, MnistSource, UserSource, source_from_dict, source_to_dict
@@ -171,6 +171,7 @@ def resolve(cfg: TrainConfig) -> Resolved:
     if data.features:
         backbone, data = "mlp", dataclasses.replace(data, feature_dim=data.read_feature_dim())
     elif is_hf(backbone):
+        backbone = hf_resolved(backbone)  # a folder as an absolute path
         data = data.for_images(hf_preprocess(backbone).size, 3)
         if not cfg.finetune:
             data = dataclasses.replace(data, encoder=backbone, feature_dim=hf_width(backbone))

@@ -62,7 +62,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False,
     Raises:
         ConfigError: invalid settings, or an existing run folder with another config.
         TrainingError: a non-finite loss.
+        WriteError: a write failed (disk full ...); the message says which checkpoint is intact.
         TrainingInterrupted: Ctrl-C (SIGINT); a checkpoint was saved first.
+
+    A call that fails before the first checkpoint removes the run folder if it created it.
     """
     run, out, info = resolve(cfg), Path(out), dist_from_env()
     old_fingerprint = check_run_folder(run.cfg, out, resume)

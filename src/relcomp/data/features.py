@@ -118,11 +118,17 @@ def check_features_path(path: str | os.PathLike) -> Path:
     """``path`` as a features file to write.
 
     Raises:
-        DataError: an extension that is none of :data:`FEATURE_FORMATS`.
+        DataError: an extension that is none of :data:`FEATURE_FORMATS`, or Parquet without pyarrow.
     """
     path = Path(path)
     if path.suffix.lower() not in FEATURE_FORMATS:
         raise DataError(f"{path}: features are written as {', '.join(FEATURE_FORMATS)}")
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401 - checked before the work, not after it
+        except ImportError:
+            raise DataError(f"{path}: writing Parquet needs pyarrow: pip install 'relcomp[parquet]', "
+                            "or write .npy or .npz") from None
     return path
 
 
