@@ -71,5 +71,10 @@ def describe(t: Any) -> str:
 
 def short(value: Any, limit: int = 40) -> str:
     """A value as JSON would show it, cut to ``limit`` characters."""
-    text = "null" if value is None else "true" if value is True else "false" if value is False else repr(value)
+    return clip("null" if value is None else "true" if value is True else "false" if value is False else repr(value),
+                limit)
+
+
+def clip(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters, "..." marking the cut."""
     return text if len(text) <= limit else text[:limit - 3] + "..."

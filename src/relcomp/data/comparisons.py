@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..schema import clip
 from .images import ImageSet
 from .pairs import Pairs, pair_keys
 from .tables import cell_text, read_rows
@@ -312,7 +313,7 @@ def load_labels(path: str | os.PathLike, items: ImageSet) -> np.ndarray:
         raw = cell_text(row["label"])
         y = parse_label(raw)
         if y is None:
-            report.error(where, f"column label: {short_text(raw)!r} is not a class number from 0 to {MAX_LABEL} "
+            report.error(where, f"column label: {clip(raw)!r} is not a class number from 0 to {MAX_LABEL} "
                          "(labels number ordered classes 0 .. K-1)")
             continue
         if i is None:
@@ -342,7 +343,7 @@ def largest_label(path: str | os.PathLike) -> int | None:
         raw = cell_text(row.get("label"))
         y = parse_label(raw)
         if y is None:  # reported here: the largest label sizes the model before the file is read in full
-            raise DataError(f"{path}:{where}: column label: {short_text(raw)!r} is not a class number from 0 to "
+            raise DataError(f"{path}:{where}: column label: {clip(raw)!r} is not a class number from 0 to "
                             f"{MAX_LABEL} (labels number ordered classes 0 .. K-1)")
         best = y if best is None else max(best, y)
     return best
@@ -356,6 +357,3 @@ def parse_label(raw: str) -> int | None:
         return None
     return y if 0 <= y <= MAX_LABEL else None
 
-
-def short_text(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
