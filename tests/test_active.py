@@ -87,7 +87,7 @@ def test_annotation_round_on_mnist(mnist, data_dir, tmp_path, capsys):
     labels = mnist.train.labels[:3000]
     comps = tmp_path / "judged.csv"
     judged = _write_pairs(comps, labels, 500, 0)
-    common = ["--train-subset", "3000", "--val-subset", "500", "--val-pairs", "2000", "--data-dir", str(data_dir),
+    common = ["--train-subset", "3000", "--test-subset", "1000", "--val-subset", "500", "--val-pairs", "2000", "--data-dir", str(data_dir),
               "--quiet", "--eval-every", "4000"]
     r1 = tmp_path / "round1"
     assert main(["train", "weak", "--pairs", str(comps), "--samples", "8k", "--out", str(r1), *common]) == 0
@@ -120,7 +120,7 @@ def test_init_from_loads_the_weights(data_dir, tmp_path):
     from relcomp.run import build_run_model, load_config
 
     run = tmp_path / "a"
-    assert main(["train", "ranker", "--pairs", "2000", "--train-subset", "1000", "--val-subset", "300",
+    assert main(["train", "ranker", "--pairs", "2000", "--train-subset", "1000", "--test-subset", "1000", "--val-subset", "300",
                  "--val-pairs", "500", "--samples", "512", "--data-dir", str(data_dir), "--quiet", "--no-eval",
                  "--out", str(run)]) == 0
     cfg = load_config(run)
@@ -140,7 +140,7 @@ def test_suggest_and_rounds_bad_input(mnist, data_dir, tmp_path, capsys):
     labels = mnist.train.labels[:1000]
     comps = tmp_path / "judged.csv"
     _write_pairs(comps, labels, 300, 1)
-    common = ["--train-subset", "1000", "--val-subset", "300", "--val-pairs", "500", "--data-dir", str(data_dir),
+    common = ["--train-subset", "1000", "--test-subset", "1000", "--val-subset", "300", "--val-pairs", "500", "--data-dir", str(data_dir),
               "--quiet", "--no-eval"]
     run = tmp_path / "r"
     assert main(["train", "weak", "--pairs", str(comps), "--samples", "512", "--out", str(run), *common]) == 0

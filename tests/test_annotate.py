@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from relcomp.annotate import Session, make_server
+from relcomp.annotate import Server, Session
 from relcomp.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +37,13 @@ def _folder(tmp_path, n=5):
 
 
 def _serve(session, **kw):
-    server = make_server(session, port=0, **kw)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    """The page's server on a free port, serving from a thread; ``stop()`` it."""
+    server = Server(session, port=0, **kw)
+    threading.Thread(target=server.serve, daemon=True).start()
+    deadline = time.time() + 10
+    while not server.uvicorn.started and time.time() < deadline:
+        time.sleep(0.01)
+    return server, f"http://127.0.0.1:{server.port}"
 
 
 def _get(url, headers=None):
@@ -74,7 +78,7 @@ def test_judge_undo_resume_and_every_pair_once(tmp_path):
         assert b"Which is greater?" in _get(url + "/")[1]
         pair = json.loads(_get(url + "/api/next")[1])["pair"]
         status, r = _post(url + "/api/judge", {"a": pair[0], "b": pair[1], "outcome": ">", "annotator": "alice"})
-        assert status == 200 and r["progress"] == {"judged": 1, "this_session": 1}
+        assert status == 200 and r["progress"] == {"judged": 1, "this_session": 1, "goal": None}
         rows = _rows(comps)
         assert [(x["a"], x["b"], x["outcome"], x["annotator"]) for x in rows] == [(pair[0], pair[1], ">", "alice")]
         assert rows[0]["time"][:4] == time.strftime("%Y")
@@ -89,9 +93,10 @@ def test_judge_undo_resume_and_every_pair_once(tmp_path):
             seen.add(key)
             assert _post(url + "/api/judge", {"a": pair[0], "b": pair[1], "outcome": "="})[0] == 200
         assert len(seen) == 6  # 4 images: every pair once, then none
+        r = json.loads(_get(url + "/api/next")[1])
+        assert r["done"] is True and r["pair"] is None
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
     again = Session(imgs, comps)  # a restart resumes: nothing left to offer
     assert again.progress()["judged"] == 6 and again.next_pair() is None
 
@@ -106,14 +111,13 @@ def test_only_the_folders_images_are_served(tmp_path):
                     "/../secret.txt", "/c.csv", "/img/"):
             assert _get(url + bad)[0] == 404, bad
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def test_token_required_off_localhost(tmp_path):
     imgs = _folder(tmp_path)
     with pytest.raises(ConfigError, match="give --token"):
-        make_server(Session(imgs, tmp_path / "c.csv"), host="0.0.0.0", port=0)
+        Server(Session(imgs, tmp_path / "c.csv"), host="0.0.0.0", port=0)
     server, url = _serve(Session(imgs, tmp_path / "c.csv"), token="s3cret")
     try:
         assert _get(url + "/api/next")[0] == 403 and _get(url + "/img/i0.png")[0] == 403
@@ -121,30 +125,38 @@ def test_token_required_off_localhost(tmp_path):
         assert _get(url + "/api/next?token=s3cret")[0] == 200
         assert _get(url + "/img/i0.png", {"X-Relcomp-Token": "s3cret"})[0] == 200
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def test_two_servers_on_one_file_lose_and_mix_nothing(tmp_path):
+    """Two servers (two random seeds) and four pages on one file: no pair is judged twice, none
+    is lost, and both servers count the same judgements."""
     imgs, comps = _folder(tmp_path, 12), tmp_path / "shared.csv"
     servers = [_serve(Session(imgs, comps)) for _ in range(2)]
-    names = sorted(Session(imgs, comps).names)
+    answered = []
 
     def annotate(url, who):
-        for k in range(40):
-            _post(url + "/api/judge", {"a": names[k % 12], "b": names[(k + 1) % 12], "outcome": "<", "annotator": who})
+        for _ in range(40):  # 12 judgements each; a pair the other server's page judged first is a 409
+            pair = json.loads(_get(url + "/api/next")[1])["pair"]
+            status, _ = _post(url + "/api/judge", {"a": pair[0], "b": pair[1], "outcome": "<", "annotator": who})
+            answered.append((who, status))
+            if [w for w, s in answered if s == 200].count(who) == 12:
+                return
 
-    threads = [threading.Thread(target=annotate, args=(url, f"w{i}")) for i, (_, url) in enumerate(servers)]
+    threads = [threading.Thread(target=annotate, args=(servers[i % 2][1], f"w{i}")) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    counts = [json.loads(_get(url + "/api/status")[1])["judged"] for _, url in servers]
     for server, _ in servers:
-        server.shutdown()
-        server.server_close()
+        server.stop()
     rows = _rows(comps)
-    assert len(rows) == 80 and sorted({r["annotator"] for r in rows}) == ["w0", "w1"]
-    assert all(len(r) == 5 and r["outcome"] == "<" and r["a"] in names for r in rows)
+    keys = [tuple(sorted((r["a"], r["b"]))) for r in rows]
+    assert len(keys) == len(set(keys)) == [s for _, s in answered].count(200) == 48 and counts == [48, 48]
+    assert {s for _, s in answered} <= {200, 409}
+    assert sorted({r["annotator"] for r in rows}) == ["w0", "w1", "w2", "w3"]
+    assert all(len(r) == 5 and r["outcome"] == "<" for r in rows)
 
 
 def _start_cli(imgs, comps, *extra):
@@ -200,49 +212,74 @@ def _browser():
 
 @pytest.mark.slow
 def test_page_in_a_real_browser(tmp_path):
-    """Chromium opens the page and presses keys: ← and = land in the CSV, u takes the last back;
-    a path-traversal URL gets 404; a SIGKILL mid-session leaves a valid CSV. With
-    RELCOMP_SCREENSHOT set, the page is saved there (the README's screenshot)."""
+    """Chromium opens the page of `annotate --learn` and judges by keys and by a click: each lands
+    in the CSV, u takes the last back; a round trains and the page shows the new model version; the
+    sorted view shows the images in the model's order; a path-traversal URL gets 404; a SIGKILL
+    mid-session leaves a valid CSV and the page says the server stopped. With RELCOMP_SCREENSHOTS
+    set to a folder, the page and the sorted view are saved there (the README's screenshots)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     imgs, comps = _folder(tmp_path, 8), tmp_path / "judged.csv"
-    proc, url = _start_cli(imgs, comps, "--question", "Which digit is larger?")
+    (imgs / "link.png").unlink()  # train refuses a folder with a file that is not an image
+    names = sorted(Session(imgs, comps).names, key=lambda n: n.split("i")[-1])  # by the digit drawn
+    judged = [(names[i], names[j]) for i in range(8) for j in range(i)][:12]  # 12 judged before: a model soon
+    comps.write_text("a,b,outcome,annotator,time\n" + "".join(f"{a},{b},>,before,\n" for a, b in judged))
+    proc, url = _start_cli(imgs, comps, "--question", "Which digit is larger?", "--learn", "weak", "--classes", "3",
+                           "--first-round", "14", "--round-steps", "10")
     driver = _browser()
     try:
         driver.get(url + "/")
-        wait = WebDriverWait(driver, 10)
+        wait = WebDriverWait(driver, 60)
         wait.until(lambda d: d.find_element(By.ID, "name-a").text != "")
         assert driver.find_element(By.ID, "question").text == "Which digit is larger?"
         left, right = driver.find_element(By.ID, "name-a").text, driver.find_element(By.ID, "name-b").text
         body = driver.find_element(By.TAG_NAME, "body")
         body.send_keys("\ue012")  # ArrowLeft: the left image is greater
-        wait.until(lambda d: len(_rows(comps)) == 1)
-        assert [(r["a"], r["b"], r["outcome"], r["annotator"]) for r in _rows(comps)] == [(left, right, ">", "cli")]
-        wait.until(lambda d: d.find_element(By.ID, "name-a").text not in ("", left) or
-                   d.find_element(By.ID, "name-b").text != right)
+        wait.until(lambda d: len(_rows(comps)) == 13)
+        assert [(r["a"], r["b"], r["outcome"], r["annotator"]) for r in _rows(comps)][-1] == (left, right, ">", "cli")
+        wait.until(lambda d: (d.find_element(By.ID, "name-a").text, d.find_element(By.ID, "name-b").text)
+                   not in {("", ""), (left, right)})
         body.send_keys("=")
-        wait.until(lambda d: len(_rows(comps)) == 2)
-        assert _rows(comps)[1]["outcome"] == "="
+        wait.until(lambda d: len(_rows(comps)) == 14)
+        assert _rows(comps)[-1]["outcome"] == "="
         body.send_keys("u")
-        wait.until(lambda d: len(_rows(comps)) == 1)
-        wait.until(lambda d: "judged" in d.find_element(By.ID, "progress").text)
-        if os.environ.get("RELCOMP_SCREENSHOT"):
-            driver.save_screenshot(os.environ["RELCOMP_SCREENSHOT"])
+        wait.until(lambda d: len(_rows(comps)) == 13)
+        wait.until(lambda d: "Undone" in d.find_element(By.ID, "status").text)
+        for _ in range(3):  # a click on the right image: the right one is greater
+            n = len(_rows(comps))
+            wait.until(lambda d: "busy" not in d.find_element(By.ID, "pair").get_attribute("class"))
+            driver.find_element(By.ID, "img-b").click()
+            wait.until(lambda d: len(_rows(comps)) == n + 1)
+        assert _rows(comps)[-1]["outcome"] == "<"
+        wait.until(lambda d: d.find_element(By.ID, "model").text.startswith("model 1"))  # a round was trained
+        assert "1 by you" not in driver.find_element(By.ID, "progress").text and "in all" in driver.find_element(
+            By.ID, "progress").text
+        shots = os.environ.get("RELCOMP_SCREENSHOTS")
+        if shots:
+            driver.save_screenshot(str(Path(shots) / "annotate.png"))
+        driver.get(url + "/sorted")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#strip img")) == 8)
+        assert "model 1" in driver.find_element(By.ID, "info").text
+        if shots:
+            driver.save_screenshot(str(Path(shots) / "annotate-sorted.png"))
         # wait for the answer's text: page_source may be read before the body arrives on a busy machine
-        driver.get(url + "/img/../secret.txt")
-        wait.until(lambda d: "not found" in d.page_source)
-        driver.get(url + "/img/%2e%2e/secret.txt")
-        wait.until(lambda d: "not found" in d.page_source)
+        for bad in ("/img/../secret.txt", "/img/%2e%2e/secret.txt"):
+            driver.get(url + bad)
+            wait.until(lambda d: "not found" in d.page_source.lower() or "no such image" in d.page_source)
         driver.get(url + "/")
         wait.until(lambda d: d.find_element(By.ID, "name-a").text != "")
+        n = len(_rows(comps))
         driver.find_element(By.TAG_NAME, "body").send_keys("\ue014")  # ArrowRight
-        wait.until(lambda d: len(_rows(comps)) == 2)
+        wait.until(lambda d: len(_rows(comps)) == n + 1)
         proc.send_signal(signal.SIGKILL)  # mid-session
         proc.wait()
         rows = _rows(comps)
-        assert len(rows) == 2 and rows[1]["outcome"] == "<" and comps.read_text().endswith("\n")
+        assert len(rows) == n + 1 and rows[-1]["outcome"] == "<" and comps.read_text().endswith("\n")
         assert all(set(r) == {"a", "b", "outcome", "annotator", "time"} and None not in r.values() for r in rows)
+        wait.until(lambda d: "busy" not in d.find_element(By.ID, "pair").get_attribute("class"))
+        driver.find_element(By.TAG_NAME, "body").send_keys("\ue014")
+        wait.until(lambda d: "not answering" in d.find_element(By.ID, "banner").text)
     finally:
         driver.quit()
         if proc.poll() is None:

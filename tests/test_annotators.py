@@ -69,7 +69,7 @@ def test_simulated_crowd_rates_are_learned(mnist, data_dir, tmp_path, capsys):
     crowd = [("r1", 0.05), ("r2", 0.05), ("r3", 0.05), ("spam", 0.5), ("inv", 0.9)]
     _crowd(tmp_path / "crowd.csv", mnist.train.labels[:3000], 6000, crowd)
     out = tmp_path / "run"
-    assert main(["train", "weak", "--pairs", str(tmp_path / "crowd.csv"), "--annotator-model", "flip", "--train-subset",
+    assert main(["train", "weak", "--pairs", str(tmp_path / "crowd.csv"), "--annotator-model", "flip", "--test-subset", "1000", "--train-subset",
                  "3000", "--val-subset", "1000", "--val-pairs", "2000", "--samples", "24k", "--eval-every", "24k",
                  "--quiet", "--data-dir", str(data_dir), "--out", str(out)]) == 0
     ev = json.loads((out / "eval.json").read_text())
@@ -89,7 +89,7 @@ def test_simulated_crowd_rates_are_learned(mnist, data_dir, tmp_path, capsys):
 def test_flip_model_needs_annotators(data_dir, tmp_path, capsys):
     path = tmp_path / "plain.csv"
     path.write_text("a,b,outcome\n0,1,1\n2,3,0\n4,5,1\n")
-    rc = main(["train", "weak", "--pairs", str(path), "--annotator-model", "flip", "--train-subset", "100",
+    rc = main(["train", "weak", "--pairs", str(path), "--annotator-model", "flip", "--train-subset", "100", "--test-subset", "1000",
                "--val-subset", "100", "--val-pairs", "100", "--samples", "10", "--quiet", "--data-dir", str(data_dir),
                "--out", str(tmp_path / "r")])
     assert rc == 2 and "needs comparisons with an annotator column" in capsys.readouterr().err

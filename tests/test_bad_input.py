@@ -313,7 +313,7 @@ def test_a_column_named_twice_is_refused(user_data):
 
 # --- 7-9. a full disk, --out, no debris ---------------------------------------------------------------
 
-TRAIN = ["train", "weak", "--pairs", "2000", "--samples", "3000", "--train-subset", "1000", "--val-subset", "200",
+TRAIN = ["train", "weak", "--pairs", "2000", "--samples", "3000", "--train-subset", "1000", "--test-subset", "1000", "--val-subset", "200",
          "--val-pairs", "500", "--eval-every", "1000", "--precision", "fp32", "--dropout", "0", "--quiet",
          "--no-eval", "--unlabeled", "off"]
 

@@ -140,7 +140,7 @@ def _train(tmp_path, data_dir, name, *args):
     from relcomp.cli import main
 
     out = tmp_path / name
-    rc = main(["train", *args, "--train-subset", "4000", "--val-subset", "1000", "--val-pairs", "2000",
+    rc = main(["train", *args, "--train-subset", "4000", "--test-subset", "1000", "--val-subset", "1000", "--val-pairs", "2000",
                "--samples", "3000", "--pairs", "5k", "--quiet", "--data-dir", str(data_dir), "--out", str(out)])
     assert rc == 0
     return out

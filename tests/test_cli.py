@@ -157,7 +157,7 @@ def test_ctrl_c_message_is_one_line_of_its_own(data_dir, tmp_path, monkeypatch, 
     # the command line takes no callbacks: this one joins the defaults every run gets
     monkeypatch.setattr("relcomp.engine.default_callbacks", lambda: [*default_callbacks(), CtrlCAtStep3()])
     out = tmp_path / "run"
-    assert main(["train", "weak", "--pairs", "3000", "--samples", "2000", "--train-subset", "1000", "--val-subset",
+    assert main(["train", "weak", "--pairs", "3000", "--samples", "2000", "--train-subset", "1000", "--test-subset", "1000", "--val-subset",
                  "300", "--val-pairs", "500", "--out", str(out), "--data-dir", str(data_dir)]) == 130
     err = capsys.readouterr().err
     assert err.count("interrupted") == 1

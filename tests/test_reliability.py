@@ -35,8 +35,8 @@ def _cli(*args):
 
 # --- crashes and interruptions ------------------------------------------------------------------
 
-KILL_ARGS = ["siamese", "--pairs", "8000", "--samples", "16000", "--train-subset", "2000", "--val-subset", "300",
-             "--val-pairs", "500", "--eval-every", "2000", "--precision", "fp32", "--quiet", "--no-eval"]
+KILL_ARGS = ["siamese", "--pairs", "8000", "--samples", "8000", "--train-subset", "2000", "--val-subset", "300",
+             "--val-pairs", "500", "--eval-every", "1000", "--precision", "fp32", "--quiet", "--no-eval"]
 
 
 @pytest.mark.mnist
@@ -69,7 +69,7 @@ def test_sigkill_at_random_moments_then_resume_to_the_same_result(data_dir, tmp_
     done = subprocess.run(_cli("train", "--resume", str(run), "--quiet", "--no-eval"), capture_output=True, text=True,
                           env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "16,000 samples" in done.stdout
+    assert "8,000 samples" in done.stdout
     assert (run / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
     a, b = read_weights(run / "best.safetensors")[0], read_weights(tmp_path / "ref" / "best.safetensors")[0]
     for k in a:
@@ -91,7 +91,7 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(data_dir, tmp_path):
     assert f"relcomp train --resume {run}" in err and "Traceback" not in err
     done = subprocess.run(_cli("train", "--resume", str(run), "--quiet", "--no-eval"), capture_output=True, text=True,
                           timeout=600)
-    assert done.returncode == 0 and "16,000 samples" in done.stdout
+    assert done.returncode == 0 and "8,000 samples" in done.stdout
 
 
 @pytest.mark.mnist

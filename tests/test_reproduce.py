@@ -154,10 +154,10 @@ def test_a_bad_test_subset_in_a_profile_is_one_line_and_exit_2(data_dir, tmp_pat
     from relcomp.cli import main
 
     body = resources.files("relcomp").joinpath("configs", "loss-smoke.toml").read_text()
-    assert "test_subset = 2000" in body
+    assert "test_subset = 1000" in body
     profile = tmp_path / "bad.toml"
-    profile.write_text(body.replace("test_subset = 2000", 'test_subset = "many"'))
+    profile.write_text(body.replace("test_subset = 1000", 'test_subset = "many"'))
     assert main(["reproduce", "--profile", str(profile), "--out", str(tmp_path / "o"), "--quiet",
                  "--data-dir", str(data_dir)]) == 2
     err = capsys.readouterr().err
-    assert "a profile's [data] test_subset must be a positive integer, got 'many'" in err and "Traceback" not in err
+    assert "--test-subset (a profile's [data] test_subset) must be a positive integer, got 'many'" in err and "Traceback" not in err

@@ -110,7 +110,7 @@ TINY = ["--samples", "600", "--eval-every", "300", "--unlabeled-batch", "32", "-
 @pytest.mark.slow
 def test_iic_round_on_mnist_and_a_collapse_in_eval(data_dir, tmp_path, capsys):
     run = tmp_path / "weak"
-    assert main(["train", "weak", "--pairs", "100", "--unlabeled", "iic", "--train-subset", "2000",
+    assert main(["train", "weak", "--pairs", "100", "--unlabeled", "iic", "--train-subset", "2000", "--test-subset", "1000",
                  "--val-subset", "300", "--val-pairs", "500", "--data-dir", str(data_dir), *TINY,
                  "--out", str(run)]) == 0
     ev = json.loads((run / "eval.json").read_text())
@@ -186,7 +186,7 @@ def test_clusters_round_on_mnist_then_the_clusters_questions(data_dir, tmp_path,
     """Train on 60 comparisons with the images grouped and the groups named, then `relcomp suggest`
     (auto: the clusters strategy) asks about the order of the named classes."""
     run = tmp_path / "weak"
-    assert main(["train", "weak", "--pairs", "60", "--unlabeled", "clusters", "--train-subset", "2000",
+    assert main(["train", "weak", "--pairs", "60", "--unlabeled", "clusters", "--train-subset", "2000", "--test-subset", "1000",
                  "--val-subset", "300", "--val-pairs", "500", "--data-dir", str(data_dir), *TINY,
                  "--samples", "3000", "--eval-every", "1500", "--out", str(run)]) == 0
     rec = json.loads((run / "unlabeled.json").read_text())

@@ -173,9 +173,10 @@ def load_data(run: Resolved, out: Path, device: torch.device, old_fingerprint: d
             print(ValidationReport(**data.report).text(), file=sys.stderr)
     if cfg.unlabeled == "off" or not (cls.relational and cls.classifies):
         data.unlabeled = None  # the objectives on unlabeled images need a model that names classes
-    elif len(data.unlabeled) < cfg.num_classes and cfg.unlabeled != "auto":
+    elif cfg.unlabeled != "auto" and len(data.unlabeled if data.unlabeled is not None else ()) < cfg.num_classes:
+        n = 0 if data.unlabeled is None else len(data.unlabeled)  # None: every image is in a compared pair
         raise DataError(f"--unlabeled {cfg.unlabeled} groups the unlabeled images into {cfg.num_classes} classes, "
-                        f"but there are only {len(data.unlabeled)} of them; use fewer --classes or more images")
+                        f"but there are only {n} of them; use fewer --classes or more images")
     if cfg.channels_last and data.train_x.ndim == 4:
         data.train_x = data.train_x.contiguous(memory_format=torch.channels_last)
         data.val_x = data.val_x.contiguous(memory_format=torch.channels_last)

@@ -1,48 +1,92 @@
-"""``relcomp annotate``: the judging page."""
+"""``relcomp annotate``: the judging page, and with ``--learn`` a model that learns while people judge."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..annotate import Session, make_server
-from .common import (
-    subcommand,
-)
+from ..annotate import Server, Session
+from ..annotate.learner import Learner, suggested_pairs
+from ..annotate.live import LiveModel
+from ..errors import ConfigError
+from .common import count_arg, subcommand
+
+# the options of `relcomp train` a --learn round takes, passed on as given
+TRAIN_OPTIONS = {"classes": int, "backbone": str, "features": str, "relation": str, "annotator_model": str,
+                 "unlabeled": str, "unlabeled_batch": int, "augment": str, "image_size": int, "channels": int,
+                 "loss": str, "labels": str, "batch_size": int, "lr": float, "data_dir": str}
 
 
 def add_annotate_parser(sub) -> None:
-    p = subcommand(sub, "annotate", "judge pairs of images in your browser; each judgement is appended to the comparisons file",
+    p = subcommand(sub, "annotate", "judge pairs of images in your browser; with --learn a model learns as you judge",
              "Serve a local web page that shows two images of --images side by side and asks --question. Keys: left "
-             "arrow = the left image is greater, right arrow = the right one, = a tie, s skip, u undo. Each "
-             "judgement is appended to --comparisons at once (a, b, outcome, annotator, time; flushed, fsynced, under "
-             "a file lock, so several browsers and servers can share the file); stop with Ctrl-C and start again to "
-             "resume. Pairs come from relcomp suggest on --suggest-from RUN, else at random among unjudged ones. The "
-             "page binds 127.0.0.1; another --host needs --token, which every request must then carry (open "
-             "http://HOST:PORT/?token=SECRET).")
+             "arrow (or click the left image) = the left image is greater, right arrow = the right one, = a tie, s "
+             "skip, u undo, ? help. Each judgement is appended to --comparisons at once (a, b, outcome, annotator, "
+             "time; fsynced, under a file lock, so several browsers and servers can share the file); stop with "
+             "Ctrl-C and start again to resume.\n\n"
+             "--learn MODEL trains MODEL in the background as judgements arrive: round N is `relcomp train MODEL "
+             "--images DIR --comparisons OUT/round-N.csv ... --init-from OUT/round-(N-1)` in its own process, after "
+             "20 judgements, then each time they double and every --learn-every seconds in between; each round's "
+             "model then picks the next pairs (relcomp suggest) and its prediction for each pair is recorded before "
+             "the judgement (COMPARISONS.model.csv): the page shows how often it agreed with the last 50, an honest "
+             "held-out estimate. /sorted shows the images in the model's order.\n\n"
+             "Without --learn, pairs come from relcomp suggest on --suggest-from RUN, else at random. The page binds "
+             "127.0.0.1; another --host needs --token, which every request must then carry (open "
+             "http://HOST:PORT/?token=SECRET). API: GET /api/next, POST /api/judge {a, b, outcome, annotator}, "
+             "POST /api/undo {line}, POST /api/skip {a, b}, GET /api/status, GET /api/order, GET /api/events (SSE).")
     p.add_argument("--images", required=True, help="the image folder")
     p.add_argument("--comparisons", required=True, help="comparisons CSV to append to (created if missing)")
     p.add_argument("--suggest-from", default=None, metavar="RUN_DIR", help="ask relcomp suggest on this run for pairs")
     p.add_argument("--annotator", default="", help="the default annotator name written with each judgement")
     p.add_argument("--question", default="Which is greater?", help="the question shown above the images")
+    p.add_argument("--goal", type=count_arg, default=None, help="judgements to aim for (shown on the page)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
     p.add_argument("--token", default=None, help="a secret every request must carry (required for another --host)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random pairs")
+    p.add_argument("--seed", type=int, default=None, help="seed of the random pairs (default: a fresh one, so two "
+                   "servers on one file ask different pairs)")
+    learn = p.add_argument_group("learning while you judge (--learn)")
+    learn.add_argument("--learn", default=None, choices=["weak", "siamese", "ranker"],
+                       help="train this model in the background as judgements arrive")
+    learn.add_argument("--out", default=None, help="folder of the rounds (default: COMPARISONS.rounds)")
+    learn.add_argument("--round-steps", type=int, default=60, help="training steps per round, each of min(128, "
+                       "judgements) compared pairs and the unlabeled images (about 7 s on 2 cores with bf16)")
+    learn.add_argument("--learn-every", type=float, default=60.0, help="seconds between rounds while new "
+                       "judgements exist (besides a round each time the judgements double)")
+    learn.add_argument("--first-round", type=int, default=20, help="judgements before the first round")
+    for name, kind in TRAIN_OPTIONS.items():
+        learn.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                           help="passed to each round's relcomp train (see relcomp train --help)")
+
+
+def train_args(args) -> list[str]:
+    """The options each round's `relcomp train` gets."""
+    out = []
+    for name in TRAIN_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            out += [f"--{name.replace('_', '-')}", str(value)]
+    return out
 
 
 def cmd_annotate(args) -> int:
-    session = Session(Path(args.images), Path(args.comparisons), args.suggest_from, args.question, args.annotator,
-                      args.seed)
-    server = make_server(session, args.host, args.port, args.token)
-    host, port = server.server_address[:2]
-    query = f"?token={args.token}" if args.token else ""
-    print(f"relcomp annotate: open http://{host}:{port}/{query}  ({len(session.names):,} images, "
-          f"{session.progress()['judged']:,} judged so far in {args.comparisons}; Ctrl-C to stop)", flush=True)
+    if args.learn and args.suggest_from:
+        raise ConfigError("--learn picks the pairs from its own rounds; leave out --suggest-from")
+    session = Session(Path(args.images), Path(args.comparisons), args.question, args.annotator, args.seed, goal=args.goal)
+    learner = None
+    if args.suggest_from:
+        run = Path(args.suggest_from)
+        session.swap(LiveModel(run, session.root, session.names, 1, 0), suggested_pairs(session, run, session.seed))
+    server = Server(session, args.host, args.port, args.token)
+    if args.learn:
+        out = Path(args.out) if args.out else Path(str(args.comparisons) + ".rounds")
+        learner = Learner(session, args.learn, out, train_args(args), items=args.features, first=args.first_round,
+                          every_s=args.learn_every, steps=args.round_steps)
+        learner.start()
+    print(f"relcomp annotate: open {server.url()}  ({len(session.names):,} images, {session.log.count():,} judged "
+          f"so far in {args.comparisons}; Ctrl-C to stop)", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.serve()
     finally:
-        server.server_close()
-    print(f"stopped: {session.done_here:,} judgements this session, {session.progress()['judged']:,} in "
-          f"{args.comparisons}")
+        if learner is not None:
+            learner.stop()
+    print(f"stopped: {session.done_here:,} judgements this session, {session.log.count():,} in {args.comparisons}")
     return 0

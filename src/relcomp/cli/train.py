@@ -103,6 +103,8 @@ def add_train_parser(sub) -> None:
     tr.add_argument("--val-pairs", type=count_arg, default=MNIST["val_pairs"], help="MNIST: val pairs")
     tr.add_argument("--train-subset", type=count_arg, default=None, help="MNIST: use only the first N train images")
     tr.add_argument("--val-subset", type=count_arg, default=None, help="MNIST: use only the first N val images")
+    tr.add_argument("--test-subset", type=count_arg, default=None, help="MNIST: evaluate on the first N test images "
+                    "(2N pairs among them) instead of all 10,000 (20,000 pairs): a quicker, rougher test figure")
     tr.add_argument("--seed", type=int, default=TRAIN["seed"], help="model seed (init, order, dropout)")
     tr.add_argument("--pair-seed", type=int, default=MNIST["pair_seed"], help="seed of the pair sets (or of the "
                     "train/val split of your comparisons)")
@@ -226,7 +228,7 @@ def train_config(args) -> TrainConfig:
     if args.model is None:
         raise RelcompError(f"name a model ({', '.join(MODELS)}) or pass --resume RUN_DIR")
     if args.images or args.comparisons:
-        mnist_only = [f"--{k.replace('_', '-')}" for k in ("pairs", "val_pairs", "train_subset", "val_subset", "flip_rate")
+        mnist_only = [f"--{k.replace('_', '-')}" for k in ("pairs", "val_pairs", "train_subset", "val_subset", "test_subset", "flip_rate")
                       if getattr(args, k) != MNIST.get(k)]
         if mnist_only:
             raise RelcompError(f"{', '.join(mnist_only)} apply to MNIST, not to your own data (--images)")
@@ -237,7 +239,7 @@ def train_config(args) -> TrainConfig:
         if args.labels:
             raise RelcompError("--labels applies to your own data (--images and --comparisons)")
         data = MnistSource(pairs=args.pairs, val_pairs=args.val_pairs, train_subset=args.train_subset,
-                           val_subset=args.val_subset, pair_seed=args.pair_seed, flip_rate=args.flip_rate,
+                           val_subset=args.val_subset, test_subset=args.test_subset, pair_seed=args.pair_seed, flip_rate=args.flip_rate,
                            data_dir=args.data_dir, features=args.features)
     return TrainConfig(model=args.model, relation=args.relation, loss=args.loss, num_classes=num_classes_of(args),
                        dropout=args.dropout, epochs=args.epochs, samples=args.samples, eval_every=args.eval_every,

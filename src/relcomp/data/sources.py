@@ -78,7 +78,7 @@ class MnistSource(Inputs):
         for name in ("val_pairs", "train_subset", "val_subset", "test_subset"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-                where = "a profile's [data] test_subset" if name == "test_subset" else f"--{name.replace('_', '-')}"
+                where = f"--{name.replace('_', '-')} (a profile's [data] {name})"
                 raise ConfigError(f"{where} must be a positive integer, got {v!r}")
         if self.val_pairs > MAX_VAL_PAIRS or not 0 <= self.pair_seed < 2**63:
             raise ConfigError(f"--val-pairs must be at most {MAX_VAL_PAIRS:,} and --pair-seed from 0 to 2^63 - 1, "

@@ -47,7 +47,8 @@ def format_bench(r: dict[str, Any]) -> str:
     lines.append(f"model FLOPs per training pair: {r['model_flops_per_pair'] / 1e6:.1f} M")
     lines.append(f"weak with the class-balance term on 64 unlabeled images per step (the default): "
                  f"{r['pairs_per_s']['weak']['with_unlabeled']:.0f} pairs/s, {r['unlabeled_slowdown']:.2f}x the time")
-    lines.append(f"suggest 1,000 pairs among the 50k MNIST train images: {r['suggest_1000_s']:.1f} s")
+    lines.append(f"suggest 1,000 pairs among the {'first 5k (quick)' if r.get('quick') else '50k'} MNIST train images: "
+                 f"{r['suggest_1000_s']:.1f} s")
     s = r["pair_store"]
     lines.append(f"5M pair store: {r['pair_store_bytes_5m'] / 1e6:.1f} MB (as uint8 images: "
                  f"{r['images_bytes_5m_uint8'] / 1e9:.2f} GB); sampled in {r['pair_gen_5m_s']:.2f} s "

@@ -1,0 +1,170 @@
+"""``relcomp annotate --learn MODEL``: rounds of training as judgements arrive.
+
+Each round is ``relcomp train MODEL --images DIR --comparisons SNAPSHOT ... --init-from PREVIOUS``
+in a separate process (the page never waits for it, and a crash of the trainer is a crash of that
+process only), into an ordinary run folder ``OUT/round-NNN``: ``relcomp eval``, ``rank``,
+``predict`` and ``export`` work on the latest one at any moment. The snapshot
+(``OUT/round-NNN.csv``) is the comparisons file as the round began, copied under its lock.
+``OUT/rounds.jsonl`` lists the finished rounds; on start the latest is served again, and a round
+that a kill interrupted is continued (``relcomp train --resume``).
+
+A round is ``steps`` (60) steps of min(128, judgements) pairs, validated and checkpointed four
+times (so a killed round resumes from its last quarter). When: round N after ``first`` x 2^(N-1) judgements (20, 40, 80, 160 ...), and in between every ``every_s`` seconds (60) once ``min_new`` (10) new ones
+exist. A failed round is one line in the server's log and a banner on the page; the next is tried
+after ``min_new`` more judgements.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..suggest import suggest
+from ..utils import append_jsonl, make_dir
+from .live import LiveModel
+from .session import Session
+
+BATCH = 128  # the models' default batch of compared pairs
+
+
+class Learner:
+    """The thread that starts rounds and swaps each finished one into the session."""
+
+    def __init__(self, session: Session, model: str, out: Path, train_args: list[str], items: Path | None = None,
+                 first: int = 20, every_s: float = 60.0, min_new: int = 10, steps: int = 60):
+        self.session, self.model, self.out, self.train_args = session, model, Path(out), list(train_args)
+        self.items = Path(items) if items else session.root
+        self.first, self.every_s, self.min_new, self.steps = first, every_s, min_new, steps
+        self.version, self.trained_on, self.last_round, self.last_time = 0, 0, None, 0.0
+        self.failed_at: int | None = None
+        self.stopping = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self.thread = threading.Thread(target=self.loop, name="relcomp-learner", daemon=True)
+        make_dir(self.out)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop after the round in flight is killed; its folder is resumed next time."""
+        self.stopping.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+        self.thread.join(timeout=10)
+
+    def loop(self) -> None:
+        try:
+            self.resume()
+            while not self.stopping.wait(0.5):
+                n = self.session.log.count()
+                if self.due(n):
+                    self.round(n)
+        except Exception as e:  # noqa: BLE001 - the page stays up; the error is one line and a banner
+            self.report(f"the learner stopped: {type(e).__name__}: {e}")
+
+    def due(self, n: int) -> bool:
+        if n < self.first or (self.failed_at is not None and n < self.failed_at + self.min_new):
+            return False
+        if n >= self.first * 2 ** self.version:  # 20, 40, 80, 160 ... judgements: the n-th round
+            return True
+        return n - self.trained_on >= self.min_new and time.monotonic() - self.last_time >= self.every_s
+
+    def folder(self, version: int) -> Path:
+        return self.out / f"round-{version:03d}"
+
+    def resume(self) -> None:
+        """Serve the latest finished round again; continue one a kill interrupted."""
+        rounds = self.finished()
+        if rounds:
+            last = rounds[-1]
+            self.adopt(last["version"], last["trained_on"])
+        pending = self.folder(self.version + 1)
+        if pending.exists():
+            snapshot = pending.with_suffix(".csv")
+            trained_on = sum(1 for _ in open(snapshot, encoding="utf-8-sig")) - 1 if snapshot.exists() else 0
+            self.run(self.version + 1, trained_on, ["train", "--resume", str(pending), "--quiet", "--no-eval"])
+
+    def finished(self) -> list[dict]:
+        path = self.out / "rounds.jsonl"
+        if not path.exists():
+            return []
+        rows = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                if isinstance(row, dict) and isinstance(row.get("version"), int) and isinstance(row.get("trained_on"), int):
+                    rows.append(row)
+            except ValueError:
+                continue  # a torn last line
+        return [r for r in rows if self.folder(r["version"]).is_dir()]
+
+    def round(self, n: int) -> None:
+        version = self.version + 1
+        snapshot = self.folder(version).with_suffix(".csv")
+        with self.session.log.lock:
+            shutil.copyfile(self.session.log.path, snapshot)
+        n = sum(1 for _ in open(snapshot, encoding="utf-8-sig")) - 1
+        samples = self.steps * min(BATCH, n)  # a round is `steps` steps of up to 128 pairs, however few are judged
+        command = ["train", self.model, "--images", str(self.session.root), "--comparisons", str(snapshot),
+                "--samples", str(samples), "--eval-every", str(max(samples // 4, 1)), *self.train_args,
+                "--out", str(self.folder(version)), "--quiet", "--no-eval"]
+        if self.last_round is not None:
+            command += ["--init-from", str(self.last_round)]
+        self.run(version, n, command)
+
+    def run(self, version: int, n: int, command: list[str]) -> None:
+        with self.session.mutex:
+            self.session.training = True
+            self.session.changes += 1
+        t = time.monotonic()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "relcomp", *command], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        _, err = self.proc.communicate()
+        if self.stopping.is_set():
+            return
+        if self.proc.returncode != 0:
+            self.failed_at = n
+            lines = [x for x in err.strip().splitlines() if x.strip()]
+            return self.report(f"round {version} failed: {lines[-1] if lines else f'exit {self.proc.returncode}'}")
+        append_jsonl(self.out / "rounds.jsonl", {"version": version, "trained_on": n, "seconds": round(time.monotonic() - t, 2),
+                                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.adopt(version, n)
+
+    def adopt(self, version: int, n: int) -> None:
+        """Load round ``version`` and serve it, with its suggestions."""
+        folder = self.folder(version)
+        live = LiveModel(folder, self.items, self.session.names, version, n)
+        self.session.swap(live, suggested_pairs(self.session, folder, version))
+        self.version, self.trained_on, self.last_round, self.last_time = version, n, folder, time.monotonic()
+        self.failed_at = None
+        self.session.training = False
+        print(f"relcomp annotate: model {version} (trained on {n:,} judgements) serves the page", flush=True)
+
+    def report(self, message: str) -> None:
+        print(f"relcomp annotate: {message}", file=sys.stderr, flush=True)
+        self.session.fail(message)
+
+
+
+def suggested_pairs(session: Session, run_dir: Path, seed: int) -> list[tuple[str, str]]:
+    """The pairs ``relcomp suggest`` picks on a run's model (its default strategy); none (so
+    random pairs) where it cannot."""
+    n = min(session.batch, session.pool_left())
+    if n <= 0:
+        return []
+    path = run_dir.parent / f"{run_dir.name}.suggested.csv"
+    try:
+        suggest(run_dir, n, out=path, seed=seed, device="cpu")
+    except ConfigError as e:
+        print(f"relcomp annotate: suggest: {e}; random pairs", file=sys.stderr, flush=True)
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["a"], r["b"]) for r in csv.DictReader(f)]
