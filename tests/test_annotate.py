@@ -101,6 +101,15 @@ def test_judge_undo_resume_and_every_pair_once(tmp_path):
     assert again.progress()["judged"] == 6 and again.next_pair() is None
 
 
+def test_two_pages_of_one_server_never_hold_the_same_pair(tmp_path):
+    session = Session(_folder(tmp_path, 4), tmp_path / "c.csv")  # 6 pairs
+    held = [session.next_pair() for _ in range(6)]
+    assert len({tuple(sorted(p)) for p in held}) == 6 and session.next_pair() is None  # all held, none twice
+    session.release(*held[0])  # a page skipped it: the next page may have it
+    assert tuple(sorted(session.next_pair())) == tuple(sorted(held[0]))
+    assert session.judge(*held[1], ">", "x") is not None and session.judge(*held[1], "<", "y") is None
+
+
 def test_only_the_folders_images_are_served(tmp_path):
     imgs = _folder(tmp_path)
     server, url = _serve(Session(imgs, tmp_path / "c.csv"))
@@ -263,6 +272,15 @@ def test_page_in_a_real_browser(tmp_path):
         assert "model 1" in driver.find_element(By.ID, "info").text
         if shots:
             driver.save_screenshot(str(Path(shots) / "annotate-sorted.png"))
+        driver.set_window_size(390, 844)  # a phone: a compact header, square images side by side
+        driver.get(url + "/")
+        wait.until(lambda d: d.find_element(By.ID, "name-a").text != "")
+        a, b = driver.find_element(By.ID, "img-a"), driver.find_element(By.ID, "img-b")
+        assert driver.find_element(By.TAG_NAME, "header").size["height"] < 120
+        assert abs(a.size["height"] - a.size["width"]) <= 2 and a.location["y"] == b.location["y"]
+        if shots:
+            driver.save_screenshot(str(Path(shots) / "annotate-phone.png"))
+        driver.set_window_size(1280, 800)
         # wait for the answer's text: page_source may be read before the body arrives on a busy machine
         for bad in ("/img/../secret.txt", "/img/%2e%2e/secret.txt"):
             driver.get(url + bad)

@@ -26,7 +26,8 @@ LONG_TODAY: dict[str, int] = {}
 LAB_API = {"relcomp.config", "relcomp.trainer", "relcomp.data.mnist", "relcomp.data.pairs", "relcomp.data.sources", "relcomp.engine",
            "relcomp.callbacks", "relcomp.evaluate", "relcomp.fewshot", "relcomp.inference", "relcomp.losses",
            "relcomp.metrics", "relcomp.models", "relcomp.run", "relcomp.suggest", "relcomp.utils", "relcomp.errors",
-           "relcomp.plots", "relcomp.analysis", "relcomp.ordinal", "relcomp.distributed", "relcomp.data.comparisons", "relcomp.data.splits"}
+           "relcomp.plots", "relcomp.analysis", "relcomp.ordinal", "relcomp.distributed", "relcomp.data.comparisons", "relcomp.data.splits",
+           "relcomp.annotate.oracle"}
 RUN_FILES = ("config.json", "best.safetensors", "metrics.jsonl", "timing.jsonl", "validation.json", "annotators.json",
              "eval.json", "fewshot.json", "curves.png", "confusion.png", "reliability.png", "confusion-")
 

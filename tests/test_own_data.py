@@ -223,18 +223,24 @@ def test_annotate_asks_what_the_run_suggests(weak_run, user, tmp_path):
     """`relcomp annotate --suggest-from RUN`: the pairs offered are suggest's, named as the image
     folder names them, never a pair the run's comparisons or the new file already judged."""
     from relcomp.annotate import Session
+    from relcomp.annotate.learner import suggested_pairs
+    from relcomp.annotate.live import LiveModel
 
     with open(user["comparisons"], newline="") as f:
         judged = {tuple(sorted((r["a"], r["b"]))) for r in csv.DictReader(f)}
-    session = Session(user["images"], tmp_path / "new.csv", suggest_from=str(weak_run), batch=50)
+    session = Session(user["images"], tmp_path / "new.csv", batch=50)
+    session.swap(LiveModel(weak_run, session.root, session.names, 1, 0), suggested_pairs(session, weak_run, 0))
+    asked = []
+    session.refill = lambda: asked.append(1) or suggested_pairs(session, weak_run, len(asked))
     offered = set()
     for _ in range(60):  # more than one batch: the queue is refilled from the model
         a, b = session.next_pair()
         key = tuple(sorted((a, b)))
         assert a in session.index and b in session.index and key not in judged and key not in offered
         offered.add(key)
-        session.log.append({"a": a, "b": b, "outcome": ">"})
-    assert session.suggest_from == str(weak_run) and len(_rows_of(tmp_path / "new.csv")) == 60
+        assert session.judge(a, b, ">", "") is not None  # with the run's prediction recorded first
+    assert asked == [1] and len(_rows_of(tmp_path / "new.csv")) == 60
+    assert session.agreement.recent()[1] == 50  # the last 50 of 60, none a tie
 
 
 def _rows_of(path):

@@ -52,3 +52,24 @@ def test_own_data_smoke_profile(mnist, data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", str(out / "results.json")]) == 0
     assert f"| small: 2k pairs seen, --unlabeled off | 2,000 | {cell['test_rel_acc']['mean']:.2f} |" in capsys.readouterr().out
+
+
+def test_loop_smoke_profile(data_dir, tmp_path, capsys):
+    """The loop study: the page with --learn in its own process, an oracle through the HTTP API,
+    each round scored on held-out test images; rerunning reuses the measured curves."""
+    out = tmp_path / "loop"
+    assert main(["reproduce", "--profile", "loop-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["kind"] == "loop" and set(r["cells"]) == {"defaults"}
+    curve = r["runs"]["defaults/s0"]["curve"]
+    assert [c["version"] for c in curve] == [1, 2] and curve[0]["trained_on"] >= 20
+    assert all(0 <= c["test_cls_acc"] <= 1 and 0 <= c["page_cls_acc"] <= 1 for c in curve)
+    rows = list(csv.DictReader(open(out / "loop" / "defaults-s0" / "judged.csv", newline="")))
+    assert len(rows) == 45
+    assert r["cells"]["defaults"][0]["test_cls_acc"]["values"] == [pytest.approx(100 * curve[0]["test_cls_acc"])]
+    capsys.readouterr()
+    assert main(["report", str(out / "results.json"), "--figures", str(tmp_path / "fig")]) == 0
+    assert "held-out test classification" in capsys.readouterr().out and (tmp_path / "fig" / "loop.png").exists()
+    t = (out / "loop" / "defaults-s0" / "curve.json").stat().st_mtime
+    assert main(["reproduce", "--profile", "loop-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
+    assert (out / "loop" / "defaults-s0" / "curve.json").stat().st_mtime == t  # reused, not measured again

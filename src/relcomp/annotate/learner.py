@@ -160,7 +160,7 @@ def suggested_pairs(session: Session, run_dir: Path, seed: int) -> list[tuple[st
     n = min(session.batch, session.pool_left())
     if n <= 0:
         return []
-    path = run_dir.parent / f"{run_dir.name}.suggested.csv"
+    path = session.log.path.with_name(session.log.path.name + ".suggested.csv")  # beside the judgements, not in the run
     try:
         suggest(run_dir, n, out=path, seed=seed, device="cpu")
     except ConfigError as e:

@@ -6,6 +6,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,9 @@ class Session:
         self.done_here = 0
         self.written: set[str] = set()  # lines this server wrote: the only ones undo may take back
         self.model: LiveModel | None = None
+        # where more pairs come from when the queue runs out: random ones unless this is set (a fixed
+        # --suggest-from run asks suggest again; with --learn each round refills the queue instead)
+        self.refill: Callable[[], list[tuple[str, str]]] | None = None
         self.history: list[dict] = []     # one entry per model version
         self.training = False
         self.error: str | None = None
@@ -72,7 +76,7 @@ class Session:
                         return a, b
                 if self.pool_left() <= len(self.reserved):
                     return None
-                self.queue.extend(random_pairs(self))
+                self.queue.extend((self.refill() if self.refill else []) or random_pairs(self))
             return None
 
     def release(self, a: str, b: str) -> None:
@@ -85,6 +89,10 @@ class Session:
         """Record the current model's prediction for the pair, then the judgement; the line written,
         or None when the pair was judged already."""
         with self.mutex:
+            self.log.sync()
+            if pair_key(a, b) in self.log.pairs:  # before a prediction is recorded: it would replace the first one's
+                self.reserved.pop(pair_key(a, b), None)
+                return None
             if self.model is not None:
                 self.agreement.record(a, b, self.model)
             line = self.log.append({"a": a, "b": b, "outcome": outcome, "annotator": safe_text(annotator),

@@ -75,6 +75,7 @@ def cmd_annotate(args) -> int:
     if args.suggest_from:
         run = Path(args.suggest_from)
         session.swap(LiveModel(run, session.root, session.names, 1, 0), suggested_pairs(session, run, session.seed))
+        session.refill = lambda: suggested_pairs(session, run, session.seed + session.log.count() + 1)
     server = Server(session, args.host, args.port, args.token)
     if args.learn:
         out = Path(args.out) if args.out else Path(str(args.comparisons) + ".rounds")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import active, baseline, beyond, crowd, likelihoods, own, paper, ties
+from . import active, baseline, beyond, crowd, likelihoods, loop, own, paper, ties
 
 STUDIES: dict[str, ModuleType] = {"paper": paper, "beyond": beyond, "active": active, "crowd": crowd, "ties": ties,
-                                  "bt": baseline, "loss": likelihoods, "own": own}
+                                  "bt": baseline, "loss": likelihoods, "own": own, "loop": loop}
