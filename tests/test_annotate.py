@@ -110,6 +110,22 @@ def test_two_pages_of_one_server_never_hold_the_same_pair(tmp_path):
     assert session.judge(*held[1], ">", "x") is not None and session.judge(*held[1], "<", "y") is None
 
 
+def test_the_rounds_schedule(tmp_path):
+    """Round N after 20 x 2^(N-1) judgements; in between every --learn-every seconds once 10 new
+    ones exist; after a failure, not before 10 more."""
+    from relcomp.annotate.learner import Learner
+
+    learner = Learner(Session(_folder(tmp_path, 4), tmp_path / "c.csv"), "weak", tmp_path / "rounds", [],
+                      first=20, every_s=60, min_new=10)
+    assert [learner.due(n) for n in (0, 19, 20)] == [False, False, True]
+    learner.version, learner.trained_on, learner.last_time = 1, 22, time.monotonic()
+    assert not learner.due(39) and learner.due(40)
+    learner.last_time -= 61
+    assert not learner.due(31) and learner.due(32)
+    learner.failed_at = 40
+    assert not learner.due(49) and learner.due(50)
+
+
 def test_only_the_folders_images_are_served(tmp_path):
     imgs = _folder(tmp_path)
     server, url = _serve(Session(imgs, tmp_path / "c.csv"))
@@ -259,7 +275,7 @@ def test_page_in_a_real_browser(tmp_path):
             n = len(_rows(comps))
             wait.until(lambda d: "busy" not in d.find_element(By.ID, "pair").get_attribute("class"))
             driver.find_element(By.ID, "img-b").click()
-            wait.until(lambda d: len(_rows(comps)) == n + 1)
+            wait.until(lambda d, n=n: len(_rows(comps)) == n + 1)
         assert _rows(comps)[-1]["outcome"] == "<"
         wait.until(lambda d: d.find_element(By.ID, "model").text.startswith("model 1"))  # a round was trained
         assert "1 by you" not in driver.find_element(By.ID, "progress").text and "in all" in driver.find_element(

@@ -95,7 +95,7 @@ def test_an_oracle_judges_300_pairs_while_the_model_learns(mnist, tmp_path):
 
 def test_sigkill_of_the_trainer_or_the_server_loses_nothing_and_resumes(mnist, tmp_path):
     labels = _mnist_folder(tmp_path, mnist, 300)
-    proc, url = _start(tmp_path, "--round-steps", "400", "--learn-every", "3600")
+    proc, url = _start(tmp_path, "--round-steps", "200", "--learn-every", "3600")
     comps, rounds = tmp_path / "j.csv", tmp_path / "j.csv.rounds"
     try:
         simulate(url, labels, 22)

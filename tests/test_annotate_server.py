@@ -162,7 +162,9 @@ def test_bad_starts_are_one_line_and_exit_2(tmp_path, capsys):
              (["--comparisons", str(tmp_path / "j.csv"), "--suggest-from", str(notrun)], str(notrun)),
              (["--comparisons", str(tmp_path / "j.csv"), "--suggest-from", str(corrupt)], str(corrupt)),
              (["--comparisons", str(tmp_path / "j.csv"), "--host", "no.such.host.invalid", "--token", "t"], "--host"),
-             (["--comparisons", str(tmp_path / "j.csv"), "--learn", "weak", "--suggest-from", str(notrun)], "--learn")]
+             (["--comparisons", str(tmp_path / "j.csv"), "--learn", "weak", "--suggest-from", str(notrun)], "--learn"),
+             (["--comparisons", str(tmp_path / "j.csv"), "--learn", "siamese", "--unlabeled", "clusters"], "names classes"),
+             (["--comparisons", str(tmp_path / "j.csv"), "--learn", "weak"], "needs --classes K")]
     for args, message in cases:
         assert main(["annotate", "--images", str(imgs), *args]) == 2, args
         err = capsys.readouterr().err

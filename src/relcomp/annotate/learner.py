@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..checkpoint import has_checkpoint
 from ..errors import ConfigError
 from ..suggest import suggest
 from ..utils import append_jsonl, make_dir
@@ -83,13 +84,21 @@ class Learner:
         """Serve the latest finished round again; continue one a kill interrupted."""
         rounds = self.finished()
         if rounds:
-            last = rounds[-1]
-            self.adopt(last["version"], last["trained_on"])
+            self.adopt(rounds[-1]["version"], rounds[-1]["trained_on"])
+        if self.folder(self.version + 1).exists():
+            self.continue_pending()
+
+    def continue_pending(self) -> bool:
+        """Continue the round a kill interrupted from its last checkpoint (True); one that left no
+        checkpoint is removed, to be trained anew (False)."""
         pending = self.folder(self.version + 1)
-        if pending.exists():
-            snapshot = pending.with_suffix(".csv")
-            trained_on = sum(1 for _ in open(snapshot, encoding="utf-8-sig")) - 1 if snapshot.exists() else 0
-            self.run(self.version + 1, trained_on, ["train", "--resume", str(pending), "--quiet", "--no-eval"])
+        if not has_checkpoint(pending):
+            shutil.rmtree(pending, ignore_errors=True)
+            return False
+        snapshot = pending.with_suffix(".csv")
+        trained_on = sum(1 for _ in open(snapshot, encoding="utf-8-sig")) - 1 if snapshot.exists() else 0
+        self.run(self.version + 1, trained_on, ["train", "--resume", str(pending), "--quiet", "--no-eval"])
+        return True
 
     def finished(self) -> list[dict]:
         path = self.out / "rounds.jsonl"
@@ -106,6 +115,8 @@ class Learner:
         return [r for r in rows if self.folder(r["version"]).is_dir()]
 
     def round(self, n: int) -> None:
+        if self.folder(self.version + 1).exists() and self.continue_pending():  # a failed round, retried
+            return
         version = self.version + 1
         snapshot = self.folder(version).with_suffix(".csv")
         with self.session.log.lock:

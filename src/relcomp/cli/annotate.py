@@ -3,16 +3,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..annotate import Server, Session
-from ..annotate.learner import Learner, suggested_pairs
-from ..annotate.live import LiveModel
+from ..config import resolve
 from ..errors import ConfigError
-from .common import count_arg, subcommand
+from .common import Parser, count_arg, subcommand
+from .train import add_train_parser, train_config
 
-# the options of `relcomp train` a --learn round takes, passed on as given
-TRAIN_OPTIONS = {"classes": int, "backbone": str, "features": str, "relation": str, "annotator_model": str,
-                 "unlabeled": str, "unlabeled_batch": int, "augment": str, "image_size": int, "channels": int,
-                 "loss": str, "labels": str, "batch_size": int, "lr": float, "data_dir": str}
+# the options of `relcomp train` a --learn round takes, passed on as given: (type, what it is)
+TRAIN_OPTIONS = {"classes": (int, "K ordered classes of the weak model"), "backbone": (str, "paper, mlp or hf:MODEL"),
+                 "features": (str, "precomputed vectors instead of pixels (items named as the images)"),
+                 "relation": (str, "gt (ties dropped) or ge"), "annotator_model": (str, "none or flip"),
+                 "unlabeled": (str, "what the images nobody compared teach: auto, off, balance, clusters, iic"),
+                 "unlabeled_batch": (int, "unlabeled images per step"), "augment": (str, "off, shift, affine, elastic"),
+                 "image_size": (int, "images resized to SIZE x SIZE"), "channels": (int, "1 grayscale, 3 RGB"),
+                 "loss": (str, "the weak model's loss"), "labels": (str, "a labels CSV, for each round's own figures"),
+                 "batch_size": (int, "compared pairs per step"), "lr": (float, "Adam learning rate"),
+                 "data_dir": (str, "relcomp's cache folder")}
 
 
 def add_annotate_parser(sub) -> None:
@@ -43,7 +48,8 @@ def add_annotate_parser(sub) -> None:
     p.add_argument("--token", default=None, help="a secret every request must carry (required for another --host)")
     p.add_argument("--seed", type=int, default=None, help="seed of the random pairs (default: a fresh one, so two "
                    "servers on one file ask different pairs)")
-    learn = p.add_argument_group("learning while you judge (--learn)")
+    learn = p.add_argument_group("learning while you judge (--learn)", "--classes ... --data-dir are passed to every "
+                                 "round's relcomp train as given (see relcomp train --help)")
     learn.add_argument("--learn", default=None, choices=["weak", "siamese", "ranker"],
                        help="train this model in the background as judgements arrive")
     learn.add_argument("--out", default=None, help="folder of the rounds (default: COMPARISONS.rounds)")
@@ -52,9 +58,8 @@ def add_annotate_parser(sub) -> None:
     learn.add_argument("--learn-every", type=float, default=60.0, help="seconds between rounds while new "
                        "judgements exist (besides a round each time the judgements double)")
     learn.add_argument("--first-round", type=int, default=20, help="judgements before the first round")
-    for name, kind in TRAIN_OPTIONS.items():
-        learn.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
-                           help="passed to each round's relcomp train (see relcomp train --help)")
+    for name, (kind, text) in TRAIN_OPTIONS.items():
+        learn.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=text)
 
 
 def train_args(args) -> list[str]:
@@ -67,9 +72,26 @@ def train_args(args) -> list[str]:
     return out
 
 
+def check_rounds(args) -> None:
+    """Refuse at start what every round would refuse: the round's `relcomp train` command line,
+    parsed by train's own parser (exit 2 with its one line) and its config resolved."""
+    parser = Parser(prog="relcomp annotate --learn")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    rounds = parser.parse_args(["train", args.learn, "--images", args.images, "--comparisons", args.comparisons,
+                                "--samples", "1", *train_args(args)])
+    resolve(train_config(rounds))
+
+
 def cmd_annotate(args) -> int:
+    # imported here: the server's stack (uvicorn, Starlette) is 0.2 s that no other command needs
+    from ..annotate import Server, Session
+    from ..annotate.learner import Learner, suggested_pairs
+    from ..annotate.live import LiveModel
+
     if args.learn and args.suggest_from:
         raise ConfigError("--learn picks the pairs from its own rounds; leave out --suggest-from")
+    if args.learn:
+        check_rounds(args)
     session = Session(Path(args.images), Path(args.comparisons), args.question, args.annotator, args.seed, goal=args.goal)
     learner = None
     if args.suggest_from:
