@@ -265,9 +265,14 @@ def test_page_in_a_real_browser(tmp_path):
         assert [(r["a"], r["b"], r["outcome"], r["annotator"]) for r in _rows(comps)][-1] == (left, right, ">", "cli")
         wait.until(lambda d: (d.find_element(By.ID, "name-a").text, d.find_element(By.ID, "name-b").text)
                    not in {("", ""), (left, right)})
+        def ready(d):  # a key pressed while the next pair loads is ignored: wait for it to show
+            return "busy" not in d.find_element(By.ID, "pair").get_attribute("class")
+
+        wait.until(ready)
         body.send_keys("=")
         wait.until(lambda d: len(_rows(comps)) == 14)
         assert _rows(comps)[-1]["outcome"] == "="
+        wait.until(ready)
         body.send_keys("u")
         wait.until(lambda d: len(_rows(comps)) == 13)
         wait.until(lambda d: "Undone" in d.find_element(By.ID, "status").text)

@@ -184,7 +184,13 @@ def plot_lines(panels: Sequence[dict], path: str | os.PathLike, suptitle: str = 
             ax.errorbar(xs, ys, yerr=err, marker="o", markersize=4, capsize=3, label=name,
                         linestyle="--" if "without" in name or "linear" in name else "-")
         if p.get("logx"):
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())  # 20, 100, 600: not 2 x 10^1 on every minor tick
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            if p.get("xticks"):
+                ax.set_xticks(p["xticks"])
         ax.set_title(p["title"], fontsize=10)
         ax.set_xlabel(p["xlabel"])
         ax.set_ylabel(p["ylabel"])

@@ -101,18 +101,7 @@ class Learner:
         return True
 
     def finished(self) -> list[dict]:
-        path = self.out / "rounds.jsonl"
-        if not path.exists():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-                if isinstance(row, dict) and isinstance(row.get("version"), int) and isinstance(row.get("trained_on"), int):
-                    rows.append(row)
-            except ValueError:
-                continue  # a torn last line
-        return [r for r in rows if self.folder(r["version"]).is_dir()]
+        return [r for r in finished_rounds(self.out) if self.folder(r["version"]).is_dir()]
 
     def round(self, n: int) -> None:
         if self.folder(self.version + 1).exists() and self.continue_pending():  # a failed round, retried
@@ -179,3 +168,19 @@ def suggested_pairs(session: Session, run_dir: Path, seed: int) -> list[tuple[st
         return []
     with open(path, newline="", encoding="utf-8") as f:
         return [(r["a"], r["b"]) for r in csv.DictReader(f)]
+
+
+def finished_rounds(out: Path) -> list[dict]:
+    """The rounds ``out/rounds.jsonl`` lists as finished (a torn last line skipped)."""
+    path = out / "rounds.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("version"), int) and isinstance(row.get("trained_on"), int):
+            rows.append(row)
+    return rows

@@ -32,6 +32,8 @@ from ...utils import write_json_atomic
 from ..common import fmt, log, md_table, pct, provenance_line, study_head, write_study
 from ..harness import Harness
 
+TICKS = [20, 40, 80, 160, 320, 640, 1280]  # where rounds are due
+
 
 def write_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, int]:
     """The images as PNGs under ``root/imgs``; their labels by file name (kept from the server)."""
@@ -148,13 +150,15 @@ def markdown(res: dict, figure_dir: str = "figures") -> str:
     lines = [intro, ""]
     for name, rows in res["cells"].items():
         opts = " ".join(s["arms"][name]) or "(the defaults)"
-        lines += [f"`relcomp annotate --learn weak --classes 10 {opts}`:", ""]
+        lines += [f"`relcomp annotate --learn weak {opts}`:", ""]
         lines += md_table(["round", "judgements trained on", "round time (s)", "held-out test classification (%)",
                            "classification of the page's images (%)", "agreement shown (%)"],
                           [[str(r["round"]), str(r["trained_on"]), fmt(r["round_s"]), fmt(r["test_cls_acc"]),
                             fmt(r["page_cls_acc"]), fmt(r["agreement"])] for r in rows])
         lines.append("")
-    return "\n".join(lines).rstrip()
+    lines.append(f"![Held-out MNIST test classification and the agreement the page showed, mean ± std over "
+                 f"{len(s['seeds'])} seeds, against the judgements each round trained on.]({figure_dir}/loop.png)")
+    return "\n".join(lines)
 
 
 def figures(res: dict, fig_dir) -> dict[str, str]:
@@ -166,9 +170,9 @@ def figures(res: dict, fig_dir) -> dict[str, str]:
         pts = [(r["trained_on"], r["agreement"]) for r in rows if r["agreement"].get("mean") is not None]
         series_agree[name] = ([x for x, _ in pts], [a["mean"] for _, a in pts], [a["std"] for _, a in pts])
     panels = [{"title": "held-out test classification", "xlabel": "judgements the round trained on",
-               "ylabel": "accuracy (%)", "logx": True, "series": series_acc},
+               "ylabel": "accuracy (%)", "logx": True, "series": series_acc, "xticks": TICKS},
               {"title": "agreement the page showed", "xlabel": "judgements the round trained on",
-               "ylabel": "agreement (%)", "logx": True, "series": series_agree}]
+               "ylabel": "agreement (%)", "logx": True, "series": series_agree, "xticks": TICKS}]
     Path(fig_dir).mkdir(parents=True, exist_ok=True)
     plot_lines(panels, Path(fig_dir) / "loop.png")
     return {"loop.png": f"The judging page's rounds with an oracle annotator: mean ± std over {len(res['settings']['seeds'])} "
