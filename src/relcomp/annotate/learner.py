@@ -96,7 +96,7 @@ class Learner:
             shutil.rmtree(pending, ignore_errors=True)
             return False
         snapshot = pending.with_suffix(".csv")
-        trained_on = sum(1 for _ in open(snapshot, encoding="utf-8-sig")) - 1 if snapshot.exists() else 0
+        trained_on = judgements_in(snapshot) if snapshot.exists() else 0
         self.run(self.version + 1, trained_on, ["train", "--resume", str(pending), "--quiet", "--no-eval"])
         return True
 
@@ -110,7 +110,7 @@ class Learner:
         snapshot = self.folder(version).with_suffix(".csv")
         with self.session.log.lock:
             shutil.copyfile(self.session.log.path, snapshot)
-        n = sum(1 for _ in open(snapshot, encoding="utf-8-sig")) - 1
+        n = judgements_in(snapshot)
         samples = self.steps * min(BATCH, n)  # a round is `steps` steps of up to 128 pairs, however few are judged
         command = ["train", self.model, "--images", str(self.session.root), "--comparisons", str(snapshot),
                 "--samples", str(samples), "--eval-every", str(max(samples // 4, 1)), *self.train_args,
@@ -184,3 +184,9 @@ def finished_rounds(out: Path) -> list[dict]:
         if isinstance(row, dict) and isinstance(row.get("version"), int) and isinstance(row.get("trained_on"), int):
             rows.append(row)
     return rows
+
+
+def judgements_in(snapshot: Path) -> int:
+    """The rows of a round's snapshot of the comparisons file (its lines but the header)."""
+    with open(snapshot, encoding="utf-8-sig") as f:
+        return sum(1 for _ in f) - 1

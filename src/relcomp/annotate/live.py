@@ -3,7 +3,6 @@ prediction, the sorted view and the running agreement are look-ups."""
 from __future__ import annotations
 
 import csv
-import io
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 from ..data.comparisons import GREATER, LESS
 from ..errors import DataError
 from ..inference import Predictor
-from .log import JudgementLog, append_fsynced, pair_key
+from .log import JudgementLog, append_fsynced, csv_line, pair_key
 
 RECENT = 50   # the running agreement reads the last 50 judgements the model had not seen
 
@@ -78,9 +77,7 @@ class Agreement:
 
     def record(self, a: str, b: str, model: LiveModel) -> None:
         p = model.prob_greater(a, b)
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow([a, b, model.version, f"{p:.6f}"])
-        append_fsynced(self.path, buf.getvalue())
+        append_fsynced(self.path, csv_line([a, b, model.version, f"{p:.6f}"]))
         self.predicted[pair_key(a, b)] = (a, model.version, p)
 
     def outcomes(self) -> list[tuple[int, bool]]:

@@ -61,6 +61,13 @@ def mend_last_line(path: Path, columns: list[str]) -> None:
         os.fsync(f.fileno())
 
 
+def csv_line(values: list) -> str:
+    """One CSV line (quoted where a value needs it), newline included."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue()
+
+
 def append_fsynced(path: Path, line: str) -> None:
     """One ``write`` on a file opened for appending, then fsync: a kill leaves at most a torn last line."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -143,9 +150,7 @@ class JudgementLog:
         append_fsynced(self.path, line)
 
     def row_text(self, row: dict[str, str]) -> str:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow([row.get(c, "") for c in self.columns])
-        return buf.getvalue()
+        return csv_line([row.get(c, "") for c in self.columns])
 
     def append(self, row: dict[str, str]) -> str | None:
         """Write one judgement; None (and nothing written) when its pair was judged already,

@@ -20,6 +20,7 @@ What every request meets (each held by a test in ``tests/test_annotate_server.py
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import socket
 from importlib import resources
@@ -118,7 +119,6 @@ class Guard:
 
 
 def secrets_equal(a: str, b: str) -> bool:
-    import hmac
     return hmac.compare_digest(a.encode("utf-8", "replace"), b.encode("utf-8", "replace"))
 
 
