@@ -110,6 +110,37 @@ def test_two_pages_of_one_server_never_hold_the_same_pair(tmp_path):
     assert session.judge(*held[1], ">", "x") is not None and session.judge(*held[1], "<", "y") is None
 
 
+def test_the_running_agreement_and_counts_follow_judgements_and_undo(tmp_path):
+    """The agreement and the counts are kept as judgements arrive (a status scores only the new
+    rows) and equal a recount from the two files, also after an undo rewrote the comparisons."""
+    from types import SimpleNamespace
+
+    from relcomp.annotate.session import status_of
+
+    session = Session(_folder(tmp_path, 6), tmp_path / "c.csv")
+    lines = []
+    for k in range(12):
+        pair = session.next_pair()
+        version = 1 + k // 5  # a new model every 5 judgements
+        session.model = SimpleNamespace(version=version, trained_on=0, time=None, prob_greater=lambda a, b, k=k: (0.9, 0.2, 0.6)[k % 3])
+        lines.append(session.judge(*pair, "><="[k % 4 % 3], f"ann{k % 2}"))
+        status = status_of(session)
+    assert session.undo(lines[3]) and session.undo(lines[7])
+    status = status_of(session)
+    predicted = {tuple(sorted((r["a"], r["b"]))): r for r in _rows(tmp_path / "c.csv.model.csv")}
+    agree = {}
+    for r in _rows(tmp_path / "c.csv"):
+        if r["outcome"] != "=":
+            p = predicted[tuple(sorted((r["a"], r["b"])))]
+            p_a = float(p["p_greater"]) if p["a"] == r["a"] else 1 - float(p["p_greater"])
+            agree.setdefault(int(p["version"]), []).append((p_a > 0.5) == (r["outcome"] == ">"))
+    assert status["agreement_n"] == sum(map(len, agree.values())) == 7
+    assert status["agreement"] == pytest.approx(sum(map(sum, agree.values())) / 7)
+    assert {h["version"]: h["agreement"] for h in status["history"]} == {}  # no swap: no history entries
+    assert session.agreement.per_version() == {v: pytest.approx(sum(oks) / len(oks)) for v, oks in agree.items()}
+    assert status["by_annotator"] == {"ann0": 6, "ann1": 4}  # k = 3 and 7 (ann1) taken back
+
+
 def test_the_rounds_schedule(tmp_path):
     """Round N after 20 x 2^(N-1) judgements; in between every --learn-every seconds once 10 new
     ones exist; after a failure, not before 10 more."""

@@ -145,7 +145,8 @@ class Learner:
         self.session.swap(live, suggested_pairs(self.session, folder, version))
         self.version, self.trained_on, self.last_round, self.last_time = version, n, folder, time.monotonic()
         self.failed_at = None
-        self.session.training = False
+        with self.session.mutex:
+            self.session.training = False
         print(f"relcomp annotate: model {version} (trained on {n:,} judgements) serves the page", flush=True)
 
     def report(self, message: str) -> None:

@@ -62,6 +62,9 @@ class Agreement:
     def __init__(self, path: Path, log: JudgementLog):
         self.path, self.log = path, log
         self.predicted: dict[tuple[str, str], tuple[str, int, float]] = {}
+        self.generation, self.seen = -1, 0  # how far the log's rows are scored
+        self.scored: list[tuple[int, bool]] = []
+        self.tally: dict[int, tuple[int, int]] = {}  # version: (agreed, scored)
         if path.exists():
             self.read()
         else:
@@ -81,23 +84,28 @@ class Agreement:
         self.predicted[pair_key(a, b)] = (a, model.version, p)
 
     def outcomes(self) -> list[tuple[int, bool]]:
-        """(version, the model agreed) for each judgement with a prediction, not a tie, in file order."""
-        out = []
-        for a, b, outcome, _ in self.log.rows:
+        """(version, the model agreed) for each judgement with a prediction, not a tie, in file
+        order. Kept as the log grows, so that the status after each judgement scores only the new
+        rows; scored anew when an undo rewrote the file."""
+        rows = self.log.rows
+        if self.log.generation != self.generation or len(rows) < self.seen:
+            self.generation, self.seen, self.scored, self.tally = self.log.generation, 0, [], {}
+        for a, b, outcome, _ in rows[self.seen:]:
             seen = self.predicted.get(pair_key(a, b))
-            if seen is None or outcome not in GREATER | LESS:
-                continue
-            first, version, p = seen
-            p_a = p if first == a else 1 - p   # P(this row's a > its b)
-            out.append((version, (p_a > 0.5) == (outcome in GREATER)))
-        return out
+            if seen is not None and outcome in GREATER | LESS:
+                first, version, p = seen
+                p_a = p if first == a else 1 - p   # P(this row's a > its b)
+                ok = (p_a > 0.5) == (outcome in GREATER)
+                self.scored.append((version, ok))
+                agreed, n = self.tally.get(version, (0, 0))
+                self.tally[version] = (agreed + ok, n + 1)
+        self.seen = len(rows)
+        return self.scored
 
     def recent(self) -> tuple[float | None, int]:
         last = self.outcomes()[-RECENT:]
         return (float(np.mean([ok for _, ok in last])) if last else None), len(last)
 
     def per_version(self) -> dict[int, float]:
-        by: dict[int, list[bool]] = {}
-        for version, ok in self.outcomes():
-            by.setdefault(version, []).append(ok)
-        return {v: float(np.mean(oks)) for v, oks in by.items()}
+        self.outcomes()
+        return {v: agreed / n for v, (agreed, n) in self.tally.items()}

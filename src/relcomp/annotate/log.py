@@ -88,12 +88,15 @@ class JudgementLog:
         if not self.path.parent.is_dir():
             raise DataError(f"{path}: no folder {self.path.parent} to write the comparisons file in")
         self.lock = FileLock(str(path) + ".lock")
+        self.generation = 0  # bumped each time the rows are read anew (an undo rewrote the file)
         with self.lock:
             self.columns = self.start()
         self.reset()
         self.sync()
 
     def reset(self) -> None:
+        self.generation += 1
+        self.annotators: dict[str, int] = {}
         self.rows: list[tuple[str, str, str, str]] = []  # (a, b, outcome as written, annotator), in file order
         self.pairs: dict[tuple[str, str], int] = {}
         self.offset = 0
@@ -134,17 +137,16 @@ class JudgementLog:
             row = parse_row(line, self.columns)
             if row is not None:
                 a, b = row["a"].strip(), row["b"].strip()
-                self.rows.append((a, b, row["outcome"].strip().lower(), row.get("annotator", "").strip()))
+                who = row.get("annotator", "").strip()
+                self.rows.append((a, b, row["outcome"].strip().lower(), who))
+                self.annotators[who] = self.annotators.get(who, 0) + 1
                 self.pairs[pair_key(a, b)] = self.pairs.get(pair_key(a, b), 0) + 1
 
     def count(self) -> int:
         return len(self.rows)
 
     def by_annotator(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for row in self.rows:
-            counts[row[3]] = counts.get(row[3], 0) + 1
-        return counts
+        return dict(self.annotators)
 
     def append_line(self, line: str) -> None:
         append_fsynced(self.path, line)

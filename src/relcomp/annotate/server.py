@@ -37,6 +37,7 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import ConfigError
+from .log import MAX_TEXT
 from .session import Session, status_of
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
@@ -160,8 +161,8 @@ def judgement(body: Any, session: Session) -> tuple[str, str, str, str]:
         raise Refused(400, "a and b must name two images of the folder")
     if outcome not in PAGE_OUTCOMES:
         raise Refused(400, "outcome must be one of > < =")
-    if len(annotator) > 100:
-        raise Refused(400, "annotator: at most 100 characters")
+    if len(annotator) > MAX_TEXT:
+        raise Refused(400, f"annotator: at most {MAX_TEXT} characters")
     return a, b, outcome, annotator
 
 

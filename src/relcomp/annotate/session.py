@@ -158,7 +158,7 @@ def status_of(session: Session) -> dict:
     with session.mutex:
         session.log.sync()
         m = session.model
-        recent, n = session.agreement.recent()
+        recent, n = session.agreement.recent()   # each scores only the rows new since the last call
         per_version = session.agreement.per_version()
         history = [dict(h, agreement=per_version.get(h["version"])) for h in session.history]
         return {"version": m.version if m else 0, "trained_on": m.trained_on if m else 0,
