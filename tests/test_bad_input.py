@@ -132,6 +132,14 @@ def test_a_user_runs_image_size_is_checked_too(run, tmp_path, digit):
         assert rc == 2 and message in one_line(err)
 
 
+@pytest.mark.mnist
+def test_a_huge_feature_dim_is_one_line_not_an_allocation(run, tmp_path, digit):
+    # found by the fuzz below: the model builder asked for 27 GB (once the OOM killer took the worker)
+    for value in (6_794_072_536, 0, -3):
+        rc, _, err = cli("predict", edited(run, tmp_path, setter("data.feature_dim", value)), digit)
+        assert rc == 2 and "feature_dim must be an integer from 1 to 65,536" in one_line(err), err
+
+
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=3), kids, max_size=3),
                     max_leaves=6)

@@ -136,12 +136,19 @@ def test_ranker_model():
 
 # --- end to end on real MNIST, tiny budgets ---------------------------------------------------
 
-def _train(tmp_path, data_dir, name, *args):
+# The ranker's order is asserted, so it gets a real budget; the other runs check options and
+# files alone, and a small budget exercises the same code.
+BUDGETS = {"real": ["--train-subset", "4000", "--test-subset", "1000", "--val-subset", "1000", "--val-pairs", "2000",
+                    "--samples", "3000", "--pairs", "5k"],
+           "small": ["--train-subset", "2000", "--test-subset", "500", "--val-subset", "300", "--val-pairs", "600",
+                     "--samples", "800", "--pairs", "2k"]}
+
+
+def _train(tmp_path, data_dir, name, *args, budget="small"):
     from relcomp.cli import main
 
     out = tmp_path / name
-    rc = main(["train", *args, "--train-subset", "4000", "--test-subset", "1000", "--val-subset", "1000", "--val-pairs", "2000",
-               "--samples", "3000", "--pairs", "5k", "--quiet", "--data-dir", str(data_dir), "--out", str(out)])
+    rc = main(["train", *args, *BUDGETS[budget], "--quiet", "--data-dir", str(data_dir), "--out", str(out)])
     assert rc == 0
     return out
 
@@ -151,7 +158,7 @@ def _train(tmp_path, data_dir, name, *args):
 def test_every_option_from_the_cli(tmp_path, data_dir, capsys):
     from relcomp.cli import main
 
-    ranker = _train(tmp_path, data_dir, "ranker", "ranker")
+    ranker = _train(tmp_path, data_dir, "ranker", "ranker", budget="real")
     ev = json.loads((ranker / "eval.json").read_text())
     # the score orders the digits after 3000 pairs (a constant or random score gives rho near 0)
     assert ev["relation"] == "gt" and ev["spearman_rho"] > 0.3 and ev["classification_accuracy"] is None

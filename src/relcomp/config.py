@@ -89,6 +89,7 @@ class TrainConfig:
         for check in (validate_noise, validate_backbone, validate_unlabeled):
             check(self)
         self.data.validate(cls.relational, self.relation)
+        self.data.check_feature_dim()
 
     @property
     def flip_rate(self) -> float:

@@ -25,9 +25,11 @@ class LazyPyplot:
 plt = LazyPyplot()
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def _save(fig, path: str | os.PathLike, crop: bool = True) -> None:
+    """``crop``: trim to what was drawn (bbox_inches="tight"), which draws the figure twice. The
+    per-run plots, a third of a smoke study's time, fit their canvas by a layout engine instead."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110, **({"bbox_inches": "tight"} if crop else {}))
     plt.close(fig)
 
 
@@ -55,7 +57,7 @@ def plot_curves(rows: Sequence[dict], path: str | os.PathLike, title: str = "") 
 def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
     """Confusion matrix with counts (rows: true digit, columns: predicted), as the paper's Figures 4-6."""
     k = cm.shape[0]
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), layout="tight")
     im = ax.imshow(cm, cmap="Blues")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_xticks(range(k))
@@ -68,14 +70,15 @@ def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "") -> 
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
                     color="white" if cm[i, j] > thresh else "black")
     acc = np.trace(cm) / max(cm.sum(), 1)
-    ax.set_title(f"{title}\naccuracy {acc:.2%}")
-    _save(fig, path)
+    ax.set_title(f"{title}\naccuracy {acc:.2%}", wrap=True)
+    _save(fig, path, crop=False)
 
 
 def plot_reliability(cal: dict, path: str | os.PathLike, title: str = "") -> None:
     """Reliability diagram: observed share against predicted probability per bin (bar width: the
     bin; the diagonal is perfect calibration), with the pairs per bin below."""
-    fig, (ax, axn) = plt.subplots(2, 1, figsize=(4.8, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, axn) = plt.subplots(2, 1, figsize=(4.8, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]},
+                                 layout="tight")
     bins = cal["bins"]
     lo = [b["lo"] for b in bins]
     width = [b["hi"] - b["lo"] for b in bins]
@@ -84,14 +87,13 @@ def plot_reliability(cal: dict, path: str | os.PathLike, title: str = "") -> Non
             label="bin mean prediction")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_ylabel("observed share" if cal["of"] == "P(z=1)" else "accuracy")
-    ax.set_title(f"{title}\nECE of {cal['of']} on {cal['n']:,} pairs: {cal['ece']:.4f}", fontsize=9)
+    ax.set_title(f"{title}\nECE of {cal['of']} on {cal['n']:,} pairs: {cal['ece']:.4f}", fontsize=9, wrap=True)
     ax.legend(fontsize=7, loc="upper left")
     axn.bar(lo, [b["n"] for b in bins], width=width, align="edge", edgecolor="k", color="C7")
     axn.set_yscale("log")
     axn.set_ylabel("pairs")
     axn.set_xlabel("predicted P(A > B)" if cal["of"] == "P(z=1)" else "predicted probability of the top outcome")
-    fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, crop=False)
 
 
 def plot_embeddings(panels: Sequence[dict], path: str | os.PathLike) -> None:

@@ -13,7 +13,12 @@ from typing import ClassVar, Protocol
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .pairs import Pairs
+
+# The widest feature vector a run may declare: wider than any backbone's, and a config.json that
+# says more would have the model builder ask for gigabytes before anything else fails.
+MAX_FEATURE_DIM = 65_536
 
 # How a run's frozen encoder embeds images: relcomp.backbones registers its encode_images here when
 # it is imported (relcomp's __init__ imports it), so that the data layer never imports the models'
@@ -162,6 +167,11 @@ class Inputs:
     features: str | None
     encoder: str | None
     feature_dim: int | None
+
+    def check_feature_dim(self) -> None:
+        d = self.feature_dim
+        if d is not None and (not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= MAX_FEATURE_DIM):
+            raise ConfigError(f"data: feature_dim must be an integer from 1 to {MAX_FEATURE_DIM:,}, got {d!r}")
 
     def input_shape(self) -> tuple[int, ...]:
         """(D,) for feature vectors, else (C, H, W)."""
