@@ -266,3 +266,7 @@ def test_few_smoke_profile_names_clusters_and_asks_about_their_order(data_dir, t
     assert not (Path(r["cells"]["60/balance/random"]["seeds"][0]) / "unlabeled.json").exists()
     rounds = [_judged(out / "pairs" / f"flip0.05-b60-s0-clusters-clusters-round{k}.csv") for k in (1, 2)]
     assert [len(x) for x in rounds] == [36, 60]
+    # steps of min(128, pairs) pairs: round 1 its round_steps (10), the last round its last_steps (15)
+    samples = [json.loads(next(out.rglob(f"*b60-s0-clusters-clusters-r{k}-*/config.json")).read_text())["samples"]
+               for k in (1, 2)]
+    assert samples == [10 * 36, 15 * 60]

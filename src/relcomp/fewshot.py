@@ -24,7 +24,8 @@ from .plots import plot_confusion
 from .run import load_config, load_run_model, run_files, run_title
 from .utils import resolve_device, resolve_precision, write_json_atomic
 
-__all__ = ["METHODS", "draw_shots", "fewshot_accuracy", "fewshot_eval", "fit_heads", "ordinal_accuracy"]
+__all__ = ["METHODS", "draw_shots", "fewshot_accuracy", "fewshot_eval", "fit_heads", "naming_accuracy",
+           "ordinal_accuracy"]
 
 def fit_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, steps: int = 300, lr: float = 1e-3,
               weight_decay: float = 1e-4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,17 +71,66 @@ def fewshot_accuracy(model: torch.nn.Module, train_images: np.ndarray, train_lab
             w, b = fit_heads(x, y, num_classes, steps=steps, lr=lr, seed=seed + k)
         with torch.no_grad():
             pred = (torch.einsum("ne,dek->dnk", eval_emb, w) + b).argmax(-1).cpu().numpy()
-        scored = np.ones(pred.shape, bool)
-        if same_pool:
-            np.put_along_axis(scored, idx, False, axis=1)
-            if not scored.any(1).all():
-                raise DataError(f"{k} shots per class use every labelled item; nothing is left to test on")
-        pred = np.where(scored, pred, -1)  # -1: this draw trained on that item
-        results[k] = (((pred == eval_labels[None]) & scored).sum(1) / scored.sum(1), pred)
+        results[k] = score_draws(pred, idx, eval_labels, same_pool, k)
     return results
 
 
-METHODS = ("linear", "anchors", "cutpoints")
+def score_draws(pred: np.ndarray, idx: np.ndarray, eval_labels: np.ndarray, same_pool: bool,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each draw's accuracy and predictions (draws, N); where the shots were drawn from the eval
+    items themselves, the items a draw learned from are not scored (-1)."""
+    scored = np.ones(pred.shape, bool)
+    if same_pool:
+        np.put_along_axis(scored, idx, False, axis=1)
+        if not scored.any(1).all():
+            raise DataError(f"{k} shots per class use every labelled item; nothing is left to test on")
+    pred = np.where(scored, pred, -1)  # -1: this draw trained on that item
+    return ((pred == eval_labels[None]) & scored).sum(1) / scored.sum(1), pred
+
+
+def naming_accuracy(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
+                    eval_images: np.ndarray, eval_labels: np.ndarray, shots: Sequence[int], draws: int = 10,
+                    seed: int = 0, num_classes: int = 10, precision: str = "fp32",
+                    same_pool: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """The model's own classes named by k labelled images per class, nothing trained: each class
+    takes, one to one, the label that makes the shots most likely (:func:`names_from_shots`). For
+    a model whose classes are groups with no names yet (``relcomp train weak --unlabeled clusters``
+    on few or no comparisons), where a head on 1 image per class would throw the groups away.
+
+    Raises:
+        ConfigError: a model that does not name classes."""
+    if not model.classifies:
+        raise ConfigError("--method names needs a model that names classes (supervised or weak)")
+    dev = next(model.parameters()).device
+    eval_pred = item_outputs(model, to_tensor(eval_images, dev), precision)[1].argmax(1).cpu().numpy()
+    results = {}
+    for k in shots:
+        idx = np.stack([draw_shots(train_labels, k, num_classes, seed=(seed, k, d)) for d in range(draws)])
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        out = item_outputs(model, to_tensor(train_images[uniq], dev), precision)[1]
+        logp = out.float().log_softmax(1).cpu().numpy()[inverse.reshape(idx.shape)]
+        names = np.stack([names_from_shots(logp[d], train_labels[idx[d]], num_classes) for d in range(draws)])
+        pred = np.take_along_axis(names, np.broadcast_to(eval_pred, (draws, len(eval_pred))), axis=1)
+        results[k] = score_draws(pred, idx, eval_labels, same_pool, k)
+    return results
+
+
+def names_from_shots(logp: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """names[c]: the label of the model's class c, one to one, that makes the labelled shots most
+    likely: the sum over the shots of log p(shot in the class named its label) is maximised
+    (Hungarian). With hard counts an ambiguous shot (a 4 the model puts in the 9s with p = 0.6)
+    ties with the clean 9 and may swap the two names; its log-probabilities do not."""
+    from scipy.optimize import linear_sum_assignment
+
+    gain = np.zeros((num_classes, num_classes))
+    np.add.at(gain.T, labels, logp)      # gain[c, y]: sum of log p(c) over the shots labelled y
+    rows, cols = linear_sum_assignment(-gain)
+    names = np.arange(num_classes)
+    names[rows] = cols
+    return names
+
+
+METHODS = ("linear", "names", "anchors", "cutpoints")
 
 
 def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarray, train_labels: np.ndarray,
@@ -162,6 +212,10 @@ def fewshot_eval(run_dir: str | os.PathLike, shots: Sequence[int] = (1, 3), draw
         per_k = {(k, None): v for k, v in fewshot_accuracy(
             model, pool.train_x, pool.train_y, pool.test_x, pool.test_y, shots, draws, seed, k_cls, precision, steps,
             lr, same_pool=pool.same_pool).items()}
+    elif method == "names":
+        per_k = {(k, None): v for k, v in naming_accuracy(
+            model, pool.train_x, pool.train_y, pool.test_x, pool.test_y, shots, draws, seed, k_cls, precision,
+            same_pool=pool.same_pool).items()}
     elif pool.same_pool:
         raise ConfigError(f"--method {method} is for MNIST runs")
     else:

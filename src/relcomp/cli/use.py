@@ -26,12 +26,14 @@ def add_fewshot_parser(sub) -> None:
     fs = subcommand(sub, "fewshot", "few-shot classification on a run's frozen backbone",
               "Classify with k labelled train images per class, drawn at random --draws times; print mean, std, min, "
               "max of the test accuracy over draws. The paper's method (--method linear) freezes the backbone and "
-              "trains a fresh Linear(128, K) head; see --method for the two ordinal alternatives.")
+              "trains a fresh Linear(128, K) head; see --method for the alternatives.")
     fs.add_argument("run_dir", metavar="RUN_DIR")
     fs.add_argument("--shots", type=int_list(0), default=[1, 3],
                     help="comma-separated k values (0 allowed with --method cutpoints: no labels, known K)")
     fs.add_argument("--method", choices=METHODS, default=None,
-                    help="linear: a Linear(128, K) head on the frozen backbone (the paper; the default). anchors: no "
+                    help="linear: a Linear(128, K) head on the frozen backbone (the paper; the default). names: no "
+                    "head, the model's own classes named by the shots, one to one (a weak run on --unlabeled clusters "
+                    "with few or no comparisons: 1 label per class names its groups). anchors: no "
                     "head, compare each image with k labelled anchors per class through the relation head. cutpoints "
                     "(the ranker's default): K-1 thresholds on the score; k = 0 by 1-D k-means or equal quantiles")
     fs.add_argument("--draws", type=int, default=10, help="random draws of the k images per class")

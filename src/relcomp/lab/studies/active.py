@@ -96,17 +96,20 @@ class ActiveStudy:
                            data=source)
 
     def train_round(self, tag: str, pairs: Path, seed: int, unlabeled: str, first: bool,
-                    init_from: str | None) -> str:
-        cfg = self.config(pairs, seed, unlabeled, self.samples(first, len(read_judged(pairs))), init_from)
+                    init_from: str | None, last: bool = False) -> str:
+        cfg = self.config(pairs, seed, unlabeled, self.samples(first, len(read_judged(pairs)), last), init_from)
         folder, _ = self.h.train(cfg, tag, note=f" ({len(read_judged(pairs)):,} pairs)")
         return str(folder)
 
-    def samples(self, first: bool, n_pairs: int) -> str:
+    def samples(self, first: bool, n_pairs: int, last: bool = False) -> str:
         """Pairs seen by a round: the profile's ``first_samples`` / ``round_samples``, or with
         ``first_steps`` / ``round_steps`` that many steps of min(batch, pairs) pairs (a round on 20
-        pairs takes as many steps as one on 200; the images nobody compared fill every step)."""
+        pairs takes as many steps as one on 200; the images nobody compared fill every step).
+        ``last_steps``, where given, is the length of the last round: the one whose model is
+        measured, while the earlier rounds only choose the next questions."""
         t = self.prof["train"]
-        steps = t.get("first_steps" if first else "round_steps")
+        key = "last_steps" if last and "last_steps" in t else "first_steps" if first else "round_steps"
+        steps = t.get(key)
         if steps is None:
             return str(t["first_samples" if first else "round_samples"])
         return str(int(steps) * min(model_class("weak").batch_size, n_pairs))
@@ -143,7 +146,7 @@ class ActiveStudy:
             path = self.out / "pairs" / f"{self.tag}b{budget}-s{seed}-{unlabeled}-{strategy}-round{k}.csv"
             judged = self.next_pairs(run, judged, path, n, strategy, seed=1000 * seed + k)
             run = self.train_round(f"{self.tag}b{budget}-s{seed}-{unlabeled}-{strategy}-r{k}", judged, seed, unlabeled,
-                                   first=False, init_from=run)
+                                   first=False, init_from=run, last=k == len(sched) - 1)
         return self.measure(run, len(read_judged(judged)))
 
     def measure(self, run: str, n_judged: int) -> dict[str, Any]:
@@ -250,7 +253,7 @@ def figures(res: dict, fig_dir: Path) -> dict[str, str]:
                 name = f"{strat}, {ARMS[u]}".replace("pairs only", "without unlabeled")
                 series[name] = (budgets, [c["mean"] for c in cs], [c["std"] for c in cs])
         panels.append({"title": title, "xlabel": "comparisons judged", "ylabel": "accuracy (%)", "logx": True,
-                       "series": series})
+                       "xticks": budgets, "series": series})
     Path(fig_dir).mkdir(parents=True, exist_ok=True)
     name = s.get("figure", "active.png")
     plot_lines(panels, Path(fig_dir) / name)
@@ -272,7 +275,7 @@ def intro(res: dict) -> str:
     return (f"{cmd}relcomp {res.get('relcomp', '?')}. Machine: {m['cpu']}, {m['cores']} cores{', GPU ' + m['gpu'] if m['gpu'] else ''}; torch {m['torch']}. "
             f"Seeds {s['seeds']}; rounds judge {s['schedule']} of each budget (the first share at random); "
             f"round 0 trains {rounds_text(t, True)}, each later round {rounds_text(t, False)} from the "
-            f"previous round's weights; unlabeled batch {t.get('unlabeled_batch', 64)}, augment "
+            f"previous round's weights{last_text(t)}; unlabeled batch {t.get('unlabeled_batch', 64)}, augment "
             f"{t.get('augment', 'off')}; annotator flip rate {s['flip_rate']:g}. {res['n_runs']} training runs; "
             f"wall time {res['wall_time_s']:.0f} s ({res['train_time_s_total']:.0f} s of training, including runs "
             "reused from an earlier invocation).")
@@ -283,6 +286,10 @@ def rounds_text(t: dict, first: bool) -> str:
     if f"{key}_steps" in t:
         return f"{t[key + '_steps']} steps"
     return f"on {t[key + '_samples']}" + (" pairs seen" if first else "")
+
+
+def last_text(t: dict) -> str:
+    return f" (the last, whose model is measured, {t['last_steps']} steps)" if "last_steps" in t else ""
 
 
 TITLE = "Test classification / relational accuracy (%), mean ± std over seeds; ◆: the setting chosen on val"
