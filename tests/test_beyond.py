@@ -175,12 +175,19 @@ def test_every_option_from_the_cli(tmp_path, data_dir, capsys):
         ev = json.loads((run / "eval.json").read_text())
         cm = np.array(ev["confusion_matrix"])  # same: classes matched to labels one-to-one first
         assert ev["relation"] == relation and ev["classification_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    # 1 label per class names the classes that `same` found up to a permutation: never better than
+    # the best one-to-one matching on the test images themselves
+    assert main(["fewshot", str(run), "--method", "names", "--shots", "1", "--draws", "2", "--json"]) == 0
+    named = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert named["method"] == "names" and 0 < named["shots"]["1"]["mean"] <= ev["classification_accuracy"] + 1e-9
     siam = _train(tmp_path, data_dir, "siam-noisy", "siamese", "--flip-rate", "0.2", "--noise-correction", "given")
     cfg = json.loads((siam / "config.json").read_text())
     assert cfg["data"]["flip_rate"] == 0.2 and cfg["noise_correction"] == "given"
     assert all(row["noise_rate"] == 0.2 for row in map(json.loads, (siam / "metrics.jsonl").read_text().splitlines()))
     assert main(["fewshot", str(siam), "--method", "anchors", "--shots", "1", "--draws", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["method"] == "anchors"
+    assert main(["fewshot", str(siam), "--method", "names"]) == 2
+    assert "--method names needs a model that names classes" in capsys.readouterr().err
     est = _train(tmp_path, data_dir, "weak-est", "weak", "--flip-rate", "0.1", "--noise-correction", "estimate")
     rows = [json.loads(x) for x in (est / "metrics.jsonl").read_text().splitlines()]
     assert 0 < rows[-1]["noise_rate"] <= 0.45
