@@ -111,6 +111,12 @@ def test_annotation_round_on_mnist(mnist, data_dir, tmp_path, capsys):
     first = json.loads((r2 / "metrics.jsonl").read_text().splitlines()[0])
     # started from round 1's weights: its first evaluation is at least as good as round 1 began
     assert first["val_rel_acc"] > 0.7, first
+    # round 1 learned from the file before the oracle's answers were added: it is not resumed (or
+    # reused by a study, whose run names hash the file's name, not what it holds) on the new one
+    capsys.readouterr()
+    assert main(["train", "--resume", str(r1)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "comparisons changed since this run started" in err and len(err.splitlines()) == 1, err
 
 
 @pytest.mark.mnist

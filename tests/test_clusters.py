@@ -111,19 +111,21 @@ def test_the_cluster_questions_check_the_order_and_re_ask_a_contradiction():
     probs[np.arange(120), pred] = 0.94 - rng.random(120) * 0.1
     none = Pairs(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.uint8))
     need = order_needs(pred, none, 4)
-    assert need[0, 1] == need[1, 2] == need[2, 3] == 2 and need[0, 2] == need[1, 3] == need[0, 3] == 1
+    assert need[0, 1] == need[1, 2] == need[2, 3] == 3 and need[0, 2] == need[1, 3] == 2 and need[0, 3] == 1
     a, b, score = cluster_questions(probs, none, 50, seed=0)
-    assert len(a) == 9 and (score > 1).all() and (np.diff(score) < 0).all()  # 6 pairs once, 3 adjacent twice
+    assert len(a) == 14 and (score > 1).all() and (np.diff(score) < 0).all()
     classes = [(min(x, y), max(x, y)) for x, y in zip(pred[a], pred[b], strict=True)]
-    assert classes == [(0, 1), (1, 2), (2, 3), (0, 2), (1, 3), (0, 3), (0, 1), (1, 2), (2, 3)]
-    assert len({(x, y) for x, y in zip(a, b, strict=True)}) == 9   # other images when re-asked
-    # an answer that puts class 0 above class 3 contradicts the order: that pair is asked again,
-    # and an adjacent pair that two answers confirm is not
-    i = np.array([0, 30, 31], np.int32)     # class 0, class 1, class 1
-    j = np.array([90, 0, 1], np.int32)      # class 3, class 0, class 0
-    judged = Pairs(i, j, np.array([1, 1, 1], np.uint8))
+    assert classes == [(0, 1), (1, 2), (2, 3), (0, 2), (1, 3), (0, 3),   # every pair once, the closest first,
+                       (0, 1), (1, 2), (2, 3), (0, 2), (1, 3),           # then those that need more
+                       (0, 1), (1, 2), (2, 3)]
+    assert len({(x, y) for x, y in zip(a, b, strict=True)}) == 14   # other images when re-asked
+    # an answer that puts class 0 above class 3 contradicts the order: that pair needs two more,
+    # and an adjacent pair that three answers confirm needs none
+    i = np.array([0, 30, 31, 32], np.int32)     # class 0, class 1 (three times)
+    j = np.array([90, 0, 1, 2], np.int32)       # class 3, class 0 (three times)
+    judged = Pairs(i, j, np.array([1, 1, 1, 1], np.uint8))
     need = order_needs(pred, judged, 4)
-    assert need[0, 3] == 1 and need[0, 1] == 0
+    assert need[0, 3] == 2 and need[0, 1] == 0
     a, b, _ = cluster_questions(probs, judged, 50, seed=0)
     asked = {(min(x, y), max(x, y)) for x, y in zip(pred[a], pred[b], strict=True)}
     assert (0, 3) in asked and (0, 1) not in asked

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ConfigError
 from ..schema import check_fields, short
-from ..utils import parse_count
+from ..utils import parse_count, sha256_file
 from .comparisons import CONTRADICTIONS, load_comparisons, load_labels
 from .features import load_features, mnist_features
 from .images import ImageSet, load_images
@@ -121,7 +121,7 @@ class MnistSource(Inputs):
             val_pairs = flip_outcomes(val_pairs, self.flip_rate, self.pair_seed + 8, relation)
         return Data(to_tensor(train.images, device), torch.from_numpy(train.labels).to(device),
                     to_tensor(val.images, device), torch.from_numpy(val.labels).to(device), train_pairs, val_pairs,
-                    unlabeled=untouched(len(train.labels), train_pairs, device))
+                    unlabeled=untouched(len(train.labels), train_pairs, device), fingerprint=file_hashes(self))
 
     def judged(self, train: Split | None = None, relation: str = "ge") -> Pairs:
         """The train pairs of a comparisons file whose items are train-split indices ("0" ... "49999"),
@@ -273,6 +273,16 @@ class UserSource(Inputs):
 
 
 SOURCES: dict[str, type] = {"mnist": MnistSource, "user": UserSource}
+
+
+def file_hashes(src: MnistSource) -> dict[str, str] | None:
+    """The SHA-256 of the comparisons and features files an MNIST run reads (None: it reads none), so
+    that a run resumed or reused on a file that has changed since says so (a study's comparisons
+    written again after a change to ``suggest``)."""
+    found = {"comparisons": sha256_file(src.pairs)} if src.pairs_file else {}
+    if src.features:
+        found["features"] = sha256_file(src.features)
+    return found or None
 
 
 def split_pairs(src: MnistSource, mnist: MNIST, split: Split, name: str, n: int, subset: int | None,

@@ -56,7 +56,7 @@ class Data:
     val_y: torch.Tensor
     train_pairs: Pairs | None         # None: the model learns from the labels train_y
     val_pairs: Pairs | None
-    fingerprint: dict | None = None   # user data: hashes of the inputs, checked on resume
+    fingerprint: dict | None = None   # hashes of the input files (None: none read), checked on resume
     report: dict | None = None        # user data: the validation report
     unlabeled: torch.Tensor | None = None  # rows of train_x for the class-balance term (MNIST: those no
     #                                         train pair touches; your data: every image)
