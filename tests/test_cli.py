@@ -38,6 +38,8 @@ def test_help_explains_every_command(capsys):
     (["train"], "name a model"),
     (["train", "siamese", "--loss", "paper-code", "--samples", "10"], "does not apply to the siamese model"),
     (["reproduce", "--profile", "nope"], "unknown profile"),
+    (["reproduce", "--profile", "smoke", "--jobs", "0"], "--jobs must be a whole number >= 1"),
+    (["reproduce", "--profile", "smoke", "--threads", "-1"], "--threads must be a whole number >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle, capsys):
     assert main(args) == 2

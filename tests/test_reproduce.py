@@ -1,6 +1,10 @@
 """The reproduction on the smoke profile, end to end on real MNIST, and its cache."""
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +115,32 @@ def test_rerun_reuses_finished_runs(smoke, data_dir):
     assert {p: p.stat().st_mtime_ns for p in sorted(out.glob("runs/*/ckpt/*.safetensors"))} == before
     assert again["tables"] == first["tables"]
     assert time.perf_counter() - t < first["wall_time_s"]
+
+
+def test_device_script_runs_the_study_two_at_once_with_the_same_numbers(smoke, data_dir, tmp_path):
+    """`scripts/device-paper.sh` end to end on a CPU with the smoke profile and two jobs (#29): the
+    results file, the reports, the figures and a log come back under $OUT, the runs were trained two
+    at once, and every cell equals the sequential run's (the module's fixture, one job)."""
+    _, sequential = smoke
+    out = tmp_path / "out"
+    import torch
+
+    # the threads of the fixture's runs: a CPU's float sums move in the last digits with the thread count
+    env = {**os.environ, "PROFILE": "smoke", "JOBS": "2", "DEVICE": "cpu", "OUT": str(out), "WORK": str(tmp_path / "work"),
+           "PYTHON": sys.executable, "DATA_DIR": str(data_dir), "THREADS": str(torch.get_num_threads())}
+    script = Path(__file__).resolve().parents[1] / "scripts" / "device-paper.sh"
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    parallel = json.loads((out / "smoke-results.json").read_text())
+    assert parallel["jobs"] == 2 and sequential["jobs"] == 1
+    assert parallel["tables"] == json.loads(json.dumps(sequential["tables"]))
+    assert parallel["ordinal"] == json.loads(json.dumps(sequential["ordinal"]))
+    for key, run in sequential["runs"].items():
+        assert parallel["runs"][key]["eval"] == json.loads(json.dumps(run["eval"])), key
+    assert {"smoke-report.md", "smoke-report.html", "smoke-figures", "device-smoke.log"} <= {p.name for p in out.iterdir()}
+    log = (out / "device-smoke.log").read_text()
+    assert "10 runs trained, 2 at once" in log and "reproduce ended with status 0" in log
+    assert len(list((out / "smoke-metrics").glob("*.jsonl"))) == 10
 
 
 def test_beyond_smoke_profile_end_to_end(data_dir, tmp_path):

@@ -268,11 +268,11 @@ class BatchOrder:
         batch size."""
         plan = self.plan
         epoch, offset = divmod(samples, plan.n)
-        if epoch != self.epoch:
-            self.epoch, self.perm = epoch, epoch_order(self.seed, epoch, plan.n)
+        if epoch != self.epoch:  # one copy to the device an epoch, not one a step
+            self.epoch, self.perm = epoch, epoch_order(self.seed, epoch, plan.n).to(self.device)
         next_eval = (samples // plan.eval_every + 1) * plan.eval_every
         take = min(plan.batch, plan.n - offset, plan.total - samples, next_eval - samples)
-        return local_slice(self.perm[offset:offset + take], self.info).to(self.device), take
+        return local_slice(self.perm[offset:offset + take], self.info), take
 
 
 def estimated_noise(val_rel_acc: float) -> float:

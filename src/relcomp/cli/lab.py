@@ -25,7 +25,7 @@ from .common import (
 def add_reproduce_parser(sub) -> None:
     p = subcommand(sub, "reproduce", "rerun the paper's whole study (or another profile); write tables, figures, a report",
              "Train every model of the paper (supervised; Siamese and weak at each pair-set size; the weak model with "
-             "the paper's original loss and with the correct one), evaluate on the test split, run few-shot transfer "
+             "the paper's original loss and with relcomp's default, symmetric), evaluate on the test split, run few-shot transfer "
              "and the ordinal analysis, and write results.json, report.md, report.html and figures/. Finished runs "
              "whose config matches are reused; interrupted ones continue.")
     p.add_argument("--profile", default="quick", help=f"named profile ({', '.join(profile_names())}) or a .toml file")
@@ -38,6 +38,13 @@ def add_reproduce_parser(sub) -> None:
     p.add_argument("--draws", type=int, default=None, help="override: few-shot draws")
     p.add_argument("--flip-rate", type=float, default=None,
                    help="override (active profiles): share of the simulated annotator's answers flipped")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train up to N of the study's independent runs at once, each in its own process: on CUDA "
+                        "they share the GPU, on a CPU they share the cores out; the same numbers for any N "
+                        "(default: 1; the paper's study uses it, the others train in turn)")
+    p.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="CPU threads of each run (default: the cores shared out among the jobs); on a CPU the "
+                        "thread count moves float sums in the last digits, so compare runs at equal T")
     add_device(p)
     add_data_dir(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -85,7 +92,7 @@ def cmd_reproduce(args) -> int:
     if args.flip_rate is not None:
         overrides["flip_rate"] = args.flip_rate
     results = reproduce(args.profile, args.out, args.seeds, args.device, args.data_dir, overrides,
-                        progress=not args.quiet)
+                        progress=not args.quiet, jobs=args.jobs, threads=args.threads)
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{results['profile']}"
     print(results["console"] if "console" in results else format_console(results))
     print(f"\n{time_text(results)}\nreport: {out / 'report.html'} (and report.md, results.json)")

@@ -5,7 +5,8 @@ A study's run lives in ``<out>/runs/<tag>-<hash>``, where the hash covers every 
 changes what is learned (:meth:`relcomp.TrainConfig.digest`): a rerun reuses finished runs and
 continues interrupted ones, and two studies (or two cells of one) that need the same run share it.
 Evaluations and few-shot results are cached in the run folder while they are newer than its best
-weights.
+weights. With ``jobs`` > 1 a study's independent runs are trained ahead of its loop, that many at
+once (:meth:`Harness.prefetch`, :mod:`relcomp.lab.parallel`); the loop then reuses them.
 """
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ from ..evaluate import write_evaluation
 from ..fewshot import write_fewshot
 from ..run import cached_result, run_files
 from .common import log
+from .parallel import train_all
+
+
+def train_in_worker(cfg, folder: str) -> dict[str, Any]:
+    """One run of :meth:`Harness.prefetch`, trained (or resumed, or reused) in a worker process."""
+    return train(cfg, folder, resume=True)
 
 
 @dataclass
@@ -33,8 +40,9 @@ class Run:
 class Harness:
     """The runs of one study invocation, under ``out``, on ``device``."""
 
-    def __init__(self, out: str | Path, device: str = "auto", progress: bool = True):
-        self.out, self.device, self.progress = Path(out), device, progress
+    def __init__(self, out: str | Path, device: str = "auto", progress: bool = True, jobs: int = 1,
+                 threads: int | None = None):
+        self.out, self.device, self.progress, self.jobs, self.threads = Path(out), device, progress, jobs, threads
         self.train_times: dict[str, float] = {}  # folder -> training seconds; a run shared by cells counts once
 
     def folder(self, tag: str, cfg) -> Path:
@@ -48,6 +56,15 @@ class Harness:
         summary = train(cfg, folder, resume=True)
         self.train_times[str(folder)] = summary["train_time_s"]
         return folder, summary
+
+    def prefetch(self, runs: list[tuple[Any, str]]) -> None:
+        """Train these runs (config, tag), which do not depend on each other, ``jobs`` at once before
+        the study's loop comes to them. With one job, nothing: the loop trains each in turn."""
+        if self.jobs > 1 and len(runs) > 1:
+            log(f"training {len(runs)} runs, {self.jobs} at once")
+            train_all(train_in_worker,
+                      [(dataclasses.replace(cfg, progress=False), self.folder(tag, cfg), tag) for cfg, tag in runs],
+                      self.jobs, self.progress, self.threads)
 
     def evaluate(self, folder: str | Path) -> dict[str, Any]:
         """The run's test evaluation: its ``eval.json`` while newer than its weights, else computed

@@ -64,15 +64,18 @@ def load_profile(name: str) -> dict[str, Any]:
 def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seeds: int | None = None,
               device: str = "auto",
               data_dir: str | None = None, overrides: dict[str, Any] | None = None,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, jobs: int = 1, threads: int | None = None) -> dict[str, Any]:
     """Run the study of ``profile`` (a name or a .toml file) into ``out`` (default
     ``runs/reproduce-<profile>``); return the content of its ``results.json``.
 
     ``seeds``: train every model with seeds 0 .. seeds - 1 (default: the profile's seeds, or 1).
     ``overrides``: ``{"section.key": value}`` or ``{"key": value}`` for a top-level key.
+    ``jobs``: train up to this many of the study's independent runs at once, each in its own
+    process (:mod:`relcomp.lab.parallel`); the numbers are the same for any value at the same
+    ``threads``, the CPU threads of each run (default: this process's, shared out among the jobs).
 
     Raises:
-        ConfigError: an unknown profile, a bad override or seeds < 1.
+        ConfigError: an unknown profile, a bad override, or seeds, jobs or threads < 1.
     """
     prof = load_profile(profile)
     for dotted, value in (overrides or {}).items():
@@ -83,6 +86,14 @@ def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seed
             prof[dotted] = value
     if seeds is not None and seeds < 1:
         raise ConfigError("--seeds must be >= 1")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs must be a whole number >= 1, not {jobs!r}")
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"--threads must be a whole number >= 1, not {threads!r}")
+        import torch
+
+        torch.set_num_threads(threads)  # the sequential path's runs, and evaluation
     if "flip_rate" in prof and prof.get("kind") != "active":
         raise ConfigError("--flip-rate applies to the annotation-rounds profiles (active-quick, active-smoke)")
     out = Path(out) if out else Path("runs") / f"reproduce-{prof['name']}"
@@ -90,4 +101,4 @@ def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seed
     fetch_mnist(data_dir)  # says where MNIST came from and that it was verified
     if seeds is not None:
         prof["seeds"] = list(range(seeds))
-    return STUDIES[prof["kind"]].run(prof, Harness(out, device, progress), data_dir)
+    return STUDIES[prof["kind"]].run(prof, Harness(out, device, progress, jobs, threads), data_dir)

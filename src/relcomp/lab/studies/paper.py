@@ -118,6 +118,7 @@ def run(prof: dict[str, Any], h: Harness, data_dir: str | None = None) -> dict[s
     specs = plan(prof, list(range(seeds)), h.device, data_dir)
     shots = list(prof["fewshot"]["shots"])
     log(f"profile {prof['name']}: {len(specs)} training runs into {out}")
+    h.prefetch([(spec.cfg, f"{spec.key}-s{spec.seed}") for spec in specs])
     runs = {f"{spec.key}/s{spec.seed}": train_and_evaluate(spec, h, prof) for spec in specs}
     log("ordinal analysis (PC1, Spearman rho) and t-SNE of the test embeddings")
     ordinal, panels = ordinal_analysis(prof, specs, runs, h.device, data_dir)
@@ -129,7 +130,7 @@ def run(prof: dict[str, Any], h: Harness, data_dir: str | None = None) -> dict[s
                     "relational_samples": parse_count(prof["relational"]["samples"]), "sizes": sizes,
                     "fewshot_shots": shots, "fewshot_draws": int(prof["fewshot"]["draws"]), "data": prof["data"],
                     "weak_losses": list(prof["weak"]["losses"])},
-        "seeds": list(range(seeds)), "ordinal": ordinal, "runs": runs, "machine": machine_info(),
+        "seeds": list(range(seeds)), "ordinal": ordinal, "runs": runs, "machine": machine_info(), "jobs": h.jobs,
         # Training time of every run, whether trained now or earlier and reused from the cache.
         "train_time_s_total": round(sum(r["train"]["train_time_s"] for r in runs.values()), 1),
     })
