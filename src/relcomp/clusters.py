@@ -5,8 +5,8 @@ which group is which. Two steps:
 
 - :func:`find_clusters`: the flattened inputs (images or feature vectors) reduced to 50
   principal components, a UMAP of those to K dimensions with ``min_dist`` 0, then a Gaussian
-  mixture with K components (after N2D, McConville et al., ICPR 2020, with PCA in place of its
-  autoencoder). On MNIST's 50k training images: 97.3% of them in the right group after matching
+  mixture with K components, the most likely of :data:`GMM_INITS` starts (after N2D, McConville et
+  al., ICPR 2020, with PCA in place of its autoencoder). On MNIST's 50k training images: 97.3% of them in the right group after matching
   (94.4% without the PCA), in about 4 minutes on one core; :func:`cached_clusters` keeps the
   result under ``<data dir>/clusters``, keyed by the exact inputs, K and the seed.
 - :func:`name_clusters`: the order of the K groups that agrees with the most comparisons
@@ -26,7 +26,8 @@ import numpy as np
 
 from .utils import atomic_path, default_data_dir
 
-VERSION = "pca50-umap-gmm/1"   # part of the cache key: change it when the method changes
+VERSION = "pca50-umap-gmm/2"   # part of the cache key: change it when the method changes
+GMM_INITS = 10           # mixtures fitted from different starts; the most likely is kept
 NEIGHBOURS = 20          # UMAP's n_neighbors
 COMPONENTS = 50          # principal components kept before the UMAP
 EXACT_MAX = 12           # up to this many groups the order is found exactly (2^K K steps)
@@ -59,7 +60,11 @@ def find_clusters(x: np.ndarray, k: int, seed: int = 0) -> Clusters:
         warnings.simplefilter("ignore")
         z = umap.UMAP(n_neighbors=min(NEIGHBOURS, len(flat) - 1), min_dist=0.0, n_components=dims,
                       random_state=seed).fit_transform(flat)
-        gmm = GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=1e-4).fit(z)
+        # One start can settle with two digits in one component and another digit split in two (4 and 9
+        # merged, the 1s split: 82.9% and 90.6% of MNIST's training images grouped right, seeds 0 and 1);
+        # the most likely of ten starts was the 97.2% grouping in every seed tried (likelihood alone
+        # chooses: no label is read).
+        gmm = GaussianMixture(k, covariance_type="full", random_state=seed, reg_covar=1e-4, n_init=GMM_INITS).fit(z)
     post = gmm.predict_proba(z)
     return Clusters(post.argmax(1).astype(np.int64), post.max(1).astype(np.float32), k)
 
