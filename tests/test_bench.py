@@ -8,16 +8,9 @@ from conftest import mnist_cfg
 from relcomp.data import make_pairs
 from relcomp.data.splits import Data, to_tensor
 from relcomp.engine import train
-from relcomp.lab.bench import (
-    TARGETS,
-    AmaxPool2,
-    bench_pair_store,
-    flops_per_pair,
-    naive_loss,
-    nominal_peak,
-    run_bench,
-)
+from relcomp.lab.bench import TARGETS, bench_pair_store, nominal_peak, run_bench
 from relcomp.lab.bench_report import format_bench
+from relcomp.lab.throughput import AmaxPool2, flops_per_pair, median_and_spread, naive_loss
 from relcomp.losses import get_loss
 from relcomp.models import build_model
 
@@ -77,8 +70,11 @@ def test_quick_bench_targets_are_computed_from_the_measurements(data_dir):
     for kind in ("siamese", "weak"):
         v = r["pairs_per_s"][kind]
         assert r["speedup_vs_naive"][kind] == round(v["fast"] / v["naive"], 2)
-        peak = r["matmul_gflops_bf16"] if r["precision"] == "bf16" else r["matmul_gflops_fp32"]
-        assert r["mfu"][kind] == round(r["model_gflops"][kind] / peak, 3)
+        # of the matmul peak measured right before the model's paths
+        assert r["mfu"][kind] == round(r["model_gflops"][kind] / r["peak_gflops_before"][kind], 3)
+        # the median of the windows, and their spread, for every path
+        assert set(r["pairs_per_s_spread"][kind]) >= {k for k, x in v.items() if x is not None}
+        assert all(x >= 0 for x in r["pairs_per_s_spread"][kind].values())
     t = r["targets"]
     assert set(t) == set(TARGETS)
     assert t["speedup_vs_naive"]["measured"] == min(r["speedup_vs_naive"].values())
@@ -96,7 +92,13 @@ def test_quick_bench_targets_are_computed_from_the_measurements(data_dir):
     assert t["mfu"]["measured"] == min(r["mfu"].values())  # both targets judged on the same (worse) model
     if r["precision"] == "bf16":  # the naive path in bf16 too: layout and precision measured apart
         assert all(v["naive_bf16"] > 0 for v in r["pairs_per_s"].values())
+    assert r["windows"] == 2 and set(r["load_avg"]) == {"cores", "before", "after"}
+    assert "spread of the 2 windows" in text and "load average" in text
     json.dumps(r)  # --json must be serialisable
+
+
+def test_a_path_is_its_windows_median_and_their_spread():
+    assert median_and_spread([100.0, 90.0, 120.0, 95.0, 110.0]) == (100.0, 0.3)
 
 
 def test_nominal_peak_is_cores_times_clock_times_flop_per_cycle():

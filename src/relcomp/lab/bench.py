@@ -1,14 +1,14 @@
 """``relcomp bench``: measured speed and size figures, never assumed ones.
 
 Measures, in one process on this machine: the matrix peak (fp32 and bf16 matmul), training
-throughput of the relational models on a *naive* path written as the paper's original code
-(materialised image pairs, a per-item Dataset with float conversion, a DataLoader, fp32, two
-backbone calls) and on relcomp's fast path, the model FLOP utilisation, the pair store's size,
-and time-to-accuracy of real training runs.
+throughput of the relational models on a *naive* path written as the paper's original code and on
+relcomp's fast path (:mod:`relcomp.lab.throughput`: the paths, timed in interleaved windows), the
+model FLOP utilisation, the pair store's size, and time-to-accuracy of real training runs.
 """
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -16,27 +16,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..callbacks import StopWhen
-from ..config import TrainConfig, resolve
+from ..config import TrainConfig
 from ..data.mnist import load_mnist
 from ..data.pairs import load_pairs, make_pairs, save_pairs
 from ..data.sources import MnistSource
-from ..data.splits import Data, to_tensor
-from ..distributed import DistInfo
 from ..engine import train
 from ..fewshot import fewshot_accuracy
-from ..losses import get_loss
-from ..models import MODELS, build_model
-from ..trainer import Plan, Trainer, TrainState
+from ..models import MODELS
 from ..utils import resolve_precision
+from .throughput import ABLATIONS, WINDOWS, flops_per_pair, median_and_spread, time_paths
 
-# The loss every path of the bench computes, so that the naive and the fast path do the same
-# arithmetic (the weak model's default, symmetric, differs only in a K-sized sum per pair).
-BENCH_LOSS = "unconditional"
 TARGETS = {"speedup_vs_naive": 3.0, "mfu": 0.5, "pair_store_bytes_5m": 64_000_000, "time_to_98_weak_s": 120.0,
            "unlabeled_slowdown": 1.5, "suggest_1000_s": 15.0}
 
@@ -99,106 +90,7 @@ def nominal_peak(cores: int | None = None, facts: dict[str, Any] | None = None) 
 
 
 # ---------------------------------------------------------------------------------------------
-# The naive path, as the paper's original code: image pairs materialised, converted per item.
-
-class NaivePairDataset(Dataset):
-    """Materialised uint8 image pairs; each item converted to float on access."""
-
-    def __init__(self, images: np.ndarray, i: np.ndarray, j: np.ndarray, z: np.ndarray):
-        self.a, self.b, self.z = images[i], images[j], z  # copies of the images, as the original
-
-    def __len__(self) -> int:
-        return len(self.z)
-
-    def __getitem__(self, k: int):
-        xa = torch.tensor(self.a[k], dtype=torch.float32).unsqueeze(0) / 255.0
-        xb = torch.tensor(self.b[k], dtype=torch.float32).unsqueeze(0) / 255.0
-        return xa, xb, torch.tensor(float(self.z[k]))
-
-
-def naive_loss(model, xa: torch.Tensor, xb: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """The same loss as the fast path, but with two separate backbone calls."""
-    out = model.pair_output(model.item_output(model.embed(xa)), model.item_output(model.embed(xb)))
-    return get_loss(BENCH_LOSS)(out, z)
-
-
-def _time_steps(step, steps: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        step()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return time.perf_counter() - t
-
-
-def throughput(model_name: str, path: str, steps: int, images: np.ndarray, labels: np.ndarray, batch: int = 128,
-               precision: str = "fp32", channels_last: bool = False, unlabeled: bool = False,
-               ablation: str | None = None) -> float:
-    """Training pairs per second of ``model_name`` on the ``naive`` or ``fast`` path (``unlabeled``: with
-    the class-balance term on a batch of unlabeled images, as `relcomp train weak` by default;
-    ``ablation``: one of :data:`ABLATIONS` applied to the fast path)."""
-    torch.manual_seed(0)
-    model = build_model(model_name)
-    if ablation == "amax_pool":
-        model.backbone.features = nn.Sequential(*(AmaxPool2() if isinstance(m, nn.MaxPool2d) else m
-                                                  for m in model.backbone.features))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    pairs = make_pairs(labels, batch * (steps + 3), seed=0)
-    if path == "naive":
-        loader = iter(DataLoader(NaivePairDataset(images, pairs.i, pairs.j, pairs.z), batch_size=batch, shuffle=True))
-
-        def step():
-            xa, xb, z = next(loader)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = naive_loss(model, xa, xb, z)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    else:
-        step = _engine_step(model_name, model, opt, images, labels, pairs, batch, precision, channels_last, unlabeled,
-                            compile_model=ablation == "compile")
-    return batch * steps / _time_steps(step, steps)
-
-
-class AmaxPool2(nn.Module):
-    """2 x 2 max-pooling as a reshape and an ``amax`` (an ablation of ``MaxPool2d``; same values)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        return x.reshape(b, c, h // 2, 2, w // 2, 2).amax((3, 5))
-
-
-# What `relcomp bench --ablations` tries on the fast path, each alone: the variants that were
-# measured and not kept.
-ABLATIONS = {"compile": "torch.compile (inductor) of the model; compilation in the warm-up steps, not timed",
-             "batch_256": "batch 256 instead of the paper's 128",
-             "amax_pool": "MaxPool2d replaced by a reshape + amax"}
-
-
-def _engine_step(model_name: str, model, opt, images: np.ndarray, labels: np.ndarray, pairs, batch: int, precision: str,
-                 channels_last: bool, unlabeled: bool = False, compile_model: bool = False):
-    """One step of relcomp's own training loop (:meth:`relcomp.trainer.Trainer.train_step`)."""
-    cpu = torch.device("cpu")
-    x = to_tensor(images, cpu)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    data = Data(x, torch.from_numpy(labels), x[:1], torch.from_numpy(labels[:1]), pairs, None,
-                unlabeled=torch.arange(len(x)) if unlabeled else None)
-    plan = Plan(total=len(pairs), batch=batch, eval_every=len(pairs), n=len(pairs))
-    run = resolve(TrainConfig(model=model_name, loss=BENCH_LOSS))
-    trainer = Trainer(run, Path(tempfile.gettempdir()), model, opt, data, plan, TrainState(), DistInfo(), cpu,
-                      precision, forward=torch.compile(model) if compile_model else None)
-    order = torch.randperm(len(pairs))
-    pos = {"k": 0}
-
-    def step():
-        idx = order[pos["k"]:pos["k"] + batch]
-        pos["k"] += batch
-        trainer.train_step(idx, len(idx))
-
-    return step
-
+# Suggest
 
 def bench_suggest(data_dir: str | None, n: int = 1_000, train_subset: int | None = None) -> float:
     """Seconds for `relcomp suggest RUN --n 1000` over the 50k MNIST train images (or the first
@@ -214,15 +106,6 @@ def bench_suggest(data_dir: str | None, n: int = 1_000, train_subset: int | None
         t = time.perf_counter()
         suggest(Path(d) / "run", n, strategy="uncertainty")
         return round(time.perf_counter() - t, 2)
-
-
-def flops_per_pair(model_name: str, batch: int = 32) -> float:
-    """Model FLOPs of one training pair (forward and backward, two images), counted by torch."""
-    model = build_model(model_name)
-    xa, xb, z = torch.rand(batch, 1, 28, 28), torch.rand(batch, 1, 28, 28), torch.ones(batch)
-    with FlopCounterMode(display=False) as fc:
-        naive_loss(model, xa, xb, z).backward()
-    return fc.get_total_flops() / batch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,24 +170,45 @@ def time_to_accuracy(model_name: str, target: float, cap: int, eval_every: int, 
 
 # ---------------------------------------------------------------------------------------------
 
-def paths_throughput(model_name: str, steps: int, images: np.ndarray, labels: np.ndarray, prec: str) -> dict[str, Any]:
-    """Pairs per second of each step of the fast path added in turn; "fast" is what `relcomp
-    train` runs by default."""
-    naive = throughput(model_name, "naive", steps, images, labels)
-    naive_bf16 = throughput(model_name, "naive", steps, images, labels, precision="bf16") if prec == "bf16" else None
-    fp32 = throughput(model_name, "fast", steps, images, labels, precision="fp32")
-    bf16 = throughput(model_name, "fast", steps, images, labels, precision="bf16") if prec == "bf16" else None
-    fast = throughput(model_name, "fast", steps, images, labels, precision=prec, channels_last=True)
-    return {"naive": round(naive, 1), "naive_bf16": round_or_none(naive_bf16), "gather_fp32": round(fp32, 1),
-            "gather_bf16": round_or_none(bf16), "fast": round(fast, 1)}
+def model_paths(model_name: str, prec: str, ablations: bool) -> dict[str, dict]:
+    """The paths timed for one model (name -> :func:`~relcomp.lab.throughput.path_step` keywords):
+    naive, then each part of the fast path added in turn ("fast" is what `relcomp train` runs by
+    default), the weak model's default class-balance term, and the ablations when asked."""
+    fast = dict(path="fast", precision=prec, channels_last=True)
+    paths = {"naive": dict(path="naive"), "naive_bf16": dict(path="naive", precision="bf16"),
+             "gather_fp32": dict(path="fast", precision="fp32"), "gather_bf16": dict(path="fast", precision="bf16"),
+             "fast": fast}
+    if prec != "bf16":  # an emulated bf16 says nothing about relcomp
+        del paths["naive_bf16"], paths["gather_bf16"]
+    if model_name == "weak":
+        paths["with_unlabeled"] = dict(fast, unlabeled=True)
+    if ablations:
+        paths.update({f"ablation:{name}": dict(fast, batch=256 if name == "batch_256" else 128,
+                                               ablation=None if name == "batch_256" else name) for name in ABLATIONS})
+    return {name: dict(model_name=model_name, **kw) for name, kw in paths.items()}
 
 
-def ablations_throughput(model_name: str, steps: int, images: np.ndarray, labels: np.ndarray,
-                         prec: str) -> dict[str, float]:
-    """Pairs per second of the fast path's variants that were tried and not kept (:data:`ABLATIONS`)."""
-    return {name: round(throughput(model_name, "fast", steps, images, labels, precision=prec, channels_last=True,
-                                   batch=256 if name == "batch_256" else 128,
-                                   ablation=None if name == "batch_256" else name), 1) for name in ABLATIONS}
+def measure_throughput(r: dict[str, Any], steps: int, images: np.ndarray, labels: np.ndarray, prec: str,
+                       ablations: bool, seconds: float, log) -> dict[str, dict[str, float]]:
+    """Every model's paths in interleaved windows (:func:`~relcomp.lab.throughput.time_paths`), each
+    model after a fresh matmul peak; fills ``r`` (medians, spreads, peaks, ablations) and returns
+    the unrounded median rates."""
+    exact: dict[str, dict[str, float]] = {}
+    for model_name in ("siamese", "weak"):
+        r["peak_gflops_before"][model_name] = round(matmul_gflops(torch.bfloat16 if prec == "bf16" else torch.float32,
+                                                                  seconds=seconds), 1)
+        log(f"throughput of {model_name}: {r['windows']} windows of {steps} steps on each path, in turns ...")
+        rates = time_paths(model_paths(model_name, prec, ablations), steps, images, labels, r["windows"])
+        exact[model_name] = {name: statistics.median(v) for name, v in rates.items()}
+        summary = {name: median_and_spread(v) for name, v in rates.items()}
+        r["pairs_per_s_spread"][model_name] = {name: spread for name, (_, spread) in summary.items()}
+        r["pairs_per_s"][model_name] = {name: mid for name, (mid, _) in summary.items() if ":" not in name}
+        r["pairs_per_s"][model_name].setdefault("naive_bf16", None)
+        r["pairs_per_s"][model_name].setdefault("gather_bf16", None)
+        if ablations:
+            r.setdefault("ablations", {})[model_name] = {name.split(":")[1]: mid for name, (mid, _) in summary.items()
+                                                         if ":" in name}
+    return exact
 
 
 def times_to_accuracy(quick: bool, mnist, data_dir: str | None, log) -> dict[str, Any]:
@@ -323,44 +227,28 @@ def times_to_accuracy(quick: bool, mnist, data_dir: str | None, log) -> dict[str
 
 def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablations: bool = False) -> dict[str, Any]:
     """Every measurement; ``quick`` uses fewer steps and smaller caps (seconds, for tests);
-    ``ablations`` adds the fast path's variants of :data:`ABLATIONS`."""
-    r: dict[str, Any] = {"kind": "bench", "quick": quick, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    ``ablations`` adds the fast path's variants of :data:`ABLATIONS`. The figures need idle cores:
+    the load average before and after is recorded, and a busy machine is named in the log."""
+    r: dict[str, Any] = {"kind": "bench", "quick": quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                         "load_avg": {"cores": os.cpu_count(), "before": round(os.getloadavg()[0], 2)}}
+    if r["load_avg"]["before"] > 0.5 * (os.cpu_count() or 1):
+        log(f"warning: load average {r['load_avg']['before']} on {os.cpu_count()} cores before the bench; "
+            "its figures need idle cores")
     # The precision `relcomp train` picks here: bf16 only where the CPU computes it natively (an
     # emulated bf16 is many times slower than fp32 and would say nothing about relcomp).
     prec = resolve_precision("auto", torch.device("cpu"))
     r["precision"] = prec
+    seconds = 0.5 if quick else 2.0
     log("matmul peak ...")
-    r["matmul_gflops_fp32"] = round(matmul_gflops(torch.float32, seconds=0.5 if quick else 2.0), 1)
-    r["matmul_gflops_bf16"] = (round(matmul_gflops(torch.bfloat16, seconds=0.5 if quick else 2.0), 1)
-                               if prec == "bf16" else None)
-    peak = r["matmul_gflops_bf16"] or r["matmul_gflops_fp32"]
-    r["mfu_of"] = "bf16 matmul peak (measured)" if r["matmul_gflops_bf16"] else "fp32 matmul peak (measured)"
+    r["matmul_gflops_fp32"] = round(matmul_gflops(torch.float32, seconds=seconds), 1)
+    r["matmul_gflops_bf16"] = round(matmul_gflops(torch.bfloat16, seconds=seconds), 1) if prec == "bf16" else None
+    r["mfu_of"] = f"{prec} matmul peak (measured right before each model's paths)"
     r["nominal_peak"] = nominal_peak()
-
     mnist = load_mnist(data_dir)
-    images, labels = mnist.train.images, mnist.train.labels
-    steps = 4 if quick else 40
-    r["pairs_per_s"] = {}
-    for model_name in ("siamese", "weak"):
-        log(f"throughput of {model_name} ...")
-        r["pairs_per_s"][model_name] = paths_throughput(model_name, steps, images, labels, prec)
-        if ablations:
-            r.setdefault("ablations", {})[model_name] = ablations_throughput(model_name, steps, images, labels, prec)
-    r["speedup_vs_naive"] = {k: round(v["fast"] / v["naive"], 2) for k, v in r["pairs_per_s"].items()}
-    log("throughput of weak with the class-balance term on unlabeled images ...")
-    with_u = throughput("weak", "fast", steps, images, labels, precision=prec, channels_last=True, unlabeled=True)
-    r["pairs_per_s"]["weak"]["with_unlabeled"] = round(with_u, 1)
-    r["unlabeled_slowdown"] = round(r["pairs_per_s"]["weak"]["fast"] / with_u, 3)
+    throughput_figures(r, 4 if quick else 40, 2 if quick else WINDOWS, mnist.train.images, mnist.train.labels, prec,
+                       ablations, seconds, log)
     log(f"suggest 1,000 pairs among the {'first 5k' if quick else '50k'} MNIST train images ...")
     r["suggest_1000_s"] = bench_suggest(data_dir, train_subset=5_000 if quick else None)  # quick: over 5k images
-    fpp = flops_per_pair("weak")
-    r["model_flops_per_pair"] = fpp
-    r["model_gflops"] = {k: round(v["fast"] * fpp / 1e9, 1) for k, v in r["pairs_per_s"].items()}
-    r["mfu"] = {k: round(g / peak, 3) for k, g in r["model_gflops"].items()}  # of the measured matmul peak
-    if r["nominal_peak"]:
-        nominal = r["nominal_peak"][f"gflops_{prec}"]
-        r["mfu_nominal"] = {k: round(g / nominal, 3) for k, g in r["model_gflops"].items()}
-
     log("pair store ...")
     store = bench_pair_store(500_000 if quick else 5_000_000)
     scale = 5_000_000 / store["pairs"]
@@ -368,10 +256,26 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     r["pair_store_bytes_5m"] = int(store["pair_store_bytes"] * scale)
     r["pair_gen_5m_s"] = round(store["pair_gen_s"] * scale, 3)
     r["images_bytes_5m_uint8"] = 5_000_000 * 2 * 28 * 28
-
     r.update(times_to_accuracy(quick, mnist, data_dir, log))
     r["targets"] = targets(r)
+    r["load_avg"]["after"] = round(os.getloadavg()[0], 2)
     return r
+
+
+def throughput_figures(r: dict[str, Any], steps: int, windows: int, images: np.ndarray, labels: np.ndarray, prec: str,
+                       ablations: bool, seconds: float, log) -> None:
+    """Pairs per second of every path, the speedups, the class-balance term's cost and the MFU."""
+    r.update(pairs_per_s={}, pairs_per_s_spread={}, peak_gflops_before={}, windows=windows, window_steps=steps)
+    exact = measure_throughput(r, steps, images, labels, prec, ablations, seconds, log)
+    r["speedup_vs_naive"] = {k: round(v["fast"] / v["naive"], 2) for k, v in exact.items()}
+    r["unlabeled_slowdown"] = round(exact["weak"]["fast"] / exact["weak"]["with_unlabeled"], 3)
+    fpp = flops_per_pair("weak")
+    r["model_flops_per_pair"] = fpp
+    r["model_gflops"] = {k: round(v["fast"] * fpp / 1e9, 1) for k, v in r["pairs_per_s"].items()}
+    r["mfu"] = {k: round(g / r["peak_gflops_before"][k], 3) for k, g in r["model_gflops"].items()}
+    if r["nominal_peak"]:
+        nominal = r["nominal_peak"][f"gflops_{prec}"]
+        r["mfu_nominal"] = {k: round(g / nominal, 3) for k, g in r["model_gflops"].items()}
 
 
 def round_or_none(v: float | None) -> float | None:

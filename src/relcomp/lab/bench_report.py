@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .bench import ABLATIONS
+from .throughput import ABLATIONS
 
 
 def peak_lines(r: dict[str, Any]) -> list[str]:
@@ -38,6 +38,12 @@ def format_bench(r: dict[str, Any]) -> str:
         lines.append(f"  {k:<8} {v['naive']:>7.0f} {num(v.get('naive_bf16')):>10} {v['gather_fp32']:>8.0f} "
                      f"{num(v['gather_bf16']):>7} {v['fast']:>7.0f} {r['speedup_vs_naive'][k]:>7.2f}x "
                      f"{r['model_gflops'][k]:>8.1f} {r['mfu'][k]:>6.3f} {num(r.get('mfu_nominal', {}).get(k), '.3f'):>11}")
+    if r.get("pairs_per_s_spread"):
+        lines.append(f"  (each the median of {r['windows']} windows of {r['window_steps']} steps, the paths taking turns; "
+                     f"spread of the {r['windows']} windows, (max - min) / median:")
+        lines += [f"   {k}: " + ", ".join(f"{path} {x:.0%}" for path, x in v.items()) for k, v in r["pairs_per_s_spread"].items()]
+        lines.append("   matmul peak right before each model: "
+                     + ", ".join(f"{k} {g:.0f} GFLOP/s" for k, g in r["peak_gflops_before"].items()) + ")")
     if r.get("ablations"):
         lines.append("ablations of the fast path (+NHWC), pairs/s; each alone, none kept:")
         for k, v in r["ablations"].items():
@@ -61,6 +67,9 @@ def format_bench(r: dict[str, Any]) -> str:
         else:
             lines.append(f"time to accuracy, {label}: not reached in {h['cap_samples']:,} pairs "
                          f"({h['train_time_s']:.0f} s); best {h['best']:.4f}")
+    if r.get("load_avg"):
+        lines.append(f"load average (1 min) before the bench {r['load_avg']['before']}, after "
+                     f"{r['load_avg'].get('after')}, on {r['load_avg']['cores']} cores")
     lines.append("targets (speedup and MFU: the worse of the two models):")
     for key, t in r["targets"].items():
         status = "met" if t["met"] else "NOT met"
