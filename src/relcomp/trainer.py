@@ -78,7 +78,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.files, self.metadata = run_files(run_dir), model_metadata(cfg)
         # what a step calls: the model, its DDP wrapper, or a compiled model (the bench's ablation)
-        self.fwd = forward or (DDP(model) if info.enabled else model)
+        # `is not None`: a compiled model has no truth value (torch.compile's wrapper raises on len())
+        self.fwd = forward if forward is not None else (DDP(model) if info.enabled else model)
         self.loss_fn, self.pair_loss = run.loss, run.pair_loss
         self.objective, self.neighbours = unlabeled_objective(cfg, data, device, run_dir, info.main)
         self.order = BatchOrder(cfg.seed, plan, info, device)

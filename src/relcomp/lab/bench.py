@@ -112,11 +112,15 @@ def bench_suggest(data_dir: str | None, n: int = 1_000, train_subset: int | None
 # Pair store
 
 def bench_pair_store(n: int = 5_000_000, seed: int = 42) -> dict[str, Any]:
-    """Sample ``n`` pairs from 50k MNIST-like labels, save them, and measure time and bytes."""
+    """Sample ``n`` pairs from 50k MNIST-like labels (the median time of 3), save them, and measure
+    time and bytes."""
     labels = np.random.default_rng(0).integers(0, 10, 50_000)  # the sampler only sees labels
-    t = time.perf_counter()
-    pairs = make_pairs(labels, n, seed)
-    gen_s = time.perf_counter() - t
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        pairs = make_pairs(labels, n, seed)
+        times.append(time.perf_counter() - t)
+    gen_s = statistics.median(times)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "pairs.npz"
         t = time.perf_counter()
@@ -242,7 +246,7 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     log("matmul peak ...")
     r["matmul_gflops_fp32"] = round(matmul_gflops(torch.float32, seconds=seconds), 1)
     r["matmul_gflops_bf16"] = round(matmul_gflops(torch.bfloat16, seconds=seconds), 1) if prec == "bf16" else None
-    r["mfu_of"] = f"{prec} matmul peak (measured right before each model's paths)"
+    r["mfu_of"] = f"the best {prec} matmul peak measured in the bench (at its start and before each model's paths)"
     r["nominal_peak"] = nominal_peak()
     mnist = load_mnist(data_dir)
     throughput_figures(r, 4 if quick else 40, 2 if quick else WINDOWS, mnist.train.images, mnist.train.labels, prec,
@@ -272,7 +276,10 @@ def throughput_figures(r: dict[str, Any], steps: int, windows: int, images: np.n
     fpp = flops_per_pair("weak")
     r["model_flops_per_pair"] = fpp
     r["model_gflops"] = {k: round(v["fast"] * fpp / 1e9, 1) for k, v in r["pairs_per_s"].items()}
-    r["mfu"] = {k: round(g / r["peak_gflops_before"][k], 3) for k, g in r["model_gflops"].items()}
+    # Of the best peak the bench measured: a single measurement can land on a busy moment (1,418
+    # against 2,046-2,310 GFLOP/s in two benches back to back here), the best cannot be too high.
+    r["mfu_peak_gflops"] = max([*r["peak_gflops_before"].values(), r["matmul_gflops_bf16" if prec == "bf16" else "matmul_gflops_fp32"]])
+    r["mfu"] = {k: round(g / r["mfu_peak_gflops"], 3) for k, g in r["model_gflops"].items()}
     if r["nominal_peak"]:
         nominal = r["nominal_peak"][f"gflops_{prec}"]
         r["mfu_nominal"] = {k: round(g / nominal, 3) for k, g in r["model_gflops"].items()}

@@ -43,7 +43,8 @@ def format_bench(r: dict[str, Any]) -> str:
                      f"spread of the {r['windows']} windows, (max - min) / median:")
         lines += [f"   {k}: " + ", ".join(f"{path} {x:.0%}" for path, x in v.items()) for k, v in r["pairs_per_s_spread"].items()]
         lines.append("   matmul peak right before each model: "
-                     + ", ".join(f"{k} {g:.0f} GFLOP/s" for k, g in r["peak_gflops_before"].items()) + ")")
+                     + ", ".join(f"{k} {g:.0f} GFLOP/s" for k, g in r["peak_gflops_before"].items())
+                     + (f"; the MFU is of the best, {r['mfu_peak_gflops']:.0f} GFLOP/s)" if "mfu_peak_gflops" in r else ")"))
     if r.get("ablations"):
         lines.append("ablations of the fast path (+NHWC), pairs/s; each alone, none kept:")
         for k, v in r["ablations"].items():
