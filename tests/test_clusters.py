@@ -129,3 +129,40 @@ def test_the_cluster_questions_check_the_order_and_re_ask_a_contradiction():
     a, b, _ = cluster_questions(probs, judged, 50, seed=0)
     asked = {(min(x, y), max(x, y)) for x, y in zip(pred[a], pred[b], strict=True)}
     assert (0, 3) in asked and (0, 1) not in asked
+
+
+def test_neighbour_agreement_against_brute_force():
+    """Each item's share of its k nearest other items (cosine of the centred vectors) in its class."""
+    from relcomp.suggest import neighbour_agreement
+
+    rng = np.random.default_rng(3)
+    x, pred = rng.normal(size=(40, 2, 3)), rng.integers(0, 3, 40)
+    got = neighbour_agreement(x, pred, k=5)
+    flat = x.reshape(40, -1)
+    z = flat - flat.mean(0)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    want = []
+    for i in range(40):
+        sims = [(z[i] @ z[j], j) for j in range(40) if j != i]
+        near = [j for _, j in sorted(sims, reverse=True)[:5]]
+        want.append(np.mean([pred[j] == pred[i] for j in near]))
+    assert np.allclose(got, want)
+
+
+def test_the_order_questions_go_to_members_whose_neighbours_agree():
+    """A member the model is surest of, but whose neighbours sit in another class (an 8 in the
+    group of the 5s), is not asked about while members its neighbours confirm exist."""
+    from relcomp.data.pairs import Pairs
+    from relcomp.suggest import cluster_questions
+
+    rng = np.random.default_rng(0)
+    pred = np.repeat(np.arange(3), 60)
+    probs = np.full((180, 3), 0.02)
+    probs[np.arange(180), pred] = 0.9 - rng.random(180) * 0.1
+    probs[[0, 60, 120], pred[[0, 60, 120]]] = 0.999     # the most confident of each class ...
+    agree = np.ones(180)
+    agree[[0, 60, 120]] = 0.2                            # ... has neighbours of another class
+    none = Pairs(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.uint8))
+    a, b, _ = cluster_questions(probs, none, 200, seed=0, agree=agree)
+    asked = set(a) | set(b)
+    assert len(a) > 0 and not asked & {0, 60, 120}

@@ -16,7 +16,9 @@ Strategies (:data:`STRATEGIES`):
   scores (a sorting-style query: it sharpens where each class starts); for Siamese models it is
   uncertainty.
 - ``clusters`` (models that name classes): the order of the model's classes, checked. Each
-  question compares a confident member of one class with one of another, until more answers agree
+  question compares a sure member of one class with one of another (a member whose nearest
+  neighbours in the inputs share its class: :func:`neighbour_agreement`; then the most
+  confident), until more answers agree
   with the model's order than contradict it: by three for classes adjacent in the order, by two
   for classes two apart, by one for the rest (:data:`CONFIRM`), so every pair of classes is asked
   and a noisy annotator's flips are outvoted. From nothing, 3(K - 1) + 2(K - 2) + (K - 2)(K - 3)/2
@@ -46,11 +48,13 @@ from .data.splits import to_tensor
 from .errors import ConfigError
 from .metrics import item_outputs
 from .run import load_run_model
+from .unlabeled import nearest_neighbours
 from .utils import atomic_path, make_dir, resolve_device, resolve_precision
 
 STRATEGIES = ("auto", "clusters", "uncertainty", "boundary", "random")
 RANDOM_UNTIL = 500    # auto: random before this many judged comparisons (models without classes)
-REPRESENTATIVES = 50  # clusters: the most confident members of each class that questions draw from
+REPRESENTATIVES = 50  # clusters: the surest members of each class that questions draw from
+NEIGHBOURS = 20       # clusters: a member is surest when its nearest neighbours share its class
 # clusters: how many more answers must agree with the model's order than contradict it, for classes
 # adjacent in it, two apart, and further apart. Three, two and one outvote a 5%-noisy annotator's
 # flips (few-long-noisy-quick): two and one, with one for far pairs only when never asked, named
@@ -78,13 +82,29 @@ def order_needs(pred: np.ndarray, judged: Pairs, k: int) -> np.ndarray:
     return need
 
 
-def cluster_questions(probs: np.ndarray, judged: Pairs, n: int, seed: int) -> tuple[np.ndarray, ...]:
-    """Up to ``n`` questions (a, b, score) that check the order of the model's classes: confident
-    members of two classes, each needed pair of classes once before any twice, the closest first."""
+def neighbour_agreement(x: np.ndarray, pred: np.ndarray, k: int = NEIGHBOURS, seed: int = 0) -> np.ndarray:
+    """Each item's share of its ``k`` nearest neighbours that the model puts in its class, the
+    neighbours found in the inputs themselves (flattened; 50 principal components when wider; cosine
+    of the centred vectors), not in anything the model learned. A model trained on groups is sure of
+    the groups' mistakes too (an 8 in the group of the 5s), but the 8's neighbours are 8s."""
+    flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    if flat.shape[1] > 50 and len(flat) > 50:
+        from sklearn.decomposition import PCA
+
+        flat = PCA(50, random_state=seed).fit_transform(flat)
+    near = nearest_neighbours(torch.from_numpy(np.ascontiguousarray(flat)), k).numpy()
+    return (pred[near] == pred[:, None]).mean(1)
+
+
+def cluster_questions(probs: np.ndarray, judged: Pairs, n: int, seed: int,
+                      agree: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Up to ``n`` questions (a, b, score) that check the order of the model's classes: sure
+    members of two classes (those whose neighbours most ``agree`` with their class, where given,
+    then the most confident), each needed pair of classes once before any twice, the closest first."""
     k = probs.shape[1]
     pred, conf = probs.argmax(1), probs.max(1)
-    reps = [np.flatnonzero(pred == c)[np.argsort(-conf[pred == c], kind="stable")][:REPRESENTATIVES]
-            for c in range(k)]
+    sure = np.lexsort((-conf, -(agree if agree is not None else np.zeros(len(pred)))))  # agreement, then confidence
+    reps = [sure[pred[sure] == c][:REPRESENTATIVES] for c in range(k)]
     need = order_needs(pred, judged, k)
     times = np.zeros((k, k), dtype=np.int64)  # asked in this batch
     asked = set(pair_keys(judged.i, judged.j, len(pred)).tolist())
@@ -201,7 +221,10 @@ def suggest(run_dir: str | os.PathLike, n: int, strategy: str = "auto", candidat
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     _, outs = item_outputs(model, x, resolve_precision(cfg.precision, dev))
     outs = outs.cpu()
-    a, b, score = questions(model, outs, judged, n, chosen_strategy, candidates, seed, max_per_item)
+    agree = None
+    if chosen_strategy == "clusters":
+        agree = neighbour_agreement(x.float().cpu().numpy(), outs.argmax(-1).numpy(), seed=seed)
+    a, b, score = questions(model, outs, judged, n, chosen_strategy, candidates, seed, max_per_item, agree)
     path = Path(out) if out else Path(run_dir) / "suggested.csv"
     make_dir(path.parent)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
@@ -213,13 +236,13 @@ def suggest(run_dir: str | os.PathLike, n: int, strategy: str = "auto", candidat
 
 
 def questions(model, outs: torch.Tensor, judged: Pairs, n: int, strategy: str, candidates: int | None,
-              seed: int, max_per_item: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``n`` pairs (a, b, score) to ask, best first: for ``clusters`` the order questions, then
-    ``boundary`` ones for the rest."""
+              seed: int, max_per_item: int, agree: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``n`` pairs (a, b, score) to ask, best first: for ``clusters`` the order questions (on the
+    members whose neighbours ``agree`` with their class), then ``boundary`` ones for the rest."""
     items = len(outs)
     first = (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
     if strategy == "clusters":
-        first = cluster_questions(outs.float().softmax(-1).numpy(), judged, n, seed)
+        first = cluster_questions(outs.float().softmax(-1).numpy(), judged, n, seed, agree)
         strategy = "boundary"
     rest = n - len(first[0])
     if rest == 0:
