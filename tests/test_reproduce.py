@@ -106,6 +106,22 @@ def test_results_schema_and_files(smoke):
         assert f"{cell['mean']:.2f}" in block
 
 
+def test_a_run_is_printed_beside_its_committed_reference(smoke, tmp_path):
+    """`make demo`'s one seed beside the committed 3-seed file of its profile, in that file's
+    standard deviations; nothing beside a file that holds the same numbers."""
+    from relcomp.lab.reproduce import beside_reference
+
+    _, r = smoke
+    ref = json.loads(json.dumps(r))
+    row = ref["tables"]["table3"][0]
+    row["relcomp"].update(mean=row["relcomp"]["mean"] - 1.0, std=0.5)
+    (tmp_path / "ref.json").write_text(json.dumps(ref))
+    text = beside_reference(r, tmp_path / "ref.json")
+    assert "Supervised" in text and "+2.0 std" in text
+    (tmp_path / "same.json").write_text(json.dumps(r))
+    assert beside_reference(r, tmp_path / "same.json") is None
+
+
 def test_rerun_reuses_finished_runs(smoke, data_dir):
     out, first = smoke
     ckpts = sorted(out.glob("runs/*/ckpt/*.safetensors"))

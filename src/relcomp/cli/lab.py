@@ -12,7 +12,7 @@ from ..lab.bench import run_bench
 from ..lab.bench_report import format_bench
 from ..lab.common import machine_info, provenance
 from ..lab.report import render, update_readme
-from ..lab.reproduce import format_console, profile_names, reproduce, time_text
+from ..lab.reproduce import beside_reference, format_console, profile_names, reproduce, time_text
 from ..utils import parse_count, write_json_atomic
 from .common import (
     add_data_dir,
@@ -95,6 +95,9 @@ def cmd_reproduce(args) -> int:
                         progress=not args.quiet, jobs=args.jobs, threads=args.threads)
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{results['profile']}"
     print(results["console"] if "console" in results else format_console(results))
+    reference = beside_reference(results)
+    if reference:
+        print("\n" + reference)
     print(f"\n{time_text(results)}\nreport: {out / 'report.html'} (and report.md, results.json)")
     return 0
 

@@ -2,6 +2,7 @@
 one of :data:`~relcomp.lab.studies.STUDIES`; no kind: the paper's) through one harness."""
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from importlib import resources
@@ -10,6 +11,7 @@ from typing import Any
 
 from ..data.mnist import fetch_mnist
 from ..errors import ConfigError
+from .common import log
 from .harness import Harness
 from .studies import STUDIES
 from .studies.paper_report import format_console, time_text
@@ -26,7 +28,7 @@ def command_line(profile: str, seeds: int | None, overrides: dict[str, Any] | No
     return " ".join(parts)
 
 
-__all__ = ["format_console", "load_profile", "profile_names", "reproduce", "time_text"]
+__all__ = ["beside_reference", "format_console", "load_profile", "profile_names", "reproduce", "time_text"]
 
 
 def profile_names() -> list[str]:
@@ -99,6 +101,34 @@ def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seed
     out = Path(out) if out else Path("runs") / f"reproduce-{prof['name']}"
     prof["command"] = command_line(profile, seeds, overrides)
     fetch_mnist(data_dir)  # says where MNIST came from and that it was verified
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 0.5 * cores:
+        log(f"warning: load average {load:.1f} on {cores} cores: other work shares the CPU, so the study will "
+            "take longer than its profile's time says")
     if seeds is not None:
         prof["seeds"] = list(range(seeds))
     return STUDIES[prof["kind"]].run(prof, Harness(out, device, progress, jobs, threads), data_dir)
+
+
+def beside_reference(results: dict[str, Any], ref_path: Path | None = None) -> str | None:
+    """A paper-kind run's classification numbers beside the committed results file of its profile
+    (``docs/results/<profile>.json`` of a source checkout, with more seeds): the difference in
+    that file's standard deviations. None where there is no such file (an installed wheel) or it
+    holds these very numbers."""
+    if ref_path is None:
+        ref_path = Path(__file__).resolve().parents[3] / "docs" / "results" / f"{results.get('profile')}.json"
+    if results.get("kind") != "paper" or not ref_path.exists():
+        return None
+    ref = json.loads(ref_path.read_text())
+    if ref.get("tables") == json.loads(json.dumps(results["tables"])):
+        return None
+    lines = [f"Beside the committed reference ({ref_path.name}: seeds {ref.get('seeds')}, {ref.get('date')}), "
+             "test classification (%):"]
+    for mine, theirs in zip(results["tables"]["table3"], ref["tables"]["table3"], strict=False):
+        for col in ("relcomp", "symmetric"):
+            a, b = mine.get(col), theirs.get(col)
+            if a and b and a.get("mean") is not None and b.get("mean") is not None:
+                std = b.get("std") or 0.0
+                diff = f"{(a['mean'] - b['mean']) / std:+.1f} std" if std > 0 else f"{a['mean'] - b['mean']:+.2f} points"
+                lines.append(f"  {mine['row']:<42} {a['mean']:6.2f}   reference {b['mean']:6.2f} ± {std:.2f}   {diff}")
+    return "\n".join(lines)

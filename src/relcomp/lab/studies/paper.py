@@ -119,7 +119,7 @@ def run(prof: dict[str, Any], h: Harness, data_dir: str | None = None) -> dict[s
     shots = list(prof["fewshot"]["shots"])
     log(f"profile {prof['name']}: {len(specs)} training runs into {out}")
     h.prefetch([(spec.cfg, f"{spec.key}-s{spec.seed}") for spec in specs])
-    runs = {f"{spec.key}/s{spec.seed}": train_and_evaluate(spec, h, prof) for spec in specs}
+    runs = train_in_turn(specs, h, prof)
     log("ordinal analysis (PC1, Spearman rho) and t-SNE of the test embeddings")
     ordinal, panels = ordinal_analysis(prof, specs, runs, h.device, data_dir)
     sizes = prof["relational"]["sizes"]
@@ -140,6 +140,35 @@ def run(prof: dict[str, Any], h: Harness, data_dir: str | None = None) -> dict[s
     write_text_atomic(out / "report.md", render_markdown(results))
     write_text_atomic(out / "report.html", render_html(results, out))
     return results
+
+
+def train_in_turn(specs: list[RunSpec], h: Harness, prof: dict) -> dict[str, dict]:
+    """Every run in turn (trained, or reused), with the time left after each at this machine's
+    measured speed."""
+    runs: dict[str, dict] = {}
+    speed = {"units": 0.0, "s": 0.0}  # images through a backbone, and the seconds they took
+    for k, spec in enumerate(specs, 1):
+        t = time.perf_counter()
+        runs[f"{spec.key}/s{spec.seed}"] = rec = train_and_evaluate(spec, h, prof)
+        took = time.perf_counter() - t
+        if took > 2.0:  # trained now, not reused from the cache
+            speed["units"] += images_seen(spec, rec["train"]["samples"])
+            speed["s"] += took
+        if k < len(specs) and speed["s"] > 0:
+            left = sum(images_seen(s, budget_of(s, prof)) for s in specs[k:]) * speed["s"] / speed["units"]
+            log(f"{k} of {len(specs)} runs done; about {left / 60:.0f} min left at the speed measured so far")
+    return runs
+
+
+def images_seen(spec: RunSpec, samples: int) -> int:
+    """Images through the backbone for ``samples`` samples: two for a pair, one for an image."""
+    return samples * (1 if spec.group == "supervised" else 2)
+
+
+def budget_of(spec: RunSpec, prof: dict) -> int:
+    if spec.cfg.samples is not None:
+        return int(spec.cfg.samples)
+    return int(spec.cfg.epochs * (prof["data"].get("train_subset") or 50_000))
 
 
 def train_and_evaluate(spec: RunSpec, h: Harness, prof: dict) -> dict[str, Any]:
