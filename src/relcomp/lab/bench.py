@@ -26,7 +26,7 @@ from ..engine import train
 from ..fewshot import fewshot_accuracy
 from ..models import MODELS
 from ..utils import resolve_precision
-from .throughput import ABLATIONS, WINDOWS, flops_per_pair, median_and_spread, time_paths
+from .throughput import ABLATIONS, WINDOW_S, WINDOWS, flops_per_pair, median_and_spread, time_paths
 
 TARGETS = {"speedup_vs_naive": 3.0, "mfu": 0.5, "pair_store_bytes_5m": 64_000_000, "time_to_98_weak_s": 120.0,
            "unlabeled_slowdown": 1.5, "suggest_1000_s": 15.0}
@@ -201,8 +201,10 @@ def measure_throughput(r: dict[str, Any], steps: int, images: np.ndarray, labels
     for model_name in ("siamese", "weak"):
         r["peak_gflops_before"][model_name] = round(matmul_gflops(torch.bfloat16 if prec == "bf16" else torch.float32,
                                                                   seconds=seconds), 1)
-        log(f"throughput of {model_name}: {r['windows']} windows of {steps} steps on each path, in turns ...")
-        rates = time_paths(model_paths(model_name, prec, ablations), steps, images, labels, r["windows"])
+        log(f"throughput of {model_name}: {r['windows']} windows of at least {steps} steps and {r['window_s']:g} s "
+            "on each path, in turns ...")
+        rates = time_paths(model_paths(model_name, prec, ablations), steps, images, labels, r["windows"],
+                           r["window_s"])
         exact[model_name] = {name: statistics.median(v) for name, v in rates.items()}
         summary = {name: median_and_spread(v) for name, v in rates.items()}
         r["pairs_per_s_spread"][model_name] = {name: spread for name, (_, spread) in summary.items()}
@@ -249,6 +251,7 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     r["mfu_of"] = f"the best {prec} matmul peak measured in the bench (at its start and before each model's paths)"
     r["nominal_peak"] = nominal_peak()
     mnist = load_mnist(data_dir)
+    r["window_s"] = 0.0 if quick else WINDOW_S
     throughput_figures(r, 4 if quick else 40, 2 if quick else WINDOWS, mnist.train.images, mnist.train.labels, prec,
                        ablations, seconds, log)
     log(f"suggest 1,000 pairs among the {'first 5k' if quick else '50k'} MNIST train images ...")

@@ -39,7 +39,9 @@ def format_bench(r: dict[str, Any]) -> str:
                      f"{num(v['gather_bf16']):>7} {v['fast']:>7.0f} {r['speedup_vs_naive'][k]:>7.2f}x "
                      f"{r['model_gflops'][k]:>8.1f} {r['mfu'][k]:>6.3f} {num(r.get('mfu_nominal', {}).get(k), '.3f'):>11}")
     if r.get("pairs_per_s_spread"):
-        lines.append(f"  (each the median of {r['windows']} windows of {r['window_steps']} steps, the paths taking turns; "
+        least = f" and {r['window_s']:g} s" if r.get("window_s") else ""
+        lines.append(f"  (each the median of {r['windows']} windows of at least {r['window_steps']} steps{least}, the paths "
+                     "taking turns; "
                      f"spread of the {r['windows']} windows, (max - min) / median:")
         lines += [f"   {k}: " + ", ".join(f"{path} {x:.0%}" for path, x in v.items()) for k, v in r["pairs_per_s_spread"].items()]
         lines.append("   matmul peak right before each model: "

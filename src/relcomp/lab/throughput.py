@@ -7,10 +7,11 @@ parts added in turn (index gathers, bf16 autocast, channels-last), and the varia
 tried and not kept (:data:`ABLATIONS`).
 
 One 40-step window of a path moved by 15-25% from one run to the next on an idle 2-core machine,
-and a speedup by 0.3. So :func:`time_paths` times every path of a model in several short windows,
-the paths taking turns within each round, and reports each path's median: a slow spell (another
-process, the CPU's clock) then falls on every path alike instead of on one, and the windows'
-spread is recorded beside the median.
+and a speedup by 0.3. So :func:`time_paths` times every path of a model in several windows of at
+least :data:`WINDOW_S` seconds, the paths taking turns within each round, and reports each path's
+median: a slow spell (another process, the CPU's clock) then falls on every path alike instead of
+on one, and the windows' spread is recorded beside the median. (Windows of 40 steps left the fast
+path, 1.2 s a window, 13-14% apart between two benches.)
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from ..trainer import Plan, Trainer, TrainState
 # weak model's default, symmetric, differs only in a K-sized sum per pair).
 BENCH_LOSS = "unconditional"
 WINDOWS = 5   # timed windows of each path; the median is reported
+WINDOW_S = 4.0  # a window lasts at least this long (the fast path's 40 steps took 1.2 s and moved 13%)
 WARMUP = 3    # untimed steps of each path first (torch.compile compiles here)
 
 # What `relcomp bench --ablations` tries on the fast path, each alone: the variants that were
@@ -88,8 +90,8 @@ def flops_per_pair(model_name: str, batch: int = 32) -> float:
 def path_step(model_name: str, path: str, steps: int, images: np.ndarray, labels: np.ndarray, batch: int = 128,
               precision: str = "fp32", channels_last: bool = False, unlabeled: bool = False,
               ablation: str | None = None) -> Callable[[], None]:
-    """One training step of ``model_name`` on the ``naive`` or ``fast`` path, with data for ``steps``
-    calls (``unlabeled``: with the class-balance term on a batch of unlabeled images, as `relcomp
+    """One training step of ``model_name`` on the ``naive`` or ``fast`` path, over ``steps`` batches of
+    pairs that it goes through again and again (``unlabeled``: with the class-balance term on a batch of unlabeled images, as `relcomp
     train weak` by default; ``ablation``: one of :data:`ABLATIONS` applied to the fast path)."""
     torch.manual_seed(0)
     model = build_model(model_name)
@@ -101,10 +103,15 @@ def path_step(model_name: str, path: str, steps: int, images: np.ndarray, labels
     if path != "naive":
         return engine_step(model_name, model, opt, images, labels, pairs, batch, precision, channels_last, unlabeled,
                            compile_model=ablation == "compile")
-    loader = iter(DataLoader(NaivePairDataset(images, pairs.i, pairs.j, pairs.z), batch_size=batch, shuffle=True))
+    dataset = NaivePairDataset(images, pairs.i, pairs.j, pairs.z)
+    loader = {"it": iter(DataLoader(dataset, batch_size=batch, shuffle=True))}
 
     def step():
-        xa, xb, z = next(loader)
+        batch_ = next(loader["it"], None)
+        if batch_ is None:  # an epoch of the pairs is over: the next, as a DataLoader loop would
+            loader["it"] = iter(DataLoader(dataset, batch_size=batch, shuffle=True))
+            batch_ = next(loader["it"])
+        xa, xb, z = batch_
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = naive_loss(model, xa, xb, z)
         opt.zero_grad()
@@ -132,6 +139,8 @@ def engine_step(model_name: str, model, opt, images: np.ndarray, labels: np.ndar
     pos = {"k": 0}
 
     def step():
+        if pos["k"] + batch > len(order):
+            pos["k"] = 0
         idx = order[pos["k"]:pos["k"] + batch]
         pos["k"] += batch
         trainer.train_step(idx, len(idx))
@@ -140,22 +149,23 @@ def engine_step(model_name: str, model, opt, images: np.ndarray, labels: np.ndar
 
 
 def time_paths(paths: dict[str, dict], steps: int, images: np.ndarray, labels: np.ndarray,
-               windows: int = WINDOWS) -> dict[str, list[float]]:
+               windows: int = WINDOWS, seconds: float = 0.0) -> dict[str, list[float]]:
     """Pairs per second of each path (name -> :func:`path_step` keywords: model_name, path, ...) in
-    ``windows`` windows of ``steps`` steps, the paths taking turns in each round after
-    :data:`WARMUP` steps each; {name: [rate of each window]}."""
-    built = {name: path_step(steps=WARMUP + windows * steps, images=images, labels=labels, **kw)
-             for name, kw in paths.items()}
+    ``windows`` windows, the paths taking turns in each round after :data:`WARMUP` steps each; a
+    window is ``steps`` steps, or as many more as fill ``seconds``, so that a fast path is timed as
+    long as a slow one. {name: [rate of each window]}."""
+    built = {name: path_step(steps=max(steps, 64), images=images, labels=labels, **kw) for name, kw in paths.items()}
     for step in built.values():
         for _ in range(WARMUP):
             step()
     rates: dict[str, list[float]] = {name: [] for name in built}
     for _ in range(windows):
         for name, step in built.items():
-            t = time.perf_counter()
-            for _ in range(steps):
+            done, t = 0, time.perf_counter()
+            while done < steps or time.perf_counter() - t < seconds:
                 step()
-            rates[name].append(paths[name].get("batch", 128) * steps / (time.perf_counter() - t))
+                done += 1
+            rates[name].append(paths[name].get("batch", 128) * done / (time.perf_counter() - t))
     return rates
 
 
