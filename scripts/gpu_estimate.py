@@ -100,8 +100,8 @@ def main() -> None:
         if key not in measured:
             small = TrainConfig(model=cfg.model, loss=cfg.loss, samples=1, data=MnistSource(train_subset=100))
             measured[key] = (kernels_per_step(small), dispatch_seconds(small))
-        total = cfg.samples if cfg.samples else int(cfg.epochs * 50_000)
-        rows.append((f"{spec.key}-s{spec.seed}", math.ceil(total / resolve(cfg).batch_size), *measured[key]))
+        run = resolve(cfg)
+        rows.append((f"{spec.key}-s{spec.seed}", math.ceil(run.budget(50_000) / run.batch_size), *measured[key]))
     print(f"profile {args.profile}: {len(rows)} runs (dispatch measured on this CPU, one thread, batch 2)")
     print(f"{'run':34} {'steps':>8} {'kernels/step':>13} {'dispatch ms/step':>17}")
     for name, steps, k, d in rows:

@@ -45,16 +45,24 @@ class Clusters:
         return np.bincount(self.labels, minlength=self.k).tolist()
 
 
+def principal_components(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The rows of ``x`` (N, ...) flattened, reduced to :data:`COMPONENTS` principal components
+    when they are wider (and there are more rows than that)."""
+    flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    if flat.shape[1] > COMPONENTS and len(flat) > COMPONENTS:
+        from sklearn.decomposition import PCA
+
+        flat = PCA(COMPONENTS, random_state=seed).fit_transform(flat)
+    return flat
+
+
 def find_clusters(x: np.ndarray, k: int, seed: int = 0) -> Clusters:
     """K groups of the rows of ``x`` (N, ...), flattened: UMAP to K dimensions, then a Gaussian
     mixture. The same inputs and seed give the same groups (UMAP runs in one thread when seeded)."""
     import umap  # numba compiles on import: only where clustering is asked for
-    from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
 
-    flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
-    if flat.shape[1] > COMPONENTS and len(flat) > COMPONENTS:
-        flat = PCA(COMPONENTS, random_state=seed).fit_transform(flat)
+    flat = principal_components(x, seed)
     dims = max(2, min(k, len(flat) - 2))
     with warnings.catch_warnings():  # "n_jobs overridden by setting random_state", spectral fallbacks
         warnings.simplefilter("ignore")

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .clusters import cluster_support
+from .clusters import cluster_support, principal_components
 from .data.pairs import Pairs, pair_keys
 from .data.splits import to_tensor
 from .errors import ConfigError
@@ -84,14 +84,10 @@ def order_needs(pred: np.ndarray, judged: Pairs, k: int) -> np.ndarray:
 
 def neighbour_agreement(x: np.ndarray, pred: np.ndarray, k: int = NEIGHBOURS, seed: int = 0) -> np.ndarray:
     """Each item's share of its ``k`` nearest neighbours that the model puts in its class, the
-    neighbours found in the inputs themselves (flattened; 50 principal components when wider; cosine
+    neighbours found in the inputs themselves (the groups' principal components; cosine
     of the centred vectors), not in anything the model learned. A model trained on groups is sure of
     the groups' mistakes too (an 8 in the group of the 5s), but the 8's neighbours are 8s."""
-    flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
-    if flat.shape[1] > 50 and len(flat) > 50:
-        from sklearn.decomposition import PCA
-
-        flat = PCA(50, random_state=seed).fit_transform(flat)
+    flat = principal_components(x, seed)
     near = nearest_neighbours(torch.from_numpy(np.ascontiguousarray(flat)), k).numpy()
     return (pred[near] == pred[:, None]).mean(1)
 

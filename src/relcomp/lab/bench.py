@@ -26,6 +26,7 @@ from ..engine import train
 from ..fewshot import fewshot_accuracy
 from ..models import MODELS
 from ..utils import resolve_precision
+from .common import busy_cpu_warning
 from .throughput import ABLATIONS, WINDOW_S, WINDOWS, flops_per_pair, median_and_spread, time_paths
 
 TARGETS = {"speedup_vs_naive": 3.0, "mfu": 0.5, "pair_store_bytes_5m": 64_000_000, "time_to_98_weak_s": 120.0,
@@ -237,9 +238,9 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     the load average before and after is recorded, and a busy machine is named in the log."""
     r: dict[str, Any] = {"kind": "bench", "quick": quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
                          "load_avg": {"cores": os.cpu_count(), "before": round(os.getloadavg()[0], 2)}}
-    if r["load_avg"]["before"] > 0.5 * (os.cpu_count() or 1):
-        log(f"warning: load average {r['load_avg']['before']} on {os.cpu_count()} cores before the bench; "
-            "its figures need idle cores")
+    busy = busy_cpu_warning("the bench's figures need idle cores")
+    if busy:
+        log(busy)
     # The precision `relcomp train` picks here: bf16 only where the CPU computes it natively (an
     # emulated bf16 is many times slower than fp32 and would say nothing about relcomp).
     prec = resolve_precision("auto", torch.device("cpu"))
@@ -251,9 +252,8 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     r["mfu_of"] = f"the best {prec} matmul peak measured in the bench (at its start and before each model's paths)"
     r["nominal_peak"] = nominal_peak()
     mnist = load_mnist(data_dir)
-    r["window_s"] = 0.0 if quick else WINDOW_S
-    throughput_figures(r, 4 if quick else 40, 2 if quick else WINDOWS, mnist.train.images, mnist.train.labels, prec,
-                       ablations, seconds, log)
+    throughput_figures(r, 4 if quick else 40, 2 if quick else WINDOWS, 0.0 if quick else WINDOW_S, mnist.train.images,
+                       mnist.train.labels, prec, ablations, seconds, log)
     log(f"suggest 1,000 pairs among the {'first 5k' if quick else '50k'} MNIST train images ...")
     r["suggest_1000_s"] = bench_suggest(data_dir, train_subset=5_000 if quick else None)  # quick: over 5k images
     log("pair store ...")
@@ -269,10 +269,11 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     return r
 
 
-def throughput_figures(r: dict[str, Any], steps: int, windows: int, images: np.ndarray, labels: np.ndarray, prec: str,
-                       ablations: bool, seconds: float, log) -> None:
+def throughput_figures(r: dict[str, Any], steps: int, windows: int, window_s: float, images: np.ndarray,
+                       labels: np.ndarray, prec: str, ablations: bool, seconds: float, log) -> None:
     """Pairs per second of every path, the speedups, the class-balance term's cost and the MFU."""
-    r.update(pairs_per_s={}, pairs_per_s_spread={}, peak_gflops_before={}, windows=windows, window_steps=steps)
+    r.update(pairs_per_s={}, pairs_per_s_spread={}, peak_gflops_before={}, windows=windows, window_steps=steps,
+             window_s=window_s)
     exact = measure_throughput(r, steps, images, labels, prec, ablations, seconds, log)
     r["speedup_vs_naive"] = {k: round(v["fast"] / v["naive"], 2) for k, v in exact.items()}
     r["unlabeled_slowdown"] = round(exact["weak"]["fast"] / exact["weak"]["with_unlabeled"], 3)

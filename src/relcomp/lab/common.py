@@ -36,6 +36,13 @@ def log(msg: str) -> None:
     print(f"relcomp: {msg}", file=sys.stderr, flush=True)
 
 
+def busy_cpu_warning(consequence: str) -> str | None:
+    """A warning when the 1-minute load average is above half the cores (other work shares the
+    CPU), naming its ``consequence``; None on an idle machine."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    return f"warning: load average {load:.1f} on {cores} cores: {consequence}" if load > 0.5 * cores else None
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..data.mnist import fetch_mnist
 from ..errors import ConfigError
-from .common import log
+from .common import busy_cpu_warning, log
 from .harness import Harness
 from .studies import STUDIES
 from .studies.paper_report import format_console, time_text
@@ -101,10 +101,9 @@ def reproduce(profile: str = "quick", out: str | os.PathLike | None = None, seed
     out = Path(out) if out else Path("runs") / f"reproduce-{prof['name']}"
     prof["command"] = command_line(profile, seeds, overrides)
     fetch_mnist(data_dir)  # says where MNIST came from and that it was verified
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > 0.5 * cores:
-        log(f"warning: load average {load:.1f} on {cores} cores: other work shares the CPU, so the study will "
-            "take longer than its profile's time says")
+    busy = busy_cpu_warning("other work shares the CPU, so the study will take longer than its profile's time says")
+    if busy:
+        log(busy)
     if seeds is not None:
         prof["seeds"] = list(range(seeds))
     return STUDIES[prof["kind"]].run(prof, Harness(out, device, progress, jobs, threads), data_dir)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ...analysis import pc1_ordering, stratified_subsample, tsne_2d
-from ...config import TrainConfig
+from ...config import TrainConfig, resolve
 from ...data.mnist import load_mnist
 from ...data.sources import MnistSource
 from ...errors import ConfigError
@@ -143,32 +143,25 @@ def run(prof: dict[str, Any], h: Harness, data_dir: str | None = None) -> dict[s
 
 
 def train_in_turn(specs: list[RunSpec], h: Harness, prof: dict) -> dict[str, dict]:
-    """Every run in turn (trained, or reused), with the time left after each at this machine's
-    measured speed."""
+    """Every run in turn (trained, or reused); with one job, the training time left after each, at
+    the speed of the runs so far (their recorded training time: a reused run's too, so an estimate
+    that errs long where later runs are reused as well)."""
     runs: dict[str, dict] = {}
-    speed = {"units": 0.0, "s": 0.0}  # images through a backbone, and the seconds they took
+    units = seconds = 0.0  # images through a backbone, and the training seconds they took
+    n_train = prof["data"].get("train_subset") or 50_000
     for k, spec in enumerate(specs, 1):
-        t = time.perf_counter()
         runs[f"{spec.key}/s{spec.seed}"] = rec = train_and_evaluate(spec, h, prof)
-        took = time.perf_counter() - t
-        if took > 2.0:  # trained now, not reused from the cache
-            speed["units"] += images_seen(spec, rec["train"]["samples"])
-            speed["s"] += took
-        if k < len(specs) and speed["s"] > 0:
-            left = sum(images_seen(s, budget_of(s, prof)) for s in specs[k:]) * speed["s"] / speed["units"]
-            log(f"{k} of {len(specs)} runs done; about {left / 60:.0f} min left at the speed measured so far")
+        units += images_seen(spec, rec["train"]["samples"])
+        seconds += rec["train"]["train_time_s"]
+        if h.jobs == 1 and k < len(specs) and units > 0:  # with more jobs every run is trained already
+            left = sum(images_seen(s, resolve(s.cfg).budget(n_train)) for s in specs[k:]) * seconds / units
+            log(f"{k} of {len(specs)} runs done; about {left / 60:.0f} min of training left at the speed so far")
     return runs
 
 
 def images_seen(spec: RunSpec, samples: int) -> int:
     """Images through the backbone for ``samples`` samples: two for a pair, one for an image."""
     return samples * (1 if spec.group == "supervised" else 2)
-
-
-def budget_of(spec: RunSpec, prof: dict) -> int:
-    if spec.cfg.samples is not None:
-        return int(spec.cfg.samples)
-    return int(spec.cfg.epochs * (prof["data"].get("train_subset") or 50_000))
 
 
 def train_and_evaluate(spec: RunSpec, h: Harness, prof: dict) -> dict[str, Any]:
