@@ -315,7 +315,8 @@ def test_cli_warnings_are_reported_not_fatal(tmp_path, items, capsys):
     assert _check(tmp_path, rows, extra=("--val-fraction", "0.3")) == 0
     out = capsys.readouterr().out
     assert "1 duplicate judgement(s)" in out and "1 pair(s) judged differently in 2 judgements (kept" in out
-    assert "1 item(s) never compared (5)" in out
+    assert "1 item(s) never compared (5): no comparison teaches" in out and "as unlabeled images" in out
+    assert "not trained on" not in out  # the unlabeled-image term does train on them
     assert _check(tmp_path, rows, extra=("--val-fraction", "0.3", "--contradictions", "drop", "--json")) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["stats"]["comparisons_used"] == 5 and report["stats"]["contradicting_pairs"] == 1

@@ -54,6 +54,21 @@ def test_train_and_evaluate(weak_run, capsys):
     assert (weak_run / "curves.png").stat().st_size > 0 and (weak_run / "confusion.png").exists()
 
 
+def test_eval_labels_scores_against_another_labels_file(weak_run, user, tmp_path, capsys):
+    """`relcomp eval RUN --labels FILE`: classification and ranking against a labels file of one's
+    own (here the first 100 of the run's 400 labelled items); bad input is one line and exit 2."""
+    lines = Path(user["labels"]).read_text().splitlines()
+    some = tmp_path / "some.csv"
+    some.write_text("\n".join(lines[:101]) + "\n")
+    capsys.readouterr()
+    assert main(["eval", str(weak_run), "--labels", str(some), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_test_images"] == 100 and np.array(r["confusion_matrix"]).sum() == 100 and "spearman_rho" in r
+    assert main(["eval", str(weak_run), "--labels", str(tmp_path / "missing.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.csv" in err[0]
+
+
 def test_predict_compare_rank(weak_run, user, capsys):
     imgs, y = user["images"], user["labels_array"]
     first = [imgs / f"{'ab'[k % 2]}/img{k:05d}.png" for k in range(20)]
@@ -86,6 +101,11 @@ def test_predict_compare_rank(weak_run, user, capsys):
 
     with Image.open(out / "ranking.png") as im:
         assert im.size[0] > 500 and im.size[1] > 300
+    # the sheet shows 256 of the 600 items and says so; --sheet-max sets how many
+    assert f"contact sheet {out / 'ranking.png'} (256 of them, evenly spaced in rank; --sheet-max)" in capsys.readouterr().out
+    assert main(["rank", str(weak_run), str(imgs / "a"), "--out", str(out), "--sheet-max", "1000"]) == 0
+    assert "of them" not in capsys.readouterr().out
+    assert main(["rank", str(weak_run), str(imgs / "a"), "--out", str(out), "--sheet-max", "0"]) == 2
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "onnx", "torchscript"])

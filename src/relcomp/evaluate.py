@@ -9,6 +9,7 @@ Where the test split comes from is the data source's business (MNIST: the 20k te
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 
 from .config import pair_loss
 from .data.splits import to_tensor
+from .errors import ConfigError
 from .metrics import (
     calibration,
     cluster_accuracy,
@@ -33,17 +35,22 @@ from .run import load_config, load_run_model, read_annotators, run_files, run_ti
 from .utils import resolve_device, resolve_precision, write_json_atomic
 
 
-def evaluate_run(run_dir: str | os.PathLike, device: str = "auto") -> dict[str, Any]:
+def evaluate_run(run_dir: str | os.PathLike, device: str = "auto", labels: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate the best checkpoint of a run on its source's test split and return the numbers;
-    it writes nothing (:func:`write_evaluation` does).
+    it writes nothing (:func:`write_evaluation` does). ``labels``: for a run on your own data, an
+    (item, label) file to score classification and ranking against instead of the run's ``--labels``.
 
     Raises:
-        ConfigError, CheckpointError: not a usable run folder.
-        DataError: the run's data can no longer be read.
+        ConfigError, CheckpointError: not a usable run folder, or ``labels`` for an MNIST run.
+        DataError: the run's data (or the labels file) can no longer be read.
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     model, cfg = load_run_model(run_dir, dev)
+    if labels is not None:
+        if cfg.data.source != "user":
+            raise ConfigError("--labels applies to runs trained on your own data; an MNIST run is scored on MNIST's labels")
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labels=str(Path(labels).resolve())))
     test = cfg.data.test_split(cfg.relation)
     _, out = item_outputs(model, to_tensor(test.images, dev), resolve_precision(cfg.precision, dev))
     labels = test.labels

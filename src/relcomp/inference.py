@@ -158,6 +158,8 @@ def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.Pa
     Raises:
         DataError: a missing folder or unreadable images, or a bad labels file.
     """
+    if sheet_max < 1:
+        raise ConfigError(f"--sheet-max must be at least 1, got {sheet_max}")
     p = Predictor(run_dir, device)
     if not p.model.relational and not p.model.classifies:
         raise ConfigError(f"cannot rank with a {p.cfg.model} model")
@@ -178,8 +180,9 @@ def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.Pa
         for r, k in enumerate(order, 1):
             w.writerow([r, items.names[k], f"{score[k]:.6f}",
                         *(f"{v[k]:.4f}" if v.dtype.kind == "f" else int(v[k]) for v in extra.values())])
+    shown = None
     if not p.takes_features:
-        contact_sheet(items, order, score, out / "ranking.png", sheet_max)
+        shown = contact_sheet(items, order, score, out / "ranking.png", sheet_max)
     metrics = None
     if labels is not None:
         y = load_labels(labels, items)
@@ -189,7 +192,7 @@ def rank(run_dir: str | os.PathLike, folder: str | os.PathLike, out: str | os.Pa
         metrics = {**ranking_metrics(score[known], y[known]), "n_labelled": int(known.sum())}
         write_json_atomic(out / "ranking-metrics.json", metrics)
     return {"csv": str(out / "ranking.csv"), "png": None if p.takes_features else str(out / "ranking.png"),
-            "n": len(items), "metrics": metrics,
+            "n": len(items), "sheet_items": shown, "metrics": metrics,
             "ranking": [(items.names[k], float(score[k])) for k in order]}
 
 
@@ -202,9 +205,10 @@ def _pick(items: ImageSet, names: list[str]) -> ImageSet:
 
 
 def contact_sheet(items: ImageSet, order: np.ndarray, score: np.ndarray, path: Path, max_images: int = 256,
-                  cols: int = 16) -> None:
+                  cols: int = 16) -> int:
     """A grid of thumbnails in rank order, each captioned with its rank and score; with more than
-    ``max_images`` images, an evenly spaced sample of the ranking (captions keep the true ranks)."""
+    ``max_images`` images, an evenly spaced sample of the ranking (captions keep the true ranks).
+    Returns how many images it shows."""
     from PIL import Image, ImageDraw
 
     ranks = np.arange(len(order))
@@ -226,3 +230,4 @@ def contact_sheet(items: ImageSet, order: np.ndarray, score: np.ndarray, path: P
         draw.text((x + 1, y + side + 11), f"{score[k]:.3f}", fill="dimgray")
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
+    return len(ranks)

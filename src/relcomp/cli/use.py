@@ -50,6 +50,11 @@ def add_eval_parser(sub) -> None:
               "own data: the held-out comparisons and labelled items); writes eval.json and confusion.png into the "
               "run folder.")
     ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("--labels", default=None, metavar="FILE",
+                    help="runs on your own data: a CSV/Parquet (item, label) of some items, to report classification "
+                         "accuracy, the confusion matrix and Spearman against (default: the run's own --labels, if "
+                         "any). Labels are never trained on; an item that was also compared was seen through its "
+                         "comparisons")
     add_device(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -87,6 +92,9 @@ def add_use_parsers(sub) -> None:
     rk.add_argument("--references", type=int, default=512, help="reference images for the score (sampled by --seed)")
     rk.add_argument("--seed", type=int, default=0, help="seed of the reference sample")
     rk.add_argument("--top", type=int, default=10, help="lines of the ranking to print at each end")
+    rk.add_argument("--sheet-max", type=int, default=256, metavar="N",
+                    help="images on the contact sheet; with more items, N evenly spaced in rank (captions keep the "
+                         "true ranks; ranking.csv has every item)")
     rk.add_argument("--labels", default=None, help="CSV/Parquet (item, label) of some ranked items: report Spearman "
                     "rho, Kendall tau and NDCG of the ranking against them")
     add_device(rk)
@@ -113,7 +121,8 @@ def add_suggest_parser(sub) -> None:
              "classes until more answers agree with the order than contradict it (by 3 for classes adjacent in it, "
              "2 for two apart, 1 for the rest), 71 questions for 10 classes from nothing; then boundary. The loop for few comparisons: train weak --unlabeled "
              "clusters, suggest, judge, train again\n"
-             "  uncertainty  the pairs whose order the model is least sure of (not likely ties)\n"
+             "  uncertainty  the pairs whose order the model is least sure of (a weak model's likely ties score low; a "
+             "ranker's or Siamese model's closest pairs are often ties: train those with --relation ge)\n"
              "  boundary     uncertain pairs in adjacent classes (or neighbours in a ranker's order)\n"
              "  random       uniform: the baseline")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -142,7 +151,7 @@ def add_embed_parser(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    r = evaluate_run(args.run_dir, device=args.device)
+    r = evaluate_run(args.run_dir, device=args.device, labels=args.labels)
     write_evaluation(args.run_dir, r)
     if args.json:
         print(json.dumps(r))
@@ -196,13 +205,17 @@ def cmd_compare(args) -> int:
 
 def cmd_rank(args) -> int:
     r = rank(args.run_dir, args.folder, out=args.out, references=args.references, seed=args.seed, device=args.device,
-             labels=args.labels)
+             labels=args.labels, sheet_max=args.sheet_max)
     ranking = list(enumerate(r["ranking"], 1))
     if len(ranking) > 2 * args.top:
         ranking = ranking[:args.top] + [(None, None)] + ranking[-args.top:]
     for k, item in ranking:
         print("     ..." if k is None else f"{k:>8}  {item[1]:.4f}  {item[0]}")
-    print(f"ranked {r['n']:,} items: {r['csv']}" + (f", contact sheet {r['png']}" if r["png"] else ""))
+    sheet = ""
+    if r["png"]:
+        part = f" ({r['sheet_items']:,} of them, evenly spaced in rank; --sheet-max)" if r["sheet_items"] < r["n"] else ""
+        sheet = f", contact sheet {r['png']}{part}"
+    print(f"ranked {r['n']:,} items: {r['csv']}{sheet}")
     if r["metrics"]:
         m = r["metrics"]
         print(f"against {m['n_labelled']:,} labelled items: Spearman rho {m['spearman_rho']:.4f}, Kendall tau "

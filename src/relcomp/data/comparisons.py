@@ -262,7 +262,8 @@ def _check_pairs(c: Comparisons, items: ImageSet, policy: str) -> np.ndarray:
     never = np.flatnonzero(~compared)
     if len(never):
         shown = ", ".join(items.names[k] for k in never[:5]) + (", ..." if len(never) > 5 else "")
-        r.warnings.append(f"{len(never)} item(s) never compared ({shown}); they are not trained on")
+        r.warnings.append(f"{len(never)} item(s) never compared ({shown}): no comparison teaches "
+                          "the model about them; the weak model still learns from them as unlabeled images (--unlabeled)")
     if c.annotator is not None:
         _annotator_stats(c, inverse, votes, o)
     if policy == "keep":
