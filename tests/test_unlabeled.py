@@ -204,6 +204,21 @@ def test_clusters_round_on_mnist_then_the_clusters_questions(data_dir, tmp_path,
     assert len(rows) == len(pairs) == 40 and all(0 <= i < 2000 for p in pairs for i in p)
     scores = [float(r.split(",")[2]) for r in rows]
     assert scores[0] > 1 and scores == sorted(scores, reverse=True)  # order questions first, then boundary
+    # answered (truly), those pairs count as judged: none asked again, and the order questions they
+    # answered are not asked again either (the page's queue refilled, a study's batches)
+    from relcomp.data import load_mnist
+    from relcomp.suggest import Suggester, order_needs
+    labels = load_mnist(data_dir).train.labels
+    judged = tmp_path / "judged.csv"
+    rows = [r.split(",")[:2] for r in rows]
+    answered = [f"{a},{b},{int(labels[int(a)] > labels[int(b)])}" for a, b in rows]
+    judged.write_text("a,b,outcome\n" + "\n".join(answered) + "\n")
+    s = Suggester(run, "cpu")
+    a, b, score, strategy = s.ask(40, judged=s.read_judged(judged))
+    again = {tuple(sorted(p)) for p in zip(a.tolist(), b.tolist(), strict=True)}
+    assert strategy == "clusters" and not again & pairs
+    need = order_needs(s.outs.argmax(-1).numpy(), s.read_judged(judged), 10).sum()
+    assert 0 < (score > 1).sum() <= min(40, need)  # as many order questions as these answers leave needed
 
 
 def test_the_clusters_strategy_needs_a_model_that_names_classes(tmp_path, mnist, capsys):

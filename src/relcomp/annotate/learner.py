@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from ..checkpoint import has_checkpoint
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..suggest import suggest
 from ..utils import append_jsonl, make_dir
 from .live import LiveModel
@@ -156,14 +156,21 @@ class Learner:
 
 
 def suggested_pairs(session: Session, run_dir: Path, seed: int) -> list[tuple[str, str]]:
-    """The pairs ``relcomp suggest`` picks on a run's model (its default strategy); none (so
-    random pairs) where it cannot."""
+    """The pairs ``relcomp suggest`` picks on a run's model (its default strategy) given every
+    judgement made so far (so the clusters strategy re-asks where the latest answers contradict the
+    order); none (so random pairs) where it cannot."""
     n = min(session.batch, session.pool_left())
     if n <= 0:
         return []
     path = session.log.path.with_name(session.log.path.name + ".suggested.csv")  # beside the judgements, not in the run
+    judged = path.with_suffix(".judged.csv")
+    with session.log.lock:
+        shutil.copyfile(session.log.path, judged)
     try:
-        suggest(run_dir, n, out=path, seed=seed, device="cpu")
+        try:
+            suggest(run_dir, n, out=path, seed=seed, device="cpu", judged=judged if judgements_in(judged) else None)
+        except DataError:  # judgements on items the run does not know: its own comparisons only
+            suggest(run_dir, n, out=path, seed=seed, device="cpu")
     except ConfigError as e:
         print(f"relcomp annotate: suggest: {e}; random pairs", file=sys.stderr, flush=True)
         return []

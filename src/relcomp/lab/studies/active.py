@@ -27,12 +27,13 @@ import numpy as np
 
 from ...config import TrainConfig
 from ...data.mnist import load_mnist
+from ...data.pairs import Pairs
 from ...data.sources import MnistSource
 from ...errors import ConfigError
 from ...models import model_class
 from ...plots import plot_lines
 from ...run import read_metrics
-from ...suggest import STRATEGIES, candidate_pairs, suggest
+from ...suggest import STRATEGIES, Suggester, candidate_pairs
 from ...utils import atomic_path, format_count, parse_count, write_json_atomic, write_text_atomic
 from ..common import (
     fmt,
@@ -125,16 +126,21 @@ class ActiveStudy:
         return path
 
     def next_pairs(self, run: str, judged: Path, path: Path, n: int, strategy: str, seed: int) -> Path:
-        """``judged`` plus ``n`` pairs that ``suggest`` picks from ``run`` and the oracle judges."""
-        if not path.exists():
-            ask = path.with_suffix(".ask.csv")
-            suggest(run, n, strategy=strategy, out=ask, seed=seed, device=self.device)
-            with open(ask, newline="") as f:
-                rows = [(int(r["a"]), int(r["b"])) for r in csv.DictReader(f)]
-            a, b = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
-            z = oracle(a, b, self.labels, self.flip_rate, np.random.default_rng(seed))
-            write_judged(path, read_judged(judged) + list(zip(a.tolist(), b.tolist(), z.tolist())))
-            ask.unlink()
+        """``judged`` plus ``n`` pairs that ``suggest`` picks from ``run`` and the oracle judges, asked
+        ``ask_batch`` at a time (default: all at once): each batch's questions see the answers to the
+        batches before it, as on the page whose queue is refilled (no training in between)."""
+        if path.exists():
+            return path
+        rows = read_judged(judged)
+        total = len(rows) + n
+        s = Suggester(run, self.device, seed)
+        rng = np.random.default_rng(seed)
+        step = int(self.prof.get("ask_batch", n))
+        for start in range(0, n, step):
+            i, j, z = (np.asarray(c, dtype=np.int64) for c in zip(*rows, strict=True))
+            a, b, _, _ = s.ask(min(step, total - len(rows)), strategy, Pairs(i, j, z), seed=seed + start)
+            rows += list(zip(a.tolist(), b.tolist(), oracle(a, b, self.labels, self.flip_rate, rng).tolist()))
+        write_judged(path, rows)
         return path
 
     def chain(self, budget: int, seed: int, unlabeled: str, strategy: str, first_run: str) -> dict[str, Any]:
@@ -173,6 +179,9 @@ def check_profile(prof: dict) -> None:
         raise ConfigError(f"--flip-rate must be in [0, 0.5), got {flip}")
     if not (0 < sched[0] and sched == sorted(sched) and sched[-1] == 1.0):
         raise ConfigError(f"profile {prof['name']}: schedule must rise from above 0 to 1.0, got {sched}")
+    ask = prof.get("ask_batch", 1)
+    if not (isinstance(ask, int) and not isinstance(ask, bool) and ask > 0):
+        raise ConfigError(f"profile {prof['name']}: ask_batch must be a positive whole number, got {ask!r}")
     bad = [s for s in prof["strategies"] if s not in STRATEGIES] + [u for u in prof["unlabeled"] if u not in ARMS]
     if bad:
         raise ConfigError(f"profile {prof['name']}: unknown strategy or unlabeled setting {bad}")
@@ -219,7 +228,7 @@ def summarise(prof: dict, cells: dict[str, list[dict]]) -> dict[str, Any]:
         chosen[str(budget)] = f"{budget}/{best['unlabeled']}/{best['strategy']}"
     return {"kind": "active", "profile": prof["name"], "description": prof.get("description", ""),
             "settings": {k: prof[k] for k in ("seeds", "budgets", "schedule", "strategies", "unlabeled", "train")}
-            | {"flip_rate": prof.get("flip_rate", 0.0), "data": prof.get("data", {}), "skip": prof.get("skip", []),
+            | {"flip_rate": prof.get("flip_rate", 0.0), "ask_batch": prof.get("ask_batch"), "data": prof.get("data", {}), "skip": prof.get("skip", []),
                "figure": prof.get("figure", "active.png"), "targets": prof.get("targets", TARGETS)},
             "cells": rows, "chosen_on_val": chosen}
 
@@ -276,9 +285,15 @@ def intro(res: dict) -> str:
             f"Seeds {s['seeds']}; rounds judge {s['schedule']} of each budget (the first share at random); "
             f"round 0 trains {rounds_text(t, True)}, each later round {rounds_text(t, False)} from the "
             f"previous round's weights{last_text(t)}; unlabeled batch {t.get('unlabeled_batch', 64)}, augment "
-            f"{t.get('augment', 'off')}; annotator flip rate {s['flip_rate']:g}. {res['n_runs']} training runs; "
+            f"{t.get('augment', 'off')}; annotator flip rate {s['flip_rate']:g}{ask_text(s)}. {res['n_runs']} training runs; "
             f"wall time {res['wall_time_s']:.0f} s ({res['train_time_s_total']:.0f} s of training, including runs "
             "reused from an earlier invocation).")
+
+
+def ask_text(s: dict) -> str:
+    if not s.get("ask_batch"):
+        return ""
+    return f", questions asked {s['ask_batch']} at a time (each batch chosen after the answers before it)"
 
 
 def rounds_text(t: dict, first: bool) -> str:
