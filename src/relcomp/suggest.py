@@ -228,6 +228,20 @@ class Suggester:
         """Every judgement of a comparisons file on the run's items (ties too: a tie is judged)."""
         return load_comparisons(comparisons, self.items).pairs()
 
+    def with_run_judged(self, more: Pairs) -> Pairs:
+        """``more`` and the run's own judgements of pairs ``more`` does not hold (a file that grew
+        from the run's comparisons counts each judgement once; another file adds to them)."""
+        n = len(self.names)
+        own = ~np.isin(pair_keys(self.judged.i, self.judged.j, n), pair_keys(more.i, more.j, n))
+
+        def cat(x, y):
+            return np.concatenate([np.asarray(x)[own], np.asarray(y)])
+
+        w = None if self.judged.w is None and more.w is None else cat(
+            np.ones(len(self.judged)) if self.judged.w is None else self.judged.w,
+            np.ones(len(more)) if more.w is None else more.w)
+        return Pairs(cat(self.judged.i, more.i), cat(self.judged.j, more.j), cat(self.judged.z, more.z), w=w)
+
     def strategy(self, strategy: str, judged: Pairs) -> str:
         if strategy not in STRATEGIES:
             raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
@@ -262,7 +276,7 @@ def suggest(run_dir: str | os.PathLike, n: int, strategy: str = "auto", candidat
             out: str | os.PathLike | None = None, seed: int = 0, max_per_item: int = 2,
             device: str = "auto", judged: str | os.PathLike | None = None) -> dict[str, Any]:
     """Write the ``n`` pairs to judge next as ``out`` (default ``<run_dir>/suggested.csv``), never a
-    pair of ``judged`` (a comparisons file; default: the run's own, as it trained on them).
+    pair the run's comparisons or the file ``judged`` (judgements made since, or besides) holds.
 
     Raises:
         ConfigError: an unknown strategy, a model that is not relational (or, for ``clusters``,
@@ -273,7 +287,8 @@ def suggest(run_dir: str | os.PathLike, n: int, strategy: str = "auto", candidat
     if n <= 0:
         raise ConfigError(f"--n must be positive, got {n}")
     s = Suggester(run_dir, device, seed)
-    a, b, score, chosen = s.ask(n, strategy, s.read_judged(judged) if judged else None, candidates, seed, max_per_item)
+    more = s.with_run_judged(s.read_judged(judged)) if judged else None
+    a, b, score, chosen = s.ask(n, strategy, more, candidates, seed, max_per_item)
     path = Path(out) if out else Path(run_dir) / "suggested.csv"
     s.write(path, a, b, score)
     return {"csv": str(path), "n": len(a), "strategy": chosen, "items": len(s.names),
