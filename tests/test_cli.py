@@ -32,6 +32,25 @@ def test_help_explains_every_command(capsys):
     assert "--samples" in text and "paper-code" in text and "double sigmoid" in text
 
 
+def test_help_and_version_answer_without_importing_the_library():
+    """`relcomp --help`, `--version`, no command and a typo are answered from the summaries alone
+    (measured: 0.02 s against 1.5 s with torch imported); the whole parser lists the same commands,
+    in the same order, with the same lines."""
+    code = ("import sys\nfrom relcomp.cli import main\nfor argv in (['--help'], ['--version'], [], ['tarin']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"
+    from relcomp.cli import COMMANDS, build_parser
+    from relcomp.cli.parser import SUMMARIES
+    from relcomp.models import MODELS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert list(sub.choices) == list(SUMMARIES) and set(COMMANDS) == set(SUMMARIES)
+    assert [a.help for a in sub._choices_actions] == list(SUMMARIES.values())
+    assert all(m in SUMMARIES["train"] for m in MODELS)
+
+
 @pytest.mark.parametrize("args, needle", [
     (["eval", "/nonexistent/run"], "not a relcomp run folder"),
     (["fewshot", "/nonexistent/run"], "not a relcomp run folder"),

@@ -20,25 +20,25 @@ registry), :func:`build_model`, :class:`MLPBackbone` (features), :class:`HFBackb
 """
 __version__ = "0.3.0"  # the one place the version is written (pyproject.toml reads it)
 
-from .backbones import HFBackbone, MLPBackbone, encode_images
-from .callbacks import Callback, StopWhen
-from .config import TrainConfig
-from .data import load_mnist, make_pairs
-from .data.comparisons import ValidationError, load_comparisons, load_labels
-from .data.features import load_features, save_features
-from .data.images import load_images
-from .data.sources import MnistSource, UserSource
-from .data.user import load_user_data
-from .embed import embed
-from .engine import train
-from .errors import RelcompError
-from .evaluate import evaluate_run, write_evaluation
-from .export import export_run
-from .fewshot import fewshot_eval, write_fewshot
-from .inference import Predictor, compare, compare_interval, predict, rank
-from .losses import LOSSES, Loss, get_loss, prob_first_greater, relation_loss
-from .models import MODELS, BaseModel, RankerModel, SiameseModel, SupervisedModel, WeakModel, build_model
-from .run import load_config, load_run_model
+# Imported on first use (PEP 562): `relcomp --help` and `--version` need none of it, and the
+# library pulls in torch (about a second). `from relcomp import train` works as before.
+_LAZY = {
+    "BaseModel": ".models", "Callback": ".callbacks", "HFBackbone": ".backbones", "LOSSES": ".losses",
+    "Loss": ".losses", "MLPBackbone": ".backbones", "MODELS": ".models", "MnistSource": ".data.sources",
+    "Predictor": ".inference", "RankerModel": ".models", "RelcompError": ".errors", "SiameseModel": ".models",
+    "StopWhen": ".callbacks", "SupervisedModel": ".models", "TrainConfig": ".config",
+    "UserSource": ".data.sources", "ValidationError": ".data.comparisons", "WeakModel": ".models",
+    "build_model": ".models", "compare": ".inference", "compare_interval": ".inference", "embed": ".embed",
+    "encode_images": ".backbones", "evaluate_run": ".evaluate", "export_run": ".export",
+    "fewshot_eval": ".fewshot", "get_loss": ".losses", "load_comparisons": ".data.comparisons",
+    "load_config": ".run", "load_features": ".data.features", "load_images": ".data.images",
+    "load_labels": ".data.comparisons", "load_mnist": ".data", "load_run_model": ".run",
+    "load_user_data": ".data.user", "make_pairs": ".data", "predict": ".inference",
+    "prob_first_greater": ".losses", "rank": ".inference", "relation_loss": ".losses",
+    "save_features": ".data.features", "train": ".engine", "write_evaluation": ".evaluate",
+    "write_fewshot": ".fewshot",
+}
+
 
 __all__ = [
     "LOSSES", "MODELS", "BaseModel", "HFBackbone", "MLPBackbone", "MnistSource", "Predictor", "RankerModel", "RelcompError", "SiameseModel",
@@ -48,3 +48,17 @@ __all__ = [
     "load_labels", "load_mnist", "load_run_model", "load_user_data", "make_pairs", "predict", "prob_first_greater",
     "rank", "relation_loss", "train", "Callback", "StopWhen", "Loss", "get_loss", "write_evaluation", "write_fewshot",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
+    raise AttributeError(f"module 'relcomp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

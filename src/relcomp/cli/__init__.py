@@ -7,53 +7,43 @@ Ctrl-C exits with 130 after saving what can be saved.
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from importlib import import_module
 
-from .. import __version__
 from ..errors import RelcompError
-from .annotate import add_annotate_parser, cmd_annotate
-from .common import Formatter, Parser
-from .lab import add_bench_parser, add_report_parser, add_reproduce_parser, cmd_bench, cmd_report, cmd_reproduce
-from .train import add_data_parsers, add_train_parser, cmd_data, cmd_train
-from .use import (
-    add_embed_parser,
-    add_eval_parser,
-    add_fewshot_parser,
-    add_suggest_parser,
-    add_use_parsers,
-    cmd_compare,
-    cmd_embed,
-    cmd_eval,
-    cmd_export,
-    cmd_fewshot,
-    cmd_predict,
-    cmd_rank,
-    cmd_suggest,
-)
+from .parser import answer_without_a_command, top_parser
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval, "fewshot": cmd_fewshot,
-            "predict": cmd_predict, "compare": cmd_compare, "rank": cmd_rank, "export": cmd_export,
-            "embed": cmd_embed, "suggest": cmd_suggest, "annotate": cmd_annotate,
-            "reproduce": cmd_reproduce, "report": cmd_report, "bench": cmd_bench}
+# command -> (module of this package, function): imported only for the command that runs
+COMMANDS = {"data": ("train", "cmd_data"), "train": ("train", "cmd_train"), "eval": ("use", "cmd_eval"),
+            "fewshot": ("use", "cmd_fewshot"), "predict": ("use", "cmd_predict"), "compare": ("use", "cmd_compare"),
+            "rank": ("use", "cmd_rank"), "export": ("use", "cmd_export"), "embed": ("use", "cmd_embed"),
+            "suggest": ("use", "cmd_suggest"), "annotate": ("annotate", "cmd_annotate"),
+            "reproduce": ("lab", "cmd_reproduce"), "report": ("lab", "cmd_report"), "bench": ("lab", "cmd_bench")}
+# the modules that add each command's parser, in the order of SUMMARIES
+ADDERS = (("train", "add_data_parsers"), ("train", "add_train_parser"), ("use", "add_fewshot_parser"),
+          ("use", "add_eval_parser"), ("use", "add_use_parsers"), ("use", "add_suggest_parser"),
+          ("annotate", "add_annotate_parser"), ("use", "add_embed_parser"), ("lab", "add_reproduce_parser"),
+          ("lab", "add_report_parser"), ("lab", "add_bench_parser"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="relcomp", formatter_class=Formatter, description="Train image classifiers and rankers "
-                    "from relational comparisons (\"A > B\") instead of labels.")
-    parser.add_argument("--version", action="version", version=f"relcomp {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_data_parsers, add_train_parser, add_fewshot_parser, add_eval_parser, add_use_parsers,
-                add_suggest_parser, add_annotate_parser, add_embed_parser, add_reproduce_parser, add_report_parser,
-                add_bench_parser):
-        add(sub)
+def command(module: str, name: str):
+    return getattr(import_module(f".{module}", __name__), name)
+
+
+def build_parser():
+    """The whole parser: every command with its options (this imports the library)."""
+    parser, sub = top_parser()
+    for module, name in ADDERS:
+        command(module, name)(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    answer_without_a_command(argv)  # --help, --version, no command or a typo: answered (and exited) at once
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return command(*COMMANDS[args.command])(args)
     except RelcompError as e:
         say(f"relcomp: error: {e}")
         return 2

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from ..config import resolve
 from ..errors import ConfigError
-from .common import Parser, count_arg, subcommand
+from .common import count_arg
+from .parser import Parser, subcommand
 from .train import add_train_parser, train_config
 
 # the options of `relcomp train` a --learn round takes, passed on as given: (type, what it is)
@@ -21,7 +22,7 @@ TRAIN_OPTIONS = {"classes": (int, "K ordered classes of the weak model"), "backb
 
 
 def add_annotate_parser(sub) -> None:
-    p = subcommand(sub, "annotate", "judge pairs of images in your browser; with --learn a model learns as you judge",
+    p = subcommand(sub, "annotate", None,
              "Serve a local web page that shows two images of --images side by side and asks --question. Keys: left "
              "arrow (or click the left image) = the left image is greater, right arrow = the right one, = a tie, s "
              "skip, u undo, ? help. Each judgement is appended to --comparisons at once (a, b, outcome, annotator, "

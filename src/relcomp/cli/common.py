@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import textwrap
 from typing import Any
 
 from ..config import (
@@ -13,23 +12,6 @@ from ..config import (
 from ..data.sources import MnistSource, UserSource
 from ..errors import RelcompError
 from ..utils import parse_count
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``relcomp train: error: ... (see `relcomp train --help`)``."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-class Formatter(argparse.RawDescriptionHelpFormatter):
-    """Shows a default where there is one to show (not None, not a flag's False)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
-            return text
-        return f"{text} (default: %(default)s)"
 
 
 def defaults(cls) -> dict[str, Any]:
@@ -61,13 +43,6 @@ def count_arg(text: str) -> int:
         return parse_count(text)
     except RelcompError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def subcommand(sub, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
-    """A subcommand; prose paragraphs of its description are wrapped, lists (lines) kept as written."""
-    paragraphs = (description or help).split("\n\n")
-    text = "\n\n".join(p if "\n" in p else textwrap.fill(p, 100) for p in paragraphs)
-    return sub.add_parser(name, help=help, description=text, formatter_class=Formatter)
 
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:

@@ -18,12 +18,12 @@ from .common import (
     add_data_dir,
     add_device,
     count_arg,
-    subcommand,
 )
+from .parser import subcommand
 
 
 def add_reproduce_parser(sub) -> None:
-    p = subcommand(sub, "reproduce", "rerun the paper's whole study (or another profile); write tables, figures, a report",
+    p = subcommand(sub, "reproduce", None,
              "Train every model of the paper (supervised; Siamese and weak at each pair-set size; the weak model with "
              "the paper's original loss and with relcomp's default, symmetric), evaluate on the test split, run few-shot transfer "
              "and the ordinal analysis, and write results.json, report.md, report.html and figures/. Finished runs "
@@ -51,7 +51,7 @@ def add_reproduce_parser(sub) -> None:
 
 
 def add_report_parser(sub) -> None:
-    p = subcommand(sub, "report", "print the tables of a results file; regenerate the README's tables from them",
+    p = subcommand(sub, "report", None,
              "Print a committed results file (docs/results/*.json, written by relcomp reproduce) as markdown, and "
              "draw its figures from its numbers with --figures DIR. With --readme FILE, rewrite every block of FILE "
              "between '<!-- relcomp report RESULTS [figures=DIR] -->' and '<!-- end relcomp report -->' from its "
@@ -63,7 +63,7 @@ def add_report_parser(sub) -> None:
 
 
 def add_bench_parser(sub) -> None:
-    p = subcommand(sub, "bench", "measure speed, utilisation, memory and time-to-accuracy on this machine",
+    p = subcommand(sub, "bench", None,
              "Measure on this machine: matmul peak (fp32, bf16); training pairs/s of the Siamese and weak models on a "
              "naive path (as the paper's original code) and on relcomp's fast path; model FLOP utilisation; the 5M "
              "pair store's size; and the training time until the weak model reaches 98% val classification and the "

@@ -40,12 +40,12 @@ from .common import (
     add_device,
     count_arg,
     float_list,
-    subcommand,
 )
+from .parser import subcommand
 
 
 def add_data_parsers(sub) -> None:
-    data = subcommand(sub, "data", "fetch and verify MNIST; build the paper's pair sets; check your own data")
+    data = subcommand(sub, "data")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = subcommand(dsub, "fetch", "download MNIST into the cache and verify every file by SHA-256",
                  "Put the four MNIST IDX files into <data-dir>/mnist and verify each uncompressed file against its "
@@ -70,7 +70,7 @@ def add_data_parsers(sub) -> None:
 
 
 def add_train_parser(sub) -> None:
-    tr = subcommand(sub, "train", f"train a model ({', '.join(MODELS)})",
+    tr = subcommand(sub, "train", None,
               "Train one model through relcomp's single training loop. The budget is counted in samples (images for "
               "the supervised model, pairs for relational ones); validation runs every --eval-every samples and the "
               "best val checkpoint is the one evaluated.\n\nModels:\n" +

@@ -17,13 +17,13 @@ from .common import (
     add_device,
     count_arg,
     int_list,
-    subcommand,
 )
+from .parser import subcommand
 from .train import print_eval
 
 
 def add_fewshot_parser(sub) -> None:
-    fs = subcommand(sub, "fewshot", "few-shot classification on a run's frozen backbone",
+    fs = subcommand(sub, "fewshot", None,
               "Classify with k labelled train images per class, drawn at random --draws times; print mean, std, min, "
               "max of the test accuracy over draws. The paper's method (--method linear) freezes the backbone and "
               "trains a fresh Linear(128, K) head; see --method for the alternatives.")
@@ -45,7 +45,7 @@ def add_fewshot_parser(sub) -> None:
 
 
 def add_eval_parser(sub) -> None:
-    ev = subcommand(sub, "eval", "test accuracy (relational and classification) and confusion matrix",
+    ev = subcommand(sub, "eval", None,
               "Evaluate a run's best checkpoint on its test split (MNIST: 20k test pairs and 10k test images; your "
               "own data: the held-out comparisons and labelled items); writes eval.json and confusion.png into the "
               "run folder.")
@@ -60,7 +60,7 @@ def add_eval_parser(sub) -> None:
 
 
 def add_use_parsers(sub) -> None:
-    pr = subcommand(sub, "predict", "class and class probabilities of images (weak and supervised runs)",
+    pr = subcommand(sub, "predict", None,
               "Print the predicted class and the class probabilities of each image, converted to the run's image "
               "size and channels. IMAGES are image files, folders or .npy arrays; for a run trained on --features, "
               "features files (every item is predicted).")
@@ -68,7 +68,7 @@ def add_use_parsers(sub) -> None:
     pr.add_argument("images", nargs="+", metavar="IMAGES")
     pr.add_argument("--json", action="store_true", help="print one JSON object per line")
     add_device(pr)
-    cp = subcommand(sub, "compare", "P(A > B) for two images, with an interval",
+    cp = subcommand(sub, "compare", None,
               "Print the model's probability that image A's label is greater than image B's, and a --level interval "
               "of it from --samples MC-dropout draws: the model's dropout layers stay on, so each draw is the "
               "prediction of a slightly different network, and the spread says how much the trained weights pin "
@@ -81,7 +81,7 @@ def add_use_parsers(sub) -> None:
     cp.add_argument("--level", type=float, default=0.9, help="coverage of the interval")
     cp.add_argument("--json", action="store_true", help="print one JSON object")
     add_device(cp)
-    rk = subcommand(sub, "rank", "sort a folder of images by the model's score; CSV and contact sheet",
+    rk = subcommand(sub, "rank", None,
               "Score every image of FOLDER (a ranker: its own score; other models: the mean P(image > reference) over "
               "up to --references images of the folder, a Borda count) and write ranking.csv (greatest first) and "
               "ranking.png (a contact sheet in rank order). For a run trained on --features, FOLDER is a features "
@@ -98,7 +98,7 @@ def add_use_parsers(sub) -> None:
     rk.add_argument("--labels", default=None, help="CSV/Parquet (item, label) of some ranked items: report Spearman "
                     "rho, Kendall tau and NDCG of the ranking against them")
     add_device(rk)
-    ex = subcommand(sub, "export", "export the best model as safetensors, ONNX or TorchScript",
+    ex = subcommand(sub, "export", None,
               "Write the run's best model so it can be used without relcomp, and check that the exported model's "
               "outputs match the PyTorch model's. weak/supervised: x -> class logits (B, K); siamese: (a, b) -> "
               "logit of P(A > B); ranker: x -> score (B,). Inputs: float32 (B, C, H, W) in [0, 1].")
@@ -108,7 +108,7 @@ def add_use_parsers(sub) -> None:
 
 
 def add_suggest_parser(sub) -> None:
-    p = subcommand(sub, "suggest", "write the pairs to have judged next (active learning)",
+    p = subcommand(sub, "suggest", None,
              "Score --candidates random pairs of the run's items that nobody judged yet (never an item with itself, "
              "never a pair already judged, in either order) with one pass of the run's model, and write the best --n "
              "as a CSV (a, b, score) named as the run's comparisons name items: file names, .npy row indices, or MNIST "
@@ -137,7 +137,7 @@ def add_suggest_parser(sub) -> None:
 
 
 def add_embed_parser(sub) -> None:
-    p = subcommand(sub, "embed", "write feature vectors of MNIST or of your images (for --features)",
+    p = subcommand(sub, "embed", None,
              "Embed every image of --images (default: MNIST's 70,000, in the order train, val, test, named "
              "train/<i>, val/<i>, test/<i>) and write the vectors to --out: .npy (rows), .npz (names, vectors) or "
              ".parquet (item, vector). --with pixels: the raw pixels in [0, 1]; a run folder: its backbone's 128-d "
