@@ -235,7 +235,7 @@ def write_fewshot(run_dir: str | os.PathLike, result: dict[str, Any]) -> None:
     for name, s in result["shots"].items():
         slug = f"{s['k']}shot" if method == "linear" else f"{method}-{s['k']}{'-' + s['fit'] if s['fit'] else ''}shot"
         plot_confusion(np.array(s["confusion_matrix"]), run_files(run_dir).fewshot_confusion(slug),
-                       title=f"{title} + {name}-shot {method}, {s['n_pred']} draw(s) pooled")
+                       title=f"{title} + {name}-shot {method}", draws=s["n_pred"])
     write_json_atomic(run_files(run_dir).fewshot(method), result)
 
 

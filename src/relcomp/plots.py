@@ -37,8 +37,12 @@ def plot_curves(rows: Sequence[dict], path: str | os.PathLike, title: str = "") 
     """Loss and accuracy against epochs (the paper's Figure 2)."""
     if not rows:
         return
+    from matplotlib.ticker import MaxNLocator
+
     ep = [r["epoch"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax in (ax1, ax2):  # whole epochs: two points must not get ticks at 1.25, 1.5 ...
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.plot(ep, [r["train_loss"] for r in rows], "o-", label="train loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
@@ -54,8 +58,11 @@ def plot_curves(rows: Sequence[dict], path: str | os.PathLike, title: str = "") 
     _save(fig, path)
 
 
-def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
-    """Confusion matrix with counts (rows: true digit, columns: predicted), as the paper's Figures 4-6."""
+def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "", draws: int = 1) -> None:
+    """Confusion matrix with counts (rows: true digit, columns: predicted), as the paper's Figures 4-6.
+    ``cm`` pooled over ``draws`` draws is shown as their mean draw (counts rounded), so that a cell
+    reads as a count of test images, not ten times one."""
+    cm = np.asarray(cm, dtype=np.float64) / max(draws, 1)
     k = cm.shape[0]
     fig, ax = plt.subplots(figsize=(5.2, 4.6), layout="tight")
     im = ax.imshow(cm, cmap="Blues")
@@ -67,10 +74,11 @@ def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "") -> 
     thresh = cm.max() / 2 if cm.size else 0
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{cm[i, j]:.0f}", ha="center", va="center", fontsize=7,
                     color="white" if cm[i, j] > thresh else "black")
-    acc = np.trace(cm) / max(cm.sum(), 1)
-    ax.set_title(f"{title}\naccuracy {acc:.2%}", wrap=True)
+    acc = np.trace(cm) / max(cm.sum(), 1e-12)
+    mean = f" (the mean of {draws} draws)" if draws > 1 else ""
+    ax.set_title(f"{title}\naccuracy {acc:.2%}{mean}", wrap=True)
     _save(fig, path, crop=False)
 
 
@@ -97,26 +105,28 @@ def plot_reliability(cal: dict, path: str | os.PathLike, title: str = "") -> Non
 
 
 def plot_embeddings(panels: Sequence[dict], path: str | os.PathLike) -> None:
-    """Top row: t-SNE of each model's embeddings with digit centroids labelled. Bottom row: the
-    projection on the first principal component, one violin per digit (the paper's Figure 7).
+    """One row per model: the t-SNE of its embeddings with digit centroids labelled, and beside it
+    the projection on the first principal component, one violin per digit (the paper's Figure 7).
+    Rows, not columns: a page shrinks a figure to its width, and four models side by side left the
+    labels 6 px high.
 
     Each panel: ``{"title", "tsne" (N, 2), "labels" (N,), "pc1" (M,), "pc1_labels" (M,), "rho", "ordering"}``.
     """
     n = len(panels)
-    fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 8.4), squeeze=False)
+    fig, axes = plt.subplots(n, 2, figsize=(10, 4.4 * n), squeeze=False, gridspec_kw={"width_ratios": [1, 1.25]})
     cmap = plt.get_cmap("tab10")
-    for c, p in enumerate(panels):
-        ax = axes[0, c]
+    for r, p in enumerate(panels):
+        ax = axes[r, 0]
         xy, lab = p["tsne"], p["labels"]
         ax.scatter(xy[:, 0], xy[:, 1], c=[cmap(int(v)) for v in lab], s=3, alpha=0.6, linewidths=0)
         for d in np.unique(lab):
             cx, cy = np.median(xy[lab == d], axis=0)
-            ax.text(cx, cy, str(int(d)), fontsize=14, weight="bold", ha="center", va="center",
+            ax.text(cx, cy, str(int(d)), fontsize=13, weight="bold", ha="center", va="center",
                     bbox=dict(boxstyle="circle,pad=0.2", fc="white", ec=cmap(int(d)), alpha=0.85))
-        ax.set_title(f"{p['title']}: t-SNE")
+        ax.set_title(f"{p['title']}: t-SNE", fontsize=12)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax = axes[1, c]
+        ax = axes[r, 1]
         digits = sorted(np.unique(p["pc1_labels"]))
         data = [p["pc1"][p["pc1_labels"] == d] for d in digits]
         parts = ax.violinplot(data, positions=digits, showmedians=True, widths=0.8)
@@ -124,9 +134,10 @@ def plot_embeddings(panels: Sequence[dict], path: str | os.PathLike) -> None:
             body.set_facecolor(cmap(int(d)))
             body.set_alpha(0.7)
         ax.set_xticks(digits)
-        ax.set_xlabel("digit")
-        ax.set_ylabel("PC1 (oriented)")
-        ax.set_title(f"|rho| = {p['rho']:.3f}\n{p['ordering']}", fontsize=10)
+        ax.tick_params(labelsize=11)
+        ax.set_xlabel("digit", fontsize=11)
+        ax.set_ylabel("PC1 (oriented)", fontsize=11)
+        ax.set_title(f"{p['title']}: PC1, |rho| = {p['rho']:.3f}\n{p['ordering']}", fontsize=12)
     fig.tight_layout()
     _save(fig, path)
 

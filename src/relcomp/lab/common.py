@@ -6,6 +6,7 @@ import base64
 import html
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -146,13 +147,47 @@ def html_head(title: str) -> list[str]:
 
 
 def html_figures(figures: dict[str, str], out: Path) -> list[str]:
-    """Every figure embedded as base64 PNG, so the page is self-contained."""
+    """Every figure embedded as base64 PNG, so the page is self-contained; each with an id
+    (``fig-N``) that a table of contents can link to."""
     esc = html.escape
     parts = []
-    for name, caption in figures.items():
+    for n, (name, caption) in enumerate(figures.items(), 1):
         data = base64.b64encode((out / "figures" / name).read_bytes()).decode()
-        parts.append(f"<figure><img alt='{esc(caption)}' src='data:image/png;base64,{data}'>"
+        parts.append(f"<figure id='fig-{n}'><img alt='{esc(caption)}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{esc(caption)}</figcaption></figure>")
     return parts
+
+
+def md_contents(lines: list[str]) -> list[str]:
+    """Markdown ``lines`` with a contents list of their ``## `` sections before the first of them
+    (GitHub's anchors: lower case, punctuation dropped, spaces as hyphens)."""
+    heads = [k for k, line in enumerate(lines) if line.startswith("## ")]
+    if not heads:
+        return lines
+    links = []
+    for k in heads:
+        title = lines[k][3:].strip()
+        anchor = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        links.append(f"- [{title}](#{anchor})")
+    return lines[:heads[0]] + ["## Contents", "", *links, ""] + lines[heads[0]:]
+
+
+def html_contents(parts: list[str], figures: dict[str, str]) -> list[str]:
+    """``parts`` of a page with an id on every ``<h2>`` and, before the first of them, a table of
+    contents: the sections, and under "Figures" each figure's caption up to its first full stop."""
+    body = "\n".join(parts)
+    titles = re.findall(r"<h2>(.*?)</h2>", body)
+    for n, title in enumerate(titles, 1):
+        body = body.replace(f"<h2>{title}</h2>", f"<h2 id='sec-{n}'>{title}</h2>", 1)
+    items = []
+    for n, title in enumerate(titles, 1):
+        sub = ""
+        if title == "Figures" and figures:
+            sub = "<ul>" + "".join(f"<li><a href='#fig-{k}'>{html.escape(c.split('. ')[0])}</a></li>"
+                                   for k, c in enumerate(figures.values(), 1)) + "</ul>"
+        items.append(f"<li><a href='#sec-{n}'>{title}</a>{sub}</li>")
+    nav = "<nav><h3>Contents</h3><ol>" + "".join(items) + "</ol></nav>"
+    at = body.find("<h2 id='sec-1'>")
+    return [body[:at] + nav + body[at:]] if at >= 0 else [body]
 
 

@@ -10,9 +10,11 @@ from ...utils import format_count, parse_count
 from ..common import (
     fmt,
     fmt_paper,
+    html_contents,
     html_figures,
     html_head,
     html_table,
+    md_contents,
     md_figures,
     md_table,
 )
@@ -173,7 +175,7 @@ def render_markdown(results: dict) -> str:
         pr = "—" if o.get("paper_rho") is None else f"{o['paper_rho']:.3f}"
         lines.append(f"| {key} | {fmt_rho(o['rho'])} | {o['ordering']} | {pr} | {o.get('paper_ordering') or '—'} |")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES] + ["", "## Figures", ""] + md_figures(results["figures"])
-    return "\n".join(lines)
+    return "\n".join(md_contents(lines))
 
 
 def render_html(results: dict, out: Path) -> str:
@@ -197,4 +199,4 @@ def render_html(results: dict, out: Path) -> str:
     parts.append("</table><h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in NOTES) + "</ul><h2>Figures</h2>")
     parts += html_figures(results["figures"], out)
     parts.append("</body></html>")
-    return "\n".join(parts)
+    return "\n".join(html_contents(parts, results["figures"]))
