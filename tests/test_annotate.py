@@ -354,3 +354,24 @@ def test_page_in_a_real_browser(tmp_path):
         driver.quit()
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_trainer_process_runs_command_after_command_and_survives_a_kill():
+    """The learner's one trainer process (relcomp.annotate.worker): each command answered with its
+    exit code and the error's last line; a killed process fails the command in flight only, and
+    the next command starts a new one."""
+    from relcomp.annotate.worker import Worker
+
+    w = Worker()
+    try:
+        assert w.run(["--version"]) == (0, None)
+        first = w.pid
+        rc, error = w.run(["eval", "/nonexistent/run"])
+        assert rc == 2 and "not a relcomp run folder" in error and w.pid == first  # the same process
+        os.kill(first, signal.SIGKILL)
+        rc, error = w.run(["--version"])  # written to a dead process, or it died before answering
+        assert (rc, error) == (0, None) or "the trainer process stopped" in error
+        assert w.run(["--version"]) == (0, None) and w.pid != first
+    finally:
+        w.stop()
+    assert w.pid is None

@@ -108,8 +108,8 @@ def test_sigkill_of_the_trainer_or_the_server_loses_nothing_and_resumes(mnist, t
         deadline = time.monotonic() + 120  # the trainer has written its first checkpoint: kill it mid-round
         while not (rounds / "round-001" / "checkpoint.json").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        trainer = [int(p) for p in subprocess.run(["pgrep", "-f", "round-001"], capture_output=True,
-                                                   text=True).stdout.split()]
+        trainer = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "relcomp.cli.worker"], capture_output=True,
+                                                   text=True).stdout.split()]  # the trainer process, mid-round
         for pid in trainer:
             os.kill(pid, signal.SIGKILL)
         s = _wait(url, lambda s: s["error"] is not None)

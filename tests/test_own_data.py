@@ -130,6 +130,23 @@ def test_export_matches_and_loads_without_relcomp(weak_run, fmt, capsys):
     assert r.stdout.strip() == "(3, 10)"
 
 
+def test_fewshot_on_a_ranker_of_your_data_takes_its_default_method(user, capsys):
+    """`relcomp fewshot RUN` on a ranker trained on your images: cut-points (its default), each
+    draw scored on the labelled items it did not draw; k = 0 uses no label."""
+    run = user["root"] / "ranker-run"
+    assert main(["train", "ranker", "--images", str(user["images"]), "--comparisons", str(user["comparisons"]),
+                 "--labels", str(user["labels"]), "--samples", "6000", "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["fewshot", str(run), "--shots", "0,1", "--draws", "3", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["method"] == "cutpoints" and set(r["shots"]) == {"0 (kmeans)", "0 (quantile)", "1"}
+    one = r["shots"]["1"]
+    assert one["n"] == 3 and one["mean"] > 0.3, one  # 10 classes of MNIST digits: chance 0.1
+    from relcomp.run import run_files
+    written = json.loads(run_files(run).fewshot("cutpoints").read_text())["shots"]["1"]
+    assert np.array(written["confusion_matrix"]).sum() == 3 * (400 - 10)  # each draw scored on the 390 it did not draw
+
+
 def test_siamese_fewshot_and_predict_refusal(user, capsys):
     run = user["root"] / "siamese-run"
     assert main(["train", "siamese", "--images", str(user["images"]), "--comparisons", str(user["comparisons"]),
@@ -138,6 +155,11 @@ def test_siamese_fewshot_and_predict_refusal(user, capsys):
     assert main(["fewshot", str(run), "--shots", "1,3", "--draws", "3", "--labels", str(user["labels"]), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert 0.1 < r["shots"]["3"]["mean"] <= 1.0
+    # the relation head's own few-shot method works on your data too (each draw tested on the other items)
+    assert main(["fewshot", str(run), "--method", "anchors", "--shots", "1", "--draws", "2", "--labels", str(user["labels"]),
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["method"] == "anchors" and r["shots"]["1"]["n"] == 2 and 0 <= r["shots"]["1"]["mean"] <= 1
     assert main(["predict", str(run), str(user["images"] / "a" / "img00000.png")]) == 2
     assert "outputs relations, not classes" in capsys.readouterr().err
     assert main(["export", str(run), "--format", "onnx"]) == 0

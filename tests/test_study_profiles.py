@@ -60,7 +60,9 @@ def test_loop_smoke_profile(data_dir, tmp_path, capsys):
     out = tmp_path / "loop"
     assert main(["reproduce", "--profile", "loop-smoke", "--out", str(out), "--quiet", "--data-dir", str(data_dir)]) == 0
     r = json.loads((out / "results.json").read_text())
-    assert r["kind"] == "loop" and set(r["cells"]) == {"defaults"}
+    assert r["kind"] == "loop" and set(r["cells"]) == {"defaults", "features"}
+    # the features arm: the page's images as pixel vectors (a file the study writes), an MLP head
+    assert (out / "loop" / "features-s0" / "pixels.npz").exists() and len(r["runs"]["features/s0"]["curve"]) == 2
     curve = r["runs"]["defaults/s0"]["curve"]
     assert [c["version"] for c in curve] == [1, 2] and curve[0]["trained_on"] >= 20
     assert all(0 <= c["test_cls_acc"] <= 1 and 0 <= c["page_cls_acc"] <= 1 for c in curve)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .data.splits import to_tensor
 from .errors import ConfigError, DataError
 from .metrics import draw_shots, item_outputs
-from .ordinal import anchor_predict, apply_cutpoints, cutpoint_accuracy, fit_cutpoints
+from .ordinal import anchor_predict, cutpoint_predictions
 from .plots import plot_confusion
 from .run import load_config, load_run_model, run_files, run_title
 from .utils import resolve_device, resolve_precision, write_json_atomic
@@ -135,12 +135,14 @@ METHODS = ("linear", "names", "anchors", "cutpoints")
 
 def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarray, train_labels: np.ndarray,
                      eval_images: np.ndarray, eval_labels: np.ndarray, shots: Sequence[int], draws: int = 10,
-                     seed: int = 0, num_classes: int = 10,
-                     precision: str = "fp32") -> dict[tuple[int, str | None], tuple[np.ndarray, np.ndarray]]:
+                     seed: int = 0, num_classes: int = 10, precision: str = "fp32",
+                     same_pool: bool = False) -> dict[tuple[int, str | None], tuple[np.ndarray, np.ndarray]]:
     """Classes from the relation itself, no head trained: ``anchors`` (compare each eval image
     with k labelled anchors per class through the pair head) or ``cutpoints`` (thresholds on a
     ranker's score; k = 0 gives the two zero-shot fits). Returns {(k, zero-shot fit or None):
-    (accuracies, predictions)}.
+    (accuracies, predictions)}; ``same_pool`` as for :func:`fewshot_accuracy` (a user's labelled
+    items: each draw is scored on the items it did not draw; a zero-shot fit uses their scores
+    without their labels).
 
     Raises:
         ConfigError: a method the model cannot use.
@@ -154,30 +156,21 @@ def ordinal_accuracy(model: torch.nn.Module, method: str, train_images: np.ndarr
             raise ConfigError("--method cutpoints needs a model with one score per image (a ranker)")
         _, train_out = item_outputs(model, to_tensor(train_images, dev), precision)
         ts, es = train_out[:, 0].cpu().numpy(), eval_out[:, 0].cpu().numpy()
-        accs = cutpoint_accuracy(ts, train_labels, es, eval_labels, shots, num_classes, draws, seed)
-        preds = {}
-        for k, fit in accs:  # predictions of the first draw, for the confusion matrix
-            if fit is not None:
-                cuts = fit_cutpoints(ts, num_classes, method=fit, seed=seed)  # train scores, no labels
-            else:
-                idx = draw_shots(train_labels, k, num_classes, seed=(seed, k, 0))
-                cuts = fit_cutpoints(ts[idx], num_classes, train_labels[idx])
-            preds[(k, fit)] = apply_cutpoints(es, cuts)[None]
-        return {key: (accs[key], preds[key]) for key in accs}
+        return {key: score_draws(pred, idx, eval_labels, same_pool, key[0])
+                for key, (idx, pred) in cutpoint_predictions(ts, train_labels, es, shots, num_classes, draws,
+                                                             seed).items()}
     if method != "anchors":
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if min(shots) < 1:
         raise ConfigError("--method anchors needs at least 1 anchor per class")
     results = {}
     for k in shots:
-        accs, preds = [], []
-        for d in range(draws):
-            idx = draw_shots(train_labels, k, num_classes, seed=(seed, k, d))
+        idx_all = np.stack([draw_shots(train_labels, k, num_classes, seed=(seed, k, d)) for d in range(draws)])
+        preds = []
+        for idx in idx_all:
             _, anchor_out = item_outputs(model, to_tensor(train_images[idx], dev), precision)
-            pred = anchor_predict(model, eval_out, anchor_out, train_labels[idx], num_classes)
-            accs.append(float((pred == eval_labels).mean()))
-            preds.append(pred)
-        results[(k, None)] = (np.array(accs), np.stack(preds))
+            preds.append(anchor_predict(model, eval_out, anchor_out, train_labels[idx], num_classes))
+        results[(k, None)] = score_draws(np.stack(preds), idx_all, eval_labels, same_pool, k)
     return results
 
 
@@ -216,11 +209,9 @@ def fewshot_eval(run_dir: str | os.PathLike, shots: Sequence[int] = (1, 3), draw
         per_k = {(k, None): v for k, v in naming_accuracy(
             model, pool.train_x, pool.train_y, pool.test_x, pool.test_y, shots, draws, seed, k_cls, precision,
             same_pool=pool.same_pool).items()}
-    elif pool.same_pool:
-        raise ConfigError(f"--method {method} is for MNIST runs")
     else:
         per_k = ordinal_accuracy(model, method, pool.train_x, pool.train_y, pool.test_x, pool.test_y, shots, draws,
-                                 seed, k_cls, precision)
+                                 seed, k_cls, precision, same_pool=pool.same_pool)
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": cfg.model, "pairs": getattr(cfg.data, "pairs", None),
                               "method": method, "draws": draws, "seed": seed, "steps": steps, "lr": lr,
                               "shots": {shot_name(k, fit): {"k": k, "fit": fit,

@@ -61,25 +61,22 @@ def apply_cutpoints(scores: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     return np.searchsorted(cuts, scores, side="right")
 
 
-def cutpoint_accuracy(train_scores: np.ndarray, train_labels: np.ndarray, eval_scores: np.ndarray,
-                      eval_labels: np.ndarray, shots: Sequence[int], num_classes: int, draws: int = 10,
-                      seed: int = 0) -> dict[tuple[int, str | None], np.ndarray]:
-    """Accuracy of cut-point classification for each k in ``shots`` (k = 0: both zero-shot methods,
-    fitted on the train scores without their labels, never on the scores they are tested on);
-    {(k, zero-shot fit or None): accuracies (draws,)}."""
-    out: dict[tuple[int, str | None], np.ndarray] = {}
+def cutpoint_predictions(train_scores: np.ndarray, train_labels: np.ndarray, eval_scores: np.ndarray,
+                         shots: Sequence[int], num_classes: int, draws: int = 10,
+                         seed: int = 0) -> dict[tuple[int, str | None], tuple[np.ndarray, np.ndarray]]:
+    """Cut-point classes of the eval scores for each k in ``shots``: {(k, zero-shot fit or None):
+    (the shots' indices (draws, k x K), predictions (draws, N))}. k = 0 gives both zero-shot fits,
+    one draw each, fitted on the train scores without their labels (no shots: indices (1, 0))."""
+    out: dict[tuple[int, str | None], tuple[np.ndarray, np.ndarray]] = {}
     for k in shots:
         if k == 0:
             for fit in ZERO_SHOT:
                 cuts = fit_cutpoints(train_scores, num_classes, method=fit, seed=seed)
-                out[(0, fit)] = np.array([np.mean(apply_cutpoints(eval_scores, cuts) == eval_labels)])
+                out[(0, fit)] = np.zeros((1, 0), np.int64), apply_cutpoints(eval_scores, cuts)[None]
             continue
-        accs = []
-        for d in range(draws):
-            idx = draw_shots(train_labels, k, num_classes, seed=(seed, k, d))
-            cuts = fit_cutpoints(train_scores[idx], num_classes, train_labels[idx])
-            accs.append(np.mean(apply_cutpoints(eval_scores, cuts) == eval_labels))
-        out[(k, None)] = np.array(accs)
+        idx = np.stack([draw_shots(train_labels, k, num_classes, seed=(seed, k, d)) for d in range(draws)])
+        out[(k, None)] = idx, np.stack([apply_cutpoints(eval_scores, fit_cutpoints(train_scores[i], num_classes,
+                                                                                  train_labels[i])) for i in idx])
     return out
 
 

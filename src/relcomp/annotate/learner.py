@@ -2,7 +2,8 @@
 
 Each round is ``relcomp train MODEL --images DIR --comparisons SNAPSHOT ... --init-from PREVIOUS``
 in a separate process (the page never waits for it, and a crash of the trainer is a crash of that
-process only), into an ordinary run folder ``OUT/round-NNN``: ``relcomp eval``, ``rank``,
+process only; the process lives from round to round, :mod:`relcomp.annotate.worker`, so a round
+does not pay the 5 s of starting Python and torch), into an ordinary run folder ``OUT/round-NNN``: ``relcomp eval``, ``rank``,
 ``predict`` and ``export`` work on the latest one at any moment. The snapshot
 (``OUT/round-NNN.csv``) is the comparisons file as the round began, copied under its lock.
 ``OUT/rounds.jsonl`` lists the finished rounds; on start the latest is served again, and a round
@@ -19,7 +20,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -31,6 +31,7 @@ from ..suggest import suggest
 from ..utils import append_jsonl, make_dir
 from .live import LiveModel
 from .session import Session
+from .worker import Worker
 
 BATCH = 128  # the models' default batch of compared pairs
 
@@ -46,18 +47,18 @@ class Learner:
         self.version, self.trained_on, self.last_round, self.last_time = 0, 0, None, 0.0
         self.failed_at: int | None = None
         self.stopping = threading.Event()
-        self.proc: subprocess.Popen | None = None
+        self.worker = Worker(env=dict(os.environ, PYTHONUNBUFFERED="1"))
         self.thread = threading.Thread(target=self.loop, name="relcomp-learner", daemon=True)
         make_dir(self.out)
 
     def start(self) -> None:
+        self.worker.start()  # it imports torch while the first judgements come in
         self.thread.start()
 
     def stop(self) -> None:
         """Stop after the round in flight is killed; its folder is resumed next time."""
         self.stopping.set()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        self.worker.stop()
         self.thread.join(timeout=10)
 
     def loop(self) -> None:
@@ -112,7 +113,9 @@ class Learner:
             shutil.copyfile(self.session.log.path, snapshot)
         n = judgements_in(snapshot)
         samples = self.steps * min(BATCH, n)  # a round is `steps` steps of up to 128 pairs, however few are judged
-        command = ["train", self.model, "--images", str(self.session.root), "--comparisons", str(snapshot),
+        # on --features (their item names: the page's file names) a round reads them, not the images
+        source = [] if "--features" in self.train_args else ["--images", str(self.session.root)]
+        command = ["train", self.model, *source, "--comparisons", str(snapshot),
                 "--samples", str(samples), "--eval-every", str(max(samples // 4, 1)), *self.train_args,
                 "--out", str(self.folder(version)), "--quiet", "--no-eval"]
         if self.last_round is not None:
@@ -124,16 +127,12 @@ class Learner:
             self.session.training = True
             self.session.changes += 1
         t = time.monotonic()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "relcomp", *command], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=env)
-        _, err = self.proc.communicate()
+        rc, error = self.worker.run(command)
         if self.stopping.is_set():
             return
-        if self.proc.returncode != 0:
+        if rc != 0:
             self.failed_at = n
-            lines = [x for x in err.strip().splitlines() if x.strip()]
-            return self.report(f"round {version} failed: {lines[-1] if lines else f'exit {self.proc.returncode}'}")
+            return self.report(f"round {version} failed: {error or f'exit {rc}'}")
         append_jsonl(self.out / "rounds.jsonl", {"version": version, "trained_on": n, "seconds": round(time.monotonic() - t, 2),
                                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         self.adopt(version, n)

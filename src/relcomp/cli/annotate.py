@@ -78,7 +78,8 @@ def check_rounds(args) -> None:
     parsed by train's own parser (exit 2 with its one line) and its config resolved."""
     parser = Parser(prog="relcomp annotate --learn")
     add_train_parser(parser.add_subparsers(dest="command"))
-    rounds = parser.parse_args(["train", args.learn, "--images", args.images, "--comparisons", args.comparisons,
+    source = [] if args.features else ["--images", args.images]  # rounds on --features read them instead
+    rounds = parser.parse_args(["train", args.learn, *source, "--comparisons", args.comparisons,
                                 "--samples", "1", *train_args(args)])
     resolve(train_config(rounds))
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 from ...annotate.oracle import call, simulate
 from ...data.mnist import load_mnist
+from ...embed import write_embeddings
 from ...inference import Predictor
 from ...plots import plot_lines
 from ...utils import write_json_atomic
@@ -81,7 +82,24 @@ def drive(root: Path, labels: dict[str, int], prof: dict, seed: int, options: li
 
 def score(round_dir: Path, images: np.ndarray, labels: np.ndarray) -> float:
     p = Predictor(round_dir, device="cpu")
-    return float((p.outputs(images).argmax(1).numpy() == labels).mean())
+    x = pixels(images) if p.takes_features else images
+    return float((p.outputs(x).argmax(1).numpy() == labels).mean())
+
+
+def pixels(images: np.ndarray) -> np.ndarray:
+    """The vectors `relcomp embed --with pixels` writes: each image's pixels in [0, 1]."""
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def with_features(root: Path, options: list[str]) -> list[str]:
+    """An arm's options with ``PIXELS`` replaced by a features file of the page's images (their
+    pixels, ``relcomp embed --with pixels --images DIR``): the page's rounds on features."""
+    if "PIXELS" not in options:
+        return options
+    path = root / "pixels.npz"
+    if not path.exists():
+        write_embeddings("pixels", path, images=root / "imgs")
+    return [str(path) if x == "PIXELS" else x for x in options]
 
 
 def measure(root: Path, prof: dict, seed: int, options: list[str], mnist) -> dict[str, Any]:
@@ -91,7 +109,7 @@ def measure(root: Path, prof: dict, seed: int, options: list[str], mnist) -> dic
         return json.loads(cached.read_text())
     n, t = int(prof["images"]), int(prof["test_images"])
     labels = write_folder(root, mnist.train.images[:n], mnist.train.labels[:n])
-    drove = drive(root, labels, prof, seed, options)
+    drove = drive(root, labels, prof, seed, with_features(root, options))
     agreement = {h["version"]: h["agreement"] for h in drove["history"]}
     rounds = [json.loads(x) for x in (root / "judged.csv.rounds" / "rounds.jsonl").read_text().splitlines()]
     curve = []
