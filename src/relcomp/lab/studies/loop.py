@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ... import save_features
 from ...annotate.oracle import call, simulate
 from ...data.mnist import load_mnist
-from ...embed import write_embeddings
 from ...inference import Predictor
 from ...plots import plot_lines
 from ...utils import write_json_atomic
@@ -97,8 +97,10 @@ def with_features(root: Path, options: list[str]) -> list[str]:
     if "PIXELS" not in options:
         return options
     path = root / "pixels.npz"
-    if not path.exists():
-        write_embeddings("pixels", path, images=root / "imgs")
+    if not path.exists():  # the page's PNGs, as `relcomp embed` reads them: their pixels
+        names = sorted(p.name for p in (root / "imgs").glob("*.png"))
+        images = np.stack([np.asarray(Image.open(root / "imgs" / n).convert("L")) for n in names])
+        save_features(path, names, pixels(images))
     return [str(path) if x == "PIXELS" else x for x in options]
 
 
