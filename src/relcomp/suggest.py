@@ -13,9 +13,9 @@ Strategies (:data:`STRATEGIES`):
   P(B > A). For a model that classifies, a pair the model thinks is a tie (both in one class)
   scores low, since a "greater" judgement of a tie teaches nothing under ``gt``. For a ranker or
   Siamese model the least sure pairs are the closest in score, and on graded items those are often
-  ties (23% of 200 asked of a ranker trained briefly on 1,200 MNIST digits, against 10% of
-  random pairs): judge them with
-  ``=`` and train with ``--relation ge``, which learns from ties where ``gt`` drops them.
+  ties (23% of 200 asked of a ranker trained briefly on 1,200 MNIST digits, against 10% of random
+  pairs): judge them with ``=`` and train with ``--relation ge``, which learns from ties where
+  ``gt`` drops them.
 - ``boundary``: like uncertainty, but among pairs the model puts in *adjacent* classes or
   scores (a sorting-style query: it sharpens where each class starts); for Siamese models it is
   uncertainty.
