@@ -9,7 +9,7 @@ does not pay the 5 s of starting Python and torch), into an ordinary run folder 
 ``OUT/rounds.jsonl`` lists the finished rounds; on start the latest is served again, and a round
 that a kill interrupted is continued (``relcomp train --resume``).
 
-A round is ``steps`` (60) steps of min(128, judgements) pairs, validated and checkpointed four
+A round is ``steps`` (240) steps of min(128, judgements) pairs, validated and checkpointed four
 times (so a killed round resumes from its last quarter). When: round N after ``first`` x 2^(N-1) judgements (20, 40, 80, 160 ...), and in between every ``every_s`` seconds (60) once ``min_new`` (10) new ones
 exist. A failed round is one line in the server's log and a banner on the page; the next is tried
 after ``min_new`` more judgements.
@@ -40,7 +40,7 @@ class Learner:
     """The thread that starts rounds and swaps each finished one into the session."""
 
     def __init__(self, session: Session, model: str, out: Path, train_args: list[str], items: Path | None = None,
-                 first: int = 20, every_s: float = 60.0, min_new: int = 10, steps: int = 60):
+                 first: int = 20, every_s: float = 60.0, min_new: int = 10, steps: int = 240):
         self.session, self.model, self.out, self.train_args = session, model, Path(out), list(train_args)
         self.items = Path(items) if items else session.root
         self.first, self.every_s, self.min_new, self.steps = first, every_s, min_new, steps
