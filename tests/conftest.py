@@ -107,3 +107,20 @@ def mnist_cfg(**kw):
     names = {f.name for f in dataclasses.fields(MnistSource)}
     data = MnistSource(**{k: kw.pop(k) for k in list(kw) if k in names})
     return TrainConfig(**kw, data=data)
+
+
+def write_digit_photos(folder: Path, mnist, n: int = 300) -> tuple[dict[str, int], list[int]]:
+    """A user's photos as the README's examples name them: ``folder/0000.png`` ... , the first
+    ``n`` MNIST train digits 0-4 (five grades); their labels by file name (never shown to relcomp)
+    and the train indices they came from."""
+    import numpy as np
+    from PIL import Image
+
+    keep = np.flatnonzero(mnist.train.labels < 5)[:n]
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = {}
+    for k, idx in enumerate(keep):
+        name = f"{k:04d}.png"
+        Image.fromarray(mnist.train.images[idx]).save(folder / name)
+        labels[name] = int(mnist.train.labels[idx])
+    return labels, keep.tolist()

@@ -12,10 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from conftest import write_digit_photos
 from relcomp.annotate.oracle import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +36,7 @@ def relcomp(command: str) -> list[str]:
 
 
 def test_the_quickstart_runs_as_written(mnist, tmp_path):
-    keep = np.flatnonzero(mnist.train.labels < 5)[:300]
-    (tmp_path / "photos").mkdir()
-    labels = {}
-    for k, idx in enumerate(keep):
-        name = f"{k:04d}.png"
-        Image.fromarray(mnist.train.images[idx]).save(tmp_path / "photos" / name)
-        labels[name] = int(mnist.train.labels[idx])
+    labels, _ = write_digit_photos(tmp_path / "photos", mnist)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     commands = quickstart_commands()
     assert commands[0].startswith("relcomp annotate") and len(commands) >= 4

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_digit_photos
 from relcomp.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +48,7 @@ def argv(command: str, mnist_block: bool) -> list[str]:
 def folder(mnist, tmp_path, monkeypatch):
     """photos/ (300 digits 0-4 as PNG), judgements.csv and judged.csv (by file name, ties as `=`,
     two annotators), some-labels.csv, and the loose files the lines name."""
-    keep = np.flatnonzero(mnist.train.labels < 5)[:300]
-    (tmp_path / "photos").mkdir()
-    labels = {}
-    for k, idx in enumerate(keep):
-        name = f"{k:04d}.png"
-        Image.fromarray(mnist.train.images[idx]).save(tmp_path / "photos" / name)
-        labels[name] = int(mnist.train.labels[idx])
+    labels, keep = write_digit_photos(tmp_path / "photos", mnist)
     for name, idx in (("new1.png", keep[0]), ("a.png", keep[1]), ("b.png", keep[2])):
         Image.fromarray(mnist.train.images[idx]).save(tmp_path / name)
     Image.fromarray(mnist.train.images[keep[3]]).convert("RGB").save(tmp_path / "new2.jpg")
