@@ -53,3 +53,18 @@ def test_reports_open_with_a_table_of_contents():
     assert "href='#sec-2'>Figures" in nav and "href='#fig-2'>Figure 7</a>" in nav
     md = md_contents(["# r", "", "## Table 2: relational (%)", "", "## Notes"])
     assert md[2:6] == ["## Contents", "", "- [Table 2: relational (%)](#table-2-relational-)", "- [Notes](#notes)"]
+
+
+def test_report_and_run_files_get_the_usual_mode(tmp_path):
+    """Files written atomically (reports, results, run files) get what open() would give them
+    under the umask (0644 under 022), not mkstemp's owner-only 0600."""
+    import os
+
+    from relcomp.utils import write_json_atomic, write_text_atomic
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    write_json_atomic(tmp_path / "results.json", {"a": 1})
+    write_text_atomic(tmp_path / "report.md", "# r\n")
+    for name in ("results.json", "report.md"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
