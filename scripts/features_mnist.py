@@ -19,7 +19,7 @@ import torch
 
 from relcomp import TrainConfig
 from relcomp.data.sources import MnistSource
-from relcomp.embed import write_embeddings
+from relcomp.embedding import write_embeddings
 from relcomp.engine import train
 from relcomp.evaluate import evaluate_run, write_evaluation
 from relcomp.lab.common import machine_info

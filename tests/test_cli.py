@@ -49,6 +49,10 @@ def test_help_and_version_answer_without_importing_the_library():
     assert list(sub.choices) == list(SUMMARIES) and set(COMMANDS) == set(SUMMARIES)
     assert [a.help for a in sub._choices_actions] == list(SUMMARIES.values())
     assert all(m in SUMMARIES["train"] for m in MODELS)
+    # the public API is the same once every module is imported: no submodule shadows a name of it
+    import relcomp
+
+    assert all(not isinstance(getattr(relcomp, n), type(relcomp)) for n in relcomp.__all__ if n != "__version__")
 
 
 def test_suggest_help_says_where_uncertainty_asks_ties(capsys):

@@ -61,7 +61,7 @@ def test_parquet_without_pyarrow_is_refused_before_the_work(tmp_path, monkeypatc
     import sys
 
     np.save(tmp_path / "x.npy", np.zeros((3, 28, 28), np.uint8))
-    module = importlib.import_module("relcomp.embed")  # the package's `embed` is the function
+    module = importlib.import_module("relcomp.embedding")  # the package's `embed` is the function
 
     def never(*a, **k):
         raise AssertionError("the images were embedded before the output format was checked")

@@ -28,7 +28,7 @@ _LAZY = {
     "Predictor": ".inference", "RankerModel": ".models", "RelcompError": ".errors", "SiameseModel": ".models",
     "StopWhen": ".callbacks", "SupervisedModel": ".models", "TrainConfig": ".config",
     "UserSource": ".data.sources", "ValidationError": ".data.comparisons", "WeakModel": ".models",
-    "build_model": ".models", "compare": ".inference", "compare_interval": ".inference", "embed": ".embed",
+    "build_model": ".models", "compare": ".inference", "compare_interval": ".inference", "embed": ".embedding",
     "encode_images": ".backbones", "evaluate_run": ".evaluate", "export_run": ".export",
     "fewshot_eval": ".fewshot", "get_loss": ".losses", "load_comparisons": ".data.comparisons",
     "load_config": ".run", "load_features": ".data.features", "load_images": ".data.images",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..embed import write_embeddings
+from ..embedding import write_embeddings
 from ..errors import ConfigError
 from ..evaluate import evaluate_run, write_evaluation
 from ..export import FORMATS, description_path, export_run, max_difference
