@@ -196,6 +196,14 @@ def pick(a: np.ndarray, b: np.ndarray, score: np.ndarray, n: int, max_per_item: 
     return np.asarray(chosen, dtype=np.int64)
 
 
+def check_request(n: int, strategy: str) -> None:
+    """Raises: ConfigError on a strategy that is none of :data:`STRATEGIES` or ``n`` below 1."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if n <= 0:
+        raise ConfigError(f"--n must be positive, got {n}")
+
+
 class Suggester:
     """A run's model and its outputs on the run's items, computed once, then asked for pairs as
     often as answers arrive: each :meth:`ask` sees the judgements given so far (``judged``), so the
@@ -243,8 +251,6 @@ class Suggester:
         return Pairs(cat(self.judged.i, more.i), cat(self.judged.j, more.j), cat(self.judged.z, more.z), w=w)
 
     def strategy(self, strategy: str, judged: Pairs) -> str:
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         if strategy == "clusters" and not self.model.classifies:
             raise ConfigError(f"--strategy clusters checks the order of a model's classes; a {self.cfg.model} model "
                               "names none (use auto, uncertainty, boundary or random)")
@@ -254,8 +260,7 @@ class Suggester:
             seed: int = 0, max_per_item: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         """The ``n`` pairs (a, b, score) to judge next given ``judged`` (default: the run's own
         comparisons), best first, and the strategy that chose them."""
-        if n <= 0:
-            raise ConfigError(f"--n must be positive, got {n}")
+        check_request(n, strategy)
         judged = self.judged if judged is None else judged
         chosen = self.strategy(strategy, judged)
         if chosen == "clusters" and self.agree is None:
@@ -282,10 +287,7 @@ def suggest(run_dir: str | os.PathLike, n: int, strategy: str = "auto", candidat
         ConfigError: an unknown strategy, a model that is not relational (or, for ``clusters``,
             names no classes), or ``n`` larger than the pool of candidates.
     """
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if n <= 0:
-        raise ConfigError(f"--n must be positive, got {n}")
+    check_request(n, strategy)  # before the model is loaded
     s = Suggester(run_dir, device, seed)
     more = s.with_run_judged(s.read_judged(judged)) if judged else None
     a, b, score, chosen = s.ask(n, strategy, more, candidates, seed, max_per_item)

@@ -16,7 +16,6 @@ after ``min_new`` more judgements.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from ..checkpoint import has_checkpoint
 from ..errors import ConfigError, DataError
-from ..suggest import suggest
+from ..suggest import Suggester
 from ..utils import append_jsonl, make_dir
 from .live import LiveModel
 from .session import Session
@@ -161,20 +160,20 @@ def suggested_pairs(session: Session, run_dir: Path, seed: int) -> list[tuple[st
     n = min(session.batch, session.pool_left())
     if n <= 0:
         return []
-    path = session.log.path.with_name(session.log.path.name + ".suggested.csv")  # beside the judgements, not in the run
-    judged = path.with_suffix(".judged.csv")
+    judged = session.log.path.with_name(session.log.path.name + ".judged.csv")  # a snapshot, taken under the lock
     with session.log.lock:
         shutil.copyfile(session.log.path, judged)
     try:
+        s = Suggester(run_dir, "cpu", seed)
         try:
-            suggest(run_dir, n, out=path, seed=seed, device="cpu", judged=judged if judgements_in(judged) else None)
+            more = s.with_run_judged(s.read_judged(judged)) if judgements_in(judged) else None
         except DataError:  # judgements on items the run does not know: its own comparisons only
-            suggest(run_dir, n, out=path, seed=seed, device="cpu")
+            more = None
+        a, b, _, _ = s.ask(n, judged=more, seed=seed)
     except ConfigError as e:
         print(f"relcomp annotate: suggest: {e}; random pairs", file=sys.stderr, flush=True)
         return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [(r["a"], r["b"]) for r in csv.DictReader(f)]
+    return [(s.names[x], s.names[y]) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
 
 
 def finished_rounds(out: Path) -> list[dict]:

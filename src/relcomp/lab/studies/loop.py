@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ... import save_features
+from ... import embed, save_features
 from ...annotate.oracle import call, simulate
 from ...data.mnist import load_mnist
 from ...inference import Predictor
@@ -87,7 +87,8 @@ def score(round_dir: Path, images: np.ndarray, labels: np.ndarray) -> float:
 
 
 def pixels(images: np.ndarray) -> np.ndarray:
-    """The vectors `relcomp embed --with pixels` writes: each image's pixels in [0, 1]."""
+    """The vectors `relcomp embed --with pixels` writes (:func:`relcomp.embed`), for images held as
+    an array (the test images): each image's pixels in [0, 1]."""
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
@@ -97,10 +98,9 @@ def with_features(root: Path, options: list[str]) -> list[str]:
     if "PIXELS" not in options:
         return options
     path = root / "pixels.npz"
-    if not path.exists():  # the page's PNGs, as `relcomp embed` reads them: their pixels
-        names = sorted(p.name for p in (root / "imgs").glob("*.png"))
-        images = np.stack([np.asarray(Image.open(root / "imgs" / n).convert("L")) for n in names])
-        save_features(path, names, pixels(images))
+    if not path.exists():
+        items, _ = embed("pixels", images=root / "imgs")
+        save_features(path, items.names, items.images)
     return [str(path) if x == "PIXELS" else x for x in options]
 
 
