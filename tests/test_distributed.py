@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,8 +99,14 @@ def test_distributed_resume_after_sigkill(data_dir, tmp_path):
     deadline = time.time() + 300
     while not (run / "checkpoint.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # every rank and the launcher, mid-run
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher, mid-run; torchrun gives each rank a session of its own
     proc.wait()
+    # The ranks see their launcher gone and stop, so none writes the folder while the resume does
+    # (they did, once in CI: the last row twice).
+    deadline = time.time() + 30
+    while ranks_writing(run) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not ranks_writing(run)
     assert (run / "checkpoint.json").exists()
     killed_at = len(read_jsonl(run / "metrics.jsonl"))
     resumed = subprocess.run(torchrun("train", "--resume", str(run), "--quiet", "--no-eval"), capture_output=True,
@@ -111,3 +118,17 @@ def test_distributed_resume_after_sigkill(data_dir, tmp_path):
     a, b = read_weights(run / "best.safetensors")[0], read_weights(tmp_path / "ref" / "best.safetensors")[0]
     for k in a:
         assert np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-5), k
+
+
+def ranks_writing(run) -> list[int]:
+    """Pids of live processes whose command line names ``run`` (the ranks of a launch)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0") if d.name.isdigit() else []
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0] if cmd else "Z"
+        except OSError:
+            continue
+        if str(run).encode() in cmd and state != "Z":
+            pids.append(int(d.name))
+    return pids

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import ConfigError
+from .utils import exit_with_parent
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ def setup(info: DistInfo, device: torch.device) -> torch.device:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        exit_with_parent(1, f"relcomp: rank {info.rank}: the torchrun launcher is gone; stopping "
+                            "(the last checkpoint is intact: relcomp train --resume RUN_DIR)")
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
 

@@ -5,7 +5,10 @@ import hashlib
 import json
 import os
 import random
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -217,3 +220,21 @@ def default_data_dir() -> Path:
     """``$RELCOMP_DATA_DIR`` if set, else ``~/.cache/relcomp``."""
     env = os.environ.get("RELCOMP_DATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "relcomp"
+
+
+def exit_with_parent(code: int, message: str | None = None, poll_s: float = 1.0) -> None:
+    """Exit this process (``code``, after ``message`` on stderr) once its parent is gone.
+
+    A parent killed by SIGKILL tells its children nothing: torchrun starts each rank in a session
+    of its own, and ``annotate --learn`` its trainer, so they would go on writing a run folder that
+    a resume then writes too. A daemon thread polls the parent's pid."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        if message:
+            print(message, file=sys.stderr, flush=True)
+        os._exit(code)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -8,15 +8,16 @@ import io
 import json
 import os
 import sys
-import threading
-import time
 
+from ..utils import exit_with_parent
 from . import build_parser, main
 
 
 def serve(stdin=None, stdout=None) -> None:
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    threading.Thread(target=orphan_watch, args=(os.getppid(),), daemon=True).start()
+    # Exit when the page's server is gone (killed: no EOF reaches a round in flight), so that no
+    # orphan goes on writing a round folder that the next server resumes.
+    exit_with_parent(0)
     build_parser()  # imports every command's module (torch too) now, while the page serves its first pairs
     for line in stdin:
         argv = json.loads(line)
@@ -33,13 +34,6 @@ def serve(stdin=None, stdout=None) -> None:
         stdout.write(json.dumps({"rc": rc, "error": lines[-1] if rc and lines else None}) + "\n")
         stdout.flush()
 
-
-def orphan_watch(parent: int) -> None:
-    """Exit when the page's server is gone (killed: no EOF reaches a round in flight), so that no
-    orphan goes on writing a round folder that the next server resumes."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
 
 
 if __name__ == "__main__":
