@@ -1,4 +1,5 @@
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -125,3 +126,11 @@ def test_the_compile_ablation_builds_its_step():
 
     images = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
     assert callable(path_step("weak", "fast", 2, images, np.arange(64) % 10, batch=8, ablation="compile"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_malloc_keeps_freed_memory_where_glibc_runs_the_process():
+    from relcomp.utils import keep_freed_memory
+
+    # glibc answers 1 for each setting it took; the bench records the answer
+    assert keep_freed_memory() is True

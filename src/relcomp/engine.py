@@ -43,7 +43,7 @@ from .run import (
     truncate_metrics,
 )
 from .trainer import Plan, Trainer, TrainState
-from .utils import make_dir, resolve_device, resolve_precision, seed_everything, write_json_atomic
+from .utils import keep_freed_memory, make_dir, resolve_device, resolve_precision, seed_everything, write_json_atomic
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False,
@@ -84,6 +84,7 @@ def train_into(run: Resolved, out: Path, resume: bool, callbacks: Sequence[Callb
                old_fingerprint: dict | None) -> dict[str, Any]:
     """:func:`train` once the run folder is checked: the loop and what it needs."""
     cfg = run.cfg
+    keep_freed_memory()  # no fresh pages for each step's activations (relcomp.utils.MALLOC_SETTINGS)
     seed_everything(cfg.seed + info.rank, cfg.deterministic)  # dropout masks differ across ranks
     device = dist_setup(info, resolve_device(cfg.device))
     precision = resolve_precision(cfg.precision, device)

@@ -25,7 +25,7 @@ from ..data.sources import MnistSource
 from ..engine import train
 from ..fewshot import fewshot_accuracy
 from ..models import MODELS
-from ..utils import resolve_precision
+from ..utils import keep_freed_memory, resolve_precision
 from .common import busy_cpu_warning
 from .throughput import ABLATIONS, WINDOW_S, WINDOWS, best_and_spread, flops_per_pair, time_paths
 
@@ -250,6 +250,8 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     the load average before and after is recorded, and a busy machine is named in the log."""
     r: dict[str, Any] = {"kind": "bench", "quick": quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
                          "load_avg": {"cores": os.cpu_count(), "before": round(os.getloadavg()[0], 2)}}
+    # As `relcomp train` does: every path is timed with glibc's malloc keeping freed memory.
+    r["malloc_keeps_freed"] = keep_freed_memory()
     busy = busy_cpu_warning("the bench's figures need idle cores")
     if busy:
         log(busy)
