@@ -149,11 +149,13 @@ def engine_step(model_name: str, model, opt, images: np.ndarray, labels: np.ndar
 
 
 def time_paths(paths: dict[str, dict], steps: int, images: np.ndarray, labels: np.ndarray,
-               windows: int = WINDOWS, seconds: float = 0.0) -> dict[str, list[float]]:
+               windows: int = WINDOWS, seconds: float = 0.0,
+               each_round: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """Pairs per second of each path (name -> :func:`path_step` keywords: model_name, path, ...) in
     ``windows`` windows, the paths taking turns in each round after :data:`WARMUP` steps each; a
     window is ``steps`` steps, or as many more as fill ``seconds``, so that a fast path is timed as
-    long as a slow one. {name: [rate of each window]}."""
+    long as a slow one. ``each_round`` is called after every round (the bench times its short
+    figures there, so that they too are sampled across minutes). {name: [rate of each window]}."""
     built = {name: path_step(steps=max(steps, 64), images=images, labels=labels, **kw) for name, kw in paths.items()}
     for step in built.values():
         for _ in range(WARMUP):
@@ -166,6 +168,8 @@ def time_paths(paths: dict[str, dict], steps: int, images: np.ndarray, labels: n
                 step()
                 done += 1
             rates[name].append(paths[name].get("batch", 128) * done / (time.perf_counter() - t))
+        if each_round is not None:
+            each_round()
     return rates
 
 
