@@ -134,3 +134,13 @@ def test_malloc_keeps_freed_memory_where_glibc_runs_the_process():
 
     # glibc answers 1 for each setting it took; the bench records the answer
     assert keep_freed_memory() is True
+
+
+def test_the_fastest_time_to_accuracy_is_the_fastest_run_reached_or_not():
+    from relcomp.lab.bench import fastest
+
+    miss = [{"reached": False, "time_s": None, "train_time_s": t} for t in (190.0, 150.0, 170.0)]
+    assert fastest(miss)["train_time_s"] == 150.0 and fastest(miss)["train_times_s"] == [190.0, 150.0, 170.0]
+    hits = [*miss, {"reached": True, "time_s": 60.0, "train_time_s": 200.0},
+            {"reached": True, "time_s": 50.0, "train_time_s": 210.0}]
+    assert fastest(hits)["time_s"] == 50.0  # a run that reached the target beats any that did not

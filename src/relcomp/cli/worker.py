@@ -35,6 +35,5 @@ def serve(stdin=None, stdout=None) -> None:
         stdout.flush()
 
 
-
 if __name__ == "__main__":
     serve()
