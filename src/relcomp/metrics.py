@@ -18,18 +18,24 @@ from .errors import ConfigError, DataError
 from .losses import Loss, pair_predictions
 
 PAIR_CHUNK = 65_536
+# Images per forward pass. Small enough that each layer's activations stay in the cache and in
+# malloc's reused heap: 50k MNIST images in 1.4-1.6 s here at 256 (bf16, channels-last), 4.4-9 s
+# at 2,048, whose 90-180 MB activations are mapped fresh from the kernel at every layer.
+EVAL_BATCH = 256
 
 
 @torch.no_grad()
 def item_outputs(model: nn.Module, x: torch.Tensor, precision: str = "fp32",
-                 batch: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """(embeddings, item outputs) for every image of ``x``, in fp32, in eval mode."""
+                 batch: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings, item outputs) for every image of ``x``, in fp32, in eval mode; images go in
+    channels-last, as the model trained (:func:`~relcomp.run.load_run_model` loads it so)."""
     was_training = model.training
     model.eval()
     embs, outs = [], []
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=(precision == "bf16")):
         for k in range(0, len(x), batch):
-            e = model.embed(x[k:k + batch])
+            chunk = x[k:k + batch]
+            e = model.embed(chunk.contiguous(memory_format=torch.channels_last) if chunk.ndim == 4 else chunk)
             embs.append(e.float())
             outs.append(model.item_output(e).float())
     model.train(was_training)

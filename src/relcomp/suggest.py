@@ -224,10 +224,7 @@ class Suggester:
         self.names, items, self.judged = self.cfg.data.train_items(self.cfg.relation)
         self.items = ImageSet(self.names, items, f"the items of {run_dir}")
         x = to_tensor(self.cfg.data.prepare(items), dev)
-        model = self.model
-        if x.ndim == 4:  # channels-last, and the run's precision: 50k MNIST images in 2-6 s here, not 17 s
-            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-        _, outs = item_outputs(model, x, resolve_precision(self.cfg.precision, dev))
+        _, outs = item_outputs(self.model, x, resolve_precision(self.cfg.precision, dev))
         self.outs = outs.cpu()
         self.x = x.float().cpu().numpy() if self.model.classifies else None
         self.agree: np.ndarray | None = None  # neighbour_agreement, when the clusters strategy first needs it
