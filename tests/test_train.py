@@ -68,6 +68,9 @@ def test_tiny_end_to_end(model, mnist, data_dir, tmp_path):
         assert s["steps"] == 3 * 8
     for f in ("config.json", "best.safetensors", "curves.png", "checkpoint.json"):
         assert (tmp_path / "run" / f).exists()
+    # auto on 2,000 images: the balance term (grouping pays from 20k images); none without classes
+    want = "balance" if model == "weak" else None
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["unlabeled"] == want
     _, meta = read_weights(tmp_path / "run" / "best.safetensors")
     assert meta["relcomp_model"] == model
     r = evaluate_run(tmp_path / "run")

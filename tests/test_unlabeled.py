@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import relcomp
 from conftest import write_user_data
 from relcomp.callbacks import WarnCollapse
 from relcomp.cli import main
@@ -18,6 +19,7 @@ from relcomp.metrics import classes_used, cluster_accuracy
 from relcomp.unlabeled import (
     OBJECTIVES,
     IICObjective,
+    auto_objective,
     joint_distribution,
     mutual_information,
     nearest_neighbours,
@@ -79,9 +81,23 @@ def test_the_iic_objective_groups_points_by_itself():
 
 
 def test_registry_and_names():
-    assert objective_name("auto") == next(iter(OBJECTIVES)) == "balance"
+    assert objective_name("auto") == next(iter(OBJECTIVES)) == "balance"  # knowing nothing of the data
     assert objective_name("off") is None and OBJECTIVES["iic"].views == 2
     assert classes_used(np.zeros(100, int), 10) == 1 and classes_used(np.arange(100) % 10, 10) == 10
+
+
+def test_auto_groups_many_images_with_few_comparisons_where_measured():
+    # Every side of both lines, and only on data whose grouping was measured (MNIST's pixels).
+    for images, comparisons, want in ((50_000, 100, "clusters"), (20_000, 9_999, "clusters"),
+                                      (19_999, 100, "balance"), (50_000, 10_000, "balance"), (5_000, 1_000, "balance")):
+        assert auto_objective(images, comparisons, True) == want
+        assert objective_name("auto", images, comparisons, True) == want
+        assert auto_objective(images, comparisons, False) == "balance"
+    assert objective_name("clusters", 10, 10, False) == "clusters" and objective_name("off", 50_000, 1, True) is None
+    assert relcomp.MnistSource().groups_measured
+    assert not relcomp.MnistSource(features="f.npz").groups_measured
+    assert not relcomp.MnistSource(encoder="hf:x").groups_measured
+    assert not relcomp.UserSource(images="i", comparisons="c").groups_measured
 
 
 def test_a_collapse_is_said_once(capsys):
@@ -191,6 +207,7 @@ def test_clusters_round_on_mnist_then_the_clusters_questions(data_dir, tmp_path,
                  "--samples", "3000", "--eval-every", "1500", "--out", str(run)]) == 0
     rec = json.loads((run / "unlabeled.json").read_text())
     assert rec["objective"] == "clusters" and sum(rec["sizes"]) == 2000
+    assert json.loads((run / "config.json").read_text())["resolved"]["unlabeled"] == "clusters"
     assert sorted(rec["class_of_group"]) == list(range(10)) and rec["evidence"] > 0 and 0 < rec["agreement"] <= 1
     assert rec["labelled_items"] == 2000 and rec["group_accuracy"] > 0.6  # groups form without a label (70% of 2,000)
     assert 0 <= rec["named_accuracy"] <= rec["group_accuracy"] + 1e-9

@@ -46,7 +46,7 @@ class TrainConfig:
     num_classes: int = 10               # K ordered classes of the weak model (and the supervised head)
     backbone: str = "auto"              # paper (CNN) | mlp (features) | hf:<model id or folder>; auto: by the data
     finetune: bool = False              # hf: train the backbone too (default: frozen, embeddings cached)
-    unlabeled: str = "auto"             # on images no comparison touches: auto (balance) | balance | clusters | iic | off
+    unlabeled: str = "auto"             # on images no comparison touches: auto (see auto_objective) | balance | clusters | iic | off
     unlabeled_batch: int = 64           # unlabeled images per step (128 helps with few comparisons; bench: 1.6x)
     unlabeled_weight: float = 1.0       # weight of the class-balance term
     class_proportions: list[float] | None = None  # the balance term's target (default: equal classes)

@@ -42,7 +42,7 @@ from .run import (
     run_title,
     truncate_metrics,
 )
-from .trainer import Plan, Trainer, TrainState
+from .trainer import Plan, Trainer, TrainState, unlabeled_choice
 from .utils import keep_freed_memory, make_dir, resolve_device, resolve_precision, seed_everything, write_json_atomic
 
 
@@ -190,6 +190,7 @@ def resolved(run: Resolved, plan: Plan, info: DistInfo, device: torch.device, pr
     return {"device": str(device), "precision": precision, "budget_samples": plan.total, "batch_size": plan.batch,
             "world_size": info.world, "eval_every": plan.eval_every, "n_train": plan.n,
             "selection_metric": run.model_cls.selection_metric, "torch": torch.__version__,
+            "unlabeled": unlabeled_choice(run.cfg, data),
             "data_fingerprint": data.fingerprint}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -217,6 +218,15 @@ def describe(row: dict, total: int) -> str:
     return "  ".join(parts)
 
 
+def unlabeled_choice(cfg: TrainConfig, data: Data) -> str | None:
+    """The objective the run uses on its unlabeled items (``--unlabeled auto`` resolved on this
+    data), or None where there is none."""
+    if data.unlabeled is None:
+        return None
+    comparisons = data.n_train if data.train_pairs is not None else 0
+    return objective_name(cfg.unlabeled, len(data.unlabeled), comparisons, cfg.data.groups_measured)
+
+
 def unlabeled_objective(cfg: TrainConfig, data: Data, device: torch.device, run_dir: Path,
                         main: bool) -> tuple[Objective | None, torch.Tensor | None]:
     """The run's ``--unlabeled`` objective, with its target class proportions (None: equal),
@@ -224,12 +234,16 @@ def unlabeled_objective(cfg: TrainConfig, data: Data, device: torch.device, run_
     of feature vectors each unlabeled item's nearest neighbours."""
     props = cfg.class_proportions
     prior = None if props is None else torch.tensor(props, device=device) / sum(props)
-    objective = None if data.unlabeled is None else get_objective(cfg.unlabeled, prior)
+    name = unlabeled_choice(cfg, data)
+    objective = get_objective(name, prior)
     if objective is None:
         return None, None
+    if cfg.unlabeled == "auto" and name != "balance" and cfg.progress and main:
+        print(f"relcomp: --unlabeled auto: {name} ({len(data.unlabeled):,} images nobody compared, "
+              f"{data.n_train:,} comparisons); --unlabeled balance to only balance the classes", file=sys.stderr)
     record = objective.prepare(data, cfg.num_classes, cfg.seed, cfg.progress and main)
     if record is not None and main:
-        write_json_atomic(run_files(run_dir).unlabeled, {"objective": objective_name(cfg.unlabeled), **record})
+        write_json_atomic(run_files(run_dir).unlabeled, {"objective": name, **record})
     two_feature_views = objective.views > 1 and data.train_x.ndim == 2
     return objective, nearest_neighbours(data.train_x) if two_feature_views else None
 

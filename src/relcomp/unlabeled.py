@@ -129,21 +129,36 @@ class IICObjective(Objective):
         return loss
 
 
-# --unlabeled NAME -> its class; "auto" is the first (the default), "off" none.
+# --unlabeled NAME -> its class; "auto" picks one (auto_objective), "off" none.
 OBJECTIVES: dict[str, type[Objective]] = {"balance": BalanceObjective, "clusters": ClustersObjective,
                                            "iic": IICObjective}
 UNLABELED = ("auto", *OBJECTIVES, "off")
+# Where `auto` groups the images nobody compared: measured on MNIST's val split with one seed
+# (docs/fewer-comparisons.md, "Which --unlabeled should be the default"): the groups win by 10
+# points at 1k comparisons on 50k images and by 6 on 20k, tie at 10k and 50k comparisons, and
+# lose by 30-68 points on 10k and 5k images, whose groups mix digits.
+AUTO_GROUPS_MIN_IMAGES = 20_000
+AUTO_GROUPS_MAX_COMPARISONS = 10_000
 
 
-def objective_name(unlabeled: str) -> str | None:
-    """The objective ``--unlabeled`` names: ``auto`` -> the default, ``off`` -> None."""
+def auto_objective(images: int, comparisons: int, groups_measured: bool) -> str:
+    """What ``--unlabeled auto`` is for ``images`` unlabeled items and ``comparisons`` training
+    pairs: ``clusters`` from 20k images and under 10k comparisons, on data whose grouping was
+    measured (:attr:`~relcomp.data.splits.Inputs.groups_measured`); else ``balance``."""
+    few = images >= AUTO_GROUPS_MIN_IMAGES and comparisons < AUTO_GROUPS_MAX_COMPARISONS
+    return "clusters" if few and groups_measured else "balance"
+
+
+def objective_name(unlabeled: str, images: int = 0, comparisons: int = 0, groups_measured: bool = False) -> str | None:
+    """The objective ``--unlabeled`` names (``auto``: :func:`auto_objective` of the data), or
+    None for ``off``."""
     if unlabeled == "off":
         return None
-    return next(iter(OBJECTIVES)) if unlabeled == "auto" else unlabeled
+    return auto_objective(images, comparisons, groups_measured) if unlabeled == "auto" else unlabeled
 
 
-def get_objective(unlabeled: str, prior: torch.Tensor | None = None) -> Objective | None:
-    name = objective_name(unlabeled)
+def get_objective(name: str | None, prior: torch.Tensor | None = None) -> Objective | None:
+    """The objective called ``name`` (from :func:`objective_name`), or None."""
     return None if name is None else OBJECTIVES[name](prior)
 
 

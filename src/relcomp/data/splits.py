@@ -173,6 +173,12 @@ class Inputs:
         if d is not None and (not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= MAX_FEATURE_DIM):
             raise ConfigError(f"data: feature_dim must be an integer from 1 to {MAX_FEATURE_DIM:,}, got {d!r}")
 
+    @property
+    def groups_measured(self) -> bool:
+        """Whether how well this data's unlabeled items group was measured against its labels
+        (``--unlabeled auto`` groups them only then): MNIST's raw pixels alone so far."""
+        return False
+
     def input_shape(self) -> tuple[int, ...]:
         """(D,) for feature vectors, else (C, H, W)."""
         if self.feature_dim is not None:

@@ -90,9 +90,11 @@ class ActiveStudy:
         d, t = self.prof.get("data", {}), self.prof["train"]
         source = MnistSource(pairs=str(pairs), **mnist_subsets(d), data_dir=self.data_dir)
         eval_every = parse_count(t.get("eval_every", samples))
+        # The "auto" arm ran when auto was the balance term; pinned so that a rerun means what the
+        # committed results say (auto groups the images at these budgets now).
         return TrainConfig(model="weak", loss=self.prof.get("loss", "auto"), samples=parse_count(samples),
                            eval_every=eval_every, seed=seed,
-                           unlabeled=unlabeled, unlabeled_batch=int(t.get("unlabeled_batch", 64)),
+                           unlabeled="balance" if unlabeled == "auto" else unlabeled, unlabeled_batch=int(t.get("unlabeled_batch", 64)),
                            augment=t.get("augment", "off"), init_from=init_from, device=self.device,
                            data=source)
 
