@@ -139,10 +139,10 @@ def _add_inputs(tr) -> None:
     semi = tr.add_argument_group("images nobody compared, augmentation, rounds (see the README's 'Fewer comparisons')")
     semi.add_argument("--unlabeled", choices=UNLABELED, default=TRAIN["unlabeled"], help="what models that name "
                       "classes (weak) learn from images no comparison touches (MNIST: the train images outside the "
-                      "pairs; your data: every image). auto: clusters on MNIST's images from 20k images nobody "
-                      "compared and under 10k comparisons (where it was measured to win), else balance. balance: a "
-                      "batch's mean predicted class distribution is pulled towards the class proportions. clusters: the images are grouped once before training "
-                      "(UMAP + a Gaussian mixture, cached; minutes for 50k images), the comparisons name the groups, "
+                      "pairs; your data: every image). auto: clusters on MNIST's pixels from 20k images nobody "
+                      "compared and under 10k comparisons (measured to win there), else balance. balance: a "
+                      "batch's mean predicted class distribution is pulled towards the class proportions. "
+                      "clusters: the images are grouped once before training (UMAP + a Gaussian mixture, cached; minutes for 50k images), the comparisons name the groups, "
                       "and every image learns its group's class: the choice for few comparisons. iic: the classes "
                       "of two views of an image (two augmentations; for features, a nearest neighbour) should agree "
                       "and be used evenly (mutual information). off")

@@ -94,7 +94,8 @@ class ActiveStudy:
         # committed results say (auto groups the images at these budgets now).
         return TrainConfig(model="weak", loss=self.prof.get("loss", "auto"), samples=parse_count(samples),
                            eval_every=eval_every, seed=seed,
-                           unlabeled="balance" if unlabeled == "auto" else unlabeled, unlabeled_batch=int(t.get("unlabeled_batch", 64)),
+                           unlabeled="balance" if unlabeled == "auto" else unlabeled,
+                           unlabeled_batch=int(t.get("unlabeled_batch", 64)),
                            augment=t.get("augment", "off"), init_from=init_from, device=self.device,
                            data=source)
 
