@@ -297,15 +297,15 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     r["nominal_peak"] = nominal_peak()
     # The short one-shot figures first, in the fresh process: timed after the training paths they
     # moved 21-23% between two benches (0.15-0.5 s to sample the pairs) with the heap those left.
-    log(f"suggest 1,000 pairs among the {'first 5k' if quick else '50k'} MNIST train images ...")
-    r["suggest_1000_s"] = bench_suggest(data_dir, train_subset=5_000 if quick else None,  # quick: over 5k images
-                                        repeats=1 if quick else 3)
     log("pair store ...")
     store = bench_pair_store(500_000 if quick else 5_000_000)
     r["pair_store"] = store
     r["pair_store_bytes_5m"] = int(store["pair_store_bytes"] * 5_000_000 / store["pairs"])
     r["pair_gen_5m_s"] = round(store["pair_gen_s"] * 5_000_000 / store["pairs"], 3)
     r["images_bytes_5m_uint8"] = 5_000_000 * 2 * 28 * 28
+    log(f"suggest 1,000 pairs among the {'first 5k' if quick else '50k'} MNIST train images ...")
+    r["suggest_1000_s"] = bench_suggest(data_dir, train_subset=5_000 if quick else None,  # quick: over 5k images
+                                        repeats=1 if quick else 3)
     mnist = load_mnist(data_dir)
     throughput_figures(r, 4 if quick else 40, 2 if quick else WINDOWS, 0.0 if quick else WINDOW_S, mnist.train.images,
                        mnist.train.labels, prec, ablations, seconds, log, RoundSamples(prec, seconds / 2))
