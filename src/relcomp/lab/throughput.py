@@ -134,7 +134,7 @@ def engine_step(model_name: str, model, opt, images: np.ndarray, labels: np.ndar
     plan = Plan(total=len(pairs), batch=batch, eval_every=len(pairs), n=len(pairs))
     # The default's term at the 50k pairs it is timed for: balance (auto would group the images
     # for this step's few thousand pairs).
-    run = resolve(TrainConfig(model=model_name, loss=BENCH_LOSS, unlabeled="balance"))
+    run = resolve(TrainConfig(model=model_name, loss=BENCH_LOSS, unlabeled="balance" if unlabeled else "off"))
     trainer = Trainer(run, Path(tempfile.gettempdir()), model, opt, data, plan, TrainState(), DistInfo(), cpu,
                       precision, forward=torch.compile(model) if compile_model else None)
     order = torch.randperm(len(pairs))
