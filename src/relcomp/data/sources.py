@@ -157,12 +157,6 @@ class MnistSource(Inputs):
         tr, te = self.train_subset, self.test_subset
         return ShotPool(m.train.images[:tr], m.train.labels[:tr], m.test.images[:te], m.test.labels[:te], same_pool=False)
 
-    @property
-    def groups_measured(self) -> bool:
-        # UMAP + a Gaussian mixture group MNIST's 50k train pixels 97.2% right (95.7% of 20k);
-        # features and hf: embeddings of MNIST were not measured.
-        return self.features is None and self.encoder is None
-
     def tag(self) -> str:
         base = Path(self.pairs).stem if self.pairs_file else self.pairs
         return base + (f"-flip{self.flip_rate:g}" if self.flip_rate else "")

@@ -176,8 +176,10 @@ class Inputs:
     @property
     def groups_measured(self) -> bool:
         """Whether how well this data's unlabeled items group was measured against its labels
-        (``--unlabeled auto`` groups them only then): MNIST's raw pixels alone so far."""
-        return False
+        (``--unlabeled auto`` groups them only then): MNIST's raw pixels alone so far, which UMAP
+        and a Gaussian mixture group 97.2% right (50k train images; 95.7% of 20k). Features and
+        hf: embeddings of MNIST, and your own images, were not measured."""
+        return getattr(self, "source", None) == "mnist" and self.features is None and self.encoder is None
 
     def input_shape(self) -> tuple[int, ...]:
         """(D,) for feature vectors, else (C, H, W)."""
