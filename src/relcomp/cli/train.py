@@ -142,8 +142,9 @@ def _add_inputs(tr) -> None:
                       "pairs; your data: every image). auto: clusters on MNIST's pixels from 20k images nobody "
                       "compared and under 10k comparisons (measured to win there), else balance. balance: a "
                       "batch's mean predicted class distribution is pulled towards the class proportions. "
-                      "clusters: the images are grouped once before training (UMAP + a Gaussian mixture, cached; minutes for 50k images), the comparisons name the groups, "
-                      "and every image learns its group's class: the choice for few comparisons. iic: the classes "
+                      "clusters: the images are grouped once before training (UMAP + a Gaussian mixture, cached; "
+                      "minutes for 50k images), the comparisons name the groups, and every image learns its "
+                      "group's class: the choice for few comparisons. iic: the classes "
                       "of two views of an image (two augmentations; for features, a nearest neighbour) should agree "
                       "and be used evenly (mutual information). off")
     semi.add_argument("--unlabeled-batch", type=int, default=TRAIN["unlabeled_batch"],
