@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..lab.bench import run_bench
+from ..lab.bench_compare import TOLERANCE, compare, format_compare, read_bench
 from ..lab.bench_report import format_bench
 from ..lab.common import machine_info, provenance
 from ..lab.report import render, update_readme
@@ -74,6 +75,12 @@ def add_bench_parser(sub) -> None:
                    "not kept: torch.compile, batch 256, max-pooling as reshape + amax")
     p.add_argument("--out", metavar="FILE", help="also write the results as JSON to FILE (what `relcomp report` reads; "
                    "docs/results/bench.json is one)")
+    p.add_argument("--compare", nargs="+", metavar="FILE", help="OLD [NEW]: set the figures of this bench (or of the "
+                   "results file NEW, then no bench runs) beside those of OLD, each with the machine's own speed "
+                   "(a matmul peak sampled beside it) and the change left at equal speed; exits 1 when a figure is "
+                   "more than --tolerance apart even at equal machine speed. With --json: the comparison as JSON")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="F",
+                   help=f"with --compare: how far apart two figures may be, |a - b| / max (default {TOLERANCE:g})")
     add_data_dir(p)
 
 
@@ -119,6 +126,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.compare is not None:
+        if len(args.compare) > 2:
+            raise ConfigError("--compare takes OLD or OLD NEW (two results files at most)")
+        if not 0 < args.tolerance < 1:
+            raise ConfigError(f"--tolerance must be between 0 and 1, not {args.tolerance:g}")
+        old = read_bench(args.compare[0])  # read before a bench of minutes, not after
+        new = read_bench(args.compare[1]) if len(args.compare) == 2 else None
+        if new is not None:
+            return show_compare(old, new, args)
     t0 = time.perf_counter()
     r = run_bench(quick=args.quick, data_dir=args.data_dir, ablations=args.ablations,
                   log=lambda m: print(f"relcomp bench: {m}", file=sys.stderr, flush=True))
@@ -126,5 +142,14 @@ def cmd_bench(args) -> int:
     r.update(provenance({"command": command}), machine=machine_info(), wall_time_s=round(time.perf_counter() - t0, 1))
     if args.out:
         write_json_atomic(args.out, r)
+    if args.compare is not None:
+        print(format_bench(r) + "\n")
+        return show_compare(old, r, args)
     print(json.dumps(r) if args.json else format_bench(r))
     return 0
+
+
+def show_compare(old: dict, new: dict, args) -> int:
+    c = compare(old, new, args.tolerance)
+    print(json.dumps(c) if args.json else format_compare(c))
+    return 1 if c["moved"] else 0

@@ -130,20 +130,33 @@ def pair_gen_s(n: int, seed: int = 42) -> float:
     return time.perf_counter() - t
 
 
-class RoundSamples:
-    """The matmul peaks, timed again after every round of path windows. The machine's speed moves
-    over minutes on a shared VM: two benches back to back measured a bf16 matmul peak of 2,582 and
-    1,993 GFLOP/s at their start (23% apart) while their training paths agreed within 10%. Each
-    peak is then the best of samples spread over the throughput phase, not of one moment."""
+class SpeedProbes:
+    """The machine's own speed, a matmul peak timed beside everything the bench times: at its start
+    (before and after the pair store and `suggest`), before each model's paths and after every round
+    of their windows ("throughput"), and before and after each time-to-accuracy run. The VM's speed
+    moves over minutes (two benches back to back: a bf16 peak of 2,375 and 2,716 GFLOP/s, each the
+    best of its samples, and every training figure faster in the second), so each figure keeps the
+    speed it was taken at, and ``relcomp bench --compare`` tells a figure that moved with the
+    machine from one that moved on its own. The matmul is outside relcomp's code: a slower relcomp
+    cannot pass for a slower machine."""
 
     def __init__(self, prec: str, seconds: float):
         self.dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if prec == "bf16" else {})}
         self.seconds = seconds
-        self.peaks: dict[str, list[float]] = {k: [] for k in self.dtypes}
+        self.samples: list[dict[str, Any]] = []
 
-    def __call__(self) -> None:
+    def sample(self, phase: str, seconds: float | None = None) -> dict[str, Any]:
+        row: dict[str, Any] = {"phase": phase}
         for name, dtype in self.dtypes.items():
-            self.peaks[name].append(round(matmul_gflops(dtype, seconds=self.seconds), 1))
+            row[name] = round(matmul_gflops(dtype, seconds=seconds or self.seconds), 1)
+        self.samples.append(row)
+        return row
+
+    def __call__(self) -> None:  # after every round of path windows
+        self.sample("throughput")
+
+    def peaks(self) -> dict[str, list[float]]:
+        return {name: [row[name] for row in self.samples] for name in self.dtypes}
 
 
 def pair_timings(n: int, seed: int, repeats: int) -> list[float]:
@@ -231,19 +244,17 @@ def model_paths(model_name: str, prec: str, ablations: bool) -> dict[str, dict]:
 
 
 def measure_throughput(r: dict[str, Any], steps: int, images: np.ndarray, labels: np.ndarray, prec: str,
-                       ablations: bool, seconds: float, log,
-                       samples: RoundSamples | None = None) -> dict[str, dict[str, float]]:
+                       ablations: bool, seconds: float, log, probes: SpeedProbes) -> dict[str, dict[str, float]]:
     """Every model's paths in interleaved windows (:func:`~relcomp.lab.throughput.time_paths`), each
     model after a fresh matmul peak; fills ``r`` (medians, spreads, peaks, ablations) and returns
     the unrounded median rates."""
     exact: dict[str, dict[str, float]] = {}
     for model_name in ("siamese", "weak"):
-        r["peak_gflops_before"][model_name] = round(matmul_gflops(torch.bfloat16 if prec == "bf16" else torch.float32,
-                                                                  seconds=seconds), 1)
+        r["peak_gflops_before"][model_name] = probes.sample("throughput", seconds)[prec]
         log(f"throughput of {model_name}: {r['windows']} windows of at least {steps} steps and {r['window_s']:g} s "
             "on each path, in turns ...")
         rates = time_paths(model_paths(model_name, prec, ablations), steps, images, labels, r["windows"],
-                           r["window_s"], each_round=samples)
+                           r["window_s"], each_round=probes)
         exact[model_name] = {name: max(v) for name, v in rates.items()}
         summary = {name: best_and_spread(v) for name, v in rates.items()}
         r["pairs_per_s_spread"][model_name] = {name: spread for name, (_, spread) in summary.items()}
@@ -257,18 +268,25 @@ def measure_throughput(r: dict[str, Any], steps: int, images: np.ndarray, labels
     return exact
 
 
-def times_to_accuracy(quick: bool, mnist, data_dir: str | None, log) -> dict[str, Any]:
+def times_to_accuracy(quick: bool, mnist, data_dir: str | None, log, probes: SpeedProbes) -> dict[str, Any]:
     """Training time of the weak model to 98% val classification and of the Siamese model to a 97%
     mean 1-shot val accuracy, each the fastest of :data:`TIME_RUNS` runs (the same seed, so the same
-    steps: one run's time moved 12% between two benches on this shared VM)."""
+    steps: one run's time moved 12% between two benches on this shared VM), with the machine's
+    speed probed before each run and after the last."""
     runs = 1 if quick else TIME_RUNS
-    log(f"time to accuracy: weak model to 98% val classification ({runs} runs) ...")
     val = 2_000 if quick else None  # quick (tests): a fifth of the val images
-    weak = fastest([time_to_accuracy("weak", 0.98, 3_000 if quick else 400_000, 1_500 if quick else 10_000, mnist,
-                                     data_dir, val_subset=val) for _ in range(runs)])
+
+    def probed(*args, **kw) -> dict[str, Any]:
+        probes.sample("time_to_accuracy")
+        return time_to_accuracy(*args, **kw)
+
+    log(f"time to accuracy: weak model to 98% val classification ({runs} runs) ...")
+    weak = fastest([probed("weak", 0.98, 3_000 if quick else 400_000, 1_500 if quick else 10_000, mnist,
+                           data_dir, val_subset=val) for _ in range(runs)])
     log(f"time to accuracy: Siamese 1-shot mean to 97% ({runs} runs) ...")
-    siam = fastest([time_to_accuracy("siamese", 0.97, 3_000 if quick else 500_000, 1_500 if quick else 25_000, mnist,
-                                     data_dir, draws=3 if quick else 10, val_subset=val) for _ in range(runs)])
+    siam = fastest([probed("siamese", 0.97, 3_000 if quick else 500_000, 1_500 if quick else 25_000, mnist,
+                           data_dir, draws=3 if quick else 10, val_subset=val) for _ in range(runs)])
+    probes.sample("time_to_accuracy")
     return {"time_to_98_weak": weak, "time_to_98_weak_s": weak["time_s"], "time_to_97_siamese_1shot": siam,
             "time_to_97_siamese_1shot_s": siam["time_s"]}
 
@@ -300,8 +318,9 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     r["precision"] = prec
     seconds = 0.5 if quick else 2.0
     log("matmul peak ...")
-    r["matmul_gflops_fp32"] = round(matmul_gflops(torch.float32, seconds=seconds), 1)
-    r["matmul_gflops_bf16"] = round(matmul_gflops(torch.bfloat16, seconds=seconds), 1) if prec == "bf16" else None
+    probes = SpeedProbes(prec, seconds / 2)
+    start = probes.sample("start", seconds)
+    r["matmul_gflops_fp32"], r["matmul_gflops_bf16"] = start["fp32"], start.get("bf16")
     r["mfu_of"] = f"the best {prec} matmul peak measured in the bench (at its start, before each model's paths and after every round of their windows)"
     r["nominal_peak"] = nominal_peak()
     # The short one-shot figures first, in the fresh process: timed after the training paths they
@@ -315,10 +334,12 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
     log(f"suggest 1,000 pairs among the {'first 5k' if quick else '50k'} MNIST train images ...")
     r["suggest_1000_s"] = bench_suggest(data_dir, train_subset=5_000 if quick else None,  # quick: over 5k images
                                         repeats=1 if quick else 3)
+    probes.sample("start")
     mnist = load_mnist(data_dir)
     throughput_figures(r, 4 if quick else 40, 2 if quick else WINDOWS, 0.0 if quick else WINDOW_S, mnist.train.images,
-                       mnist.train.labels, prec, ablations, seconds, log, RoundSamples(prec, seconds / 2))
-    r.update(times_to_accuracy(quick, mnist, data_dir, log))
+                       mnist.train.labels, prec, ablations, seconds, log, probes)
+    r.update(times_to_accuracy(quick, mnist, data_dir, log, probes))
+    r["speed_probes"] = probes.samples
     r["targets"] = targets(r)
     r["load_avg"]["after"] = round(os.getloadavg()[0], 2)
     return r
@@ -326,14 +347,14 @@ def run_bench(quick: bool = False, data_dir: str | None = None, log=print, ablat
 
 def throughput_figures(r: dict[str, Any], steps: int, windows: int, window_s: float, images: np.ndarray,
                        labels: np.ndarray, prec: str, ablations: bool, seconds: float, log,
-                       samples: RoundSamples) -> None:
+                       probes: SpeedProbes) -> None:
     """Pairs per second of every path, the speedups, the class-balance term's cost and the MFU;
-    the matmul peaks become the best of the bench's start and ``samples``."""
+    the matmul peaks become the best the ``probes`` measured so far."""
     r.update(pairs_per_s={}, pairs_per_s_spread={}, pairs_per_s_median={}, peak_gflops_before={}, windows=windows,
              window_steps=steps, window_s=window_s)
-    exact = measure_throughput(r, steps, images, labels, prec, ablations, seconds, log, samples)
-    r["peak_gflops_samples"] = samples.peaks
-    for name, values in samples.peaks.items():
+    exact = measure_throughput(r, steps, images, labels, prec, ablations, seconds, log, probes)
+    r["peak_gflops_samples"] = probes.peaks()
+    for name, values in r["peak_gflops_samples"].items():
         if values and r[f"matmul_gflops_{name}"] is not None:
             r[f"matmul_gflops_{name}"] = max(r[f"matmul_gflops_{name}"], *values)
     r["speedup_vs_naive"] = {k: round(v["fast"] / v["naive"], 2) for k, v in exact.items()}

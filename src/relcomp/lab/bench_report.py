@@ -8,7 +8,8 @@ from .throughput import ABLATIONS
 
 
 def peak_lines(r: dict[str, Any]) -> list[str]:
-    n_samples = 1 + len(r.get("peak_gflops_samples", {}).get("fp32", []))
+    # the start's peak is one of the samples where the file has its speed probes (before them, not)
+    n_samples = len(r.get("peak_gflops_samples", {}).get("fp32", [])) + ("speed_probes" not in r)
     lines = [f"matmul peak (measured; the best of {n_samples} samples over the bench): fp32 {r['matmul_gflops_fp32']:.0f} GFLOP/s, bf16 "
              + (f"{r['matmul_gflops_bf16']:.0f} GFLOP/s" if r["matmul_gflops_bf16"] else "not native on this CPU "
                 "(relcomp trains in fp32 here; MFU is of the fp32 peak)")]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError
 from ..utils import write_text_atomic
-from . import bench_report, scripted
+from . import bench_compare, bench_report, scripted
 from .studies import STUDIES
 
 
@@ -42,6 +42,7 @@ def no_figures(res: dict, fig_dir: Path) -> dict:
 RENDERERS: dict[str, Renderer] = {
     **{kind: Renderer(study.markdown, study.figures) for kind, study in STUDIES.items()},
     "bench": Renderer(bench_report.markdown, no_figures),
+    "bench-compare": Renderer(bench_compare.markdown, no_figures),
     "features-mnist": Renderer(scripted.features_markdown, no_figures),
     "hf-embed-speed": Renderer(scripted.embed_speed_markdown, no_figures)}
 
