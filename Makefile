@@ -37,7 +37,7 @@ demo: $(STAMP)
 	$(BIN)/relcomp reproduce --profile quick $(ARGS)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests scripts
 
 test: lint
 	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadgroup --durations=15 $(ARGS)
