@@ -79,3 +79,18 @@ def test_pair_output_grid_is_pair_output_on_every_pair(kind, relation):
         for a in range(5):
             for b in range(3):
                 assert torch.allclose(grid[a, b], m.pair_output(oa[a:a + 1] * 3, ob[b:b + 1] * 3)[0], atol=1e-4)
+
+
+def test_item_outputs_feed_images_in_the_weights_memory_format():
+    from relcomp.metrics import channels_last, item_outputs
+
+    torch.manual_seed(0)
+    model = build_model("weak")
+    x = torch.randn(300, 1, 28, 28)
+    assert not channels_last(model)
+    nchw = item_outputs(model, x, batch=128)
+    model = model.to(memory_format=torch.channels_last)
+    assert channels_last(model)
+    nhwc = item_outputs(model, x, batch=128)
+    for a, b in zip(nchw, nhwc, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)

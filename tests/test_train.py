@@ -8,7 +8,7 @@ from relcomp.callbacks import Callback
 from relcomp.checkpoint import read_weights
 from relcomp.config import resolve
 from relcomp.engine import train
-from relcomp.errors import ConfigError
+from relcomp.errors import ConfigError, DataError
 from relcomp.evaluate import evaluate_run, write_evaluation
 from relcomp.models import MODELS
 from relcomp.utils import read_jsonl
@@ -113,6 +113,39 @@ def test_resume_after_crash_matches_uninterrupted(mnist, data_dir, tmp_path, mon
     for k in full:
         assert np.allclose(full[k].numpy(), crashed[k].numpy(), atol=1e-6), k
     assert (tmp_path / "full" / "metrics.jsonl").read_text() == (tmp_path / "crashed" / "metrics.jsonl").read_text()
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("recorded, want", [("iic", "IICObjective"), (None, "BalanceObjective"), ("foo", None)])
+def test_a_resumed_run_keeps_the_unlabeled_objective_it_started_with(data_dir, tmp_path, recorded, want):
+    # `auto`'s rule may change between versions; a resumed run goes on with the objective its
+    # config.json records (one started before the record ran auto as the balance term)
+    seen = []
+
+    class Stop(Callback):
+        def on_eval(self, trainer, row):
+            seen.append(type(trainer.objective).__name__)
+            if row["samples"] == 1000 and not (tmp_path / "resumed").exists():
+                raise RuntimeError("stop")
+
+    cfg = tiny("weak", data_dir=str(data_dir), samples=2000, unlabeled="auto")
+    with pytest.raises(RuntimeError):
+        train(cfg, tmp_path / "r", callbacks=[Stop()])
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["resolved"]["unlabeled"] == "balance"
+    if recorded is None:
+        del config["resolved"]["unlabeled"]
+    else:
+        config["resolved"]["unlabeled"] = recorded
+    (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "resumed").mkdir()
+    if want is None:
+        with pytest.raises(DataError, match="resolved.unlabeled is 'foo'"):
+            train(cfg, tmp_path / "r", resume=True)
+        return
+    train(cfg, tmp_path / "r", resume=True, callbacks=[Stop()])
+    assert seen == ["BalanceObjective", want]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["resolved"]["unlabeled"] == (recorded or "balance")
 
 
 @pytest.mark.mnist

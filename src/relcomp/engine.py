@@ -43,6 +43,7 @@ from .run import (
     truncate_metrics,
 )
 from .trainer import Plan, Trainer, TrainState, unlabeled_choice
+from .unlabeled import OBJECTIVES
 from .utils import keep_freed_memory, make_dir, resolve_device, resolve_precision, seed_everything, write_json_atomic
 
 
@@ -103,7 +104,8 @@ def train_into(run: Resolved, out: Path, resume: bool, callbacks: Sequence[Callb
         groups.append({"params": annotators.parameters(), "lr": ANNOTATOR_LR, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = data.n_train
-    plan = Plan(run.budget(n), run.batch_size * info.world, run.eval_interval(n), n)
+    plan = Plan(run.budget(n), run.batch_size * info.world, run.eval_interval(n), n,
+                unlabeled=kept_unlabeled_choice(cfg, data, out, resume))
     if info.main:
         write_json_atomic(run_files(out).config, {**cfg.to_dict(), "resolved": resolved(run, plan, info, device,
                                                                                         precision, data)})
@@ -184,13 +186,30 @@ def load_data(run: Resolved, out: Path, device: torch.device, old_fingerprint: d
     return data
 
 
+def kept_unlabeled_choice(cfg: TrainConfig, data: Data, out: Path, resume: bool) -> str | None:
+    """The objective on the items nobody compared: ``--unlabeled`` resolved on this data, or for a
+    resumed run the one it started with, which ``auto``'s rule may have changed since (a run
+    started before ``config.json`` recorded it ran ``auto`` as the balance term).
+
+    Raises:
+        DataError: the run's config.json records an objective relcomp does not have.
+    """
+    choice = unlabeled_choice(cfg, data)
+    if choice is None or not (resume and has_checkpoint(out)):
+        return choice
+    before = read_resolved(out).get("unlabeled", "balance" if cfg.unlabeled == "auto" else choice)
+    if before not in OBJECTIVES:
+        raise DataError(f"{run_files(out).config}: resolved.unlabeled is {before!r}, not one of {', '.join(OBJECTIVES)}")
+    return before
+
+
 def resolved(run: Resolved, plan: Plan, info: DistInfo, device: torch.device, precision: str,
              data: Data) -> dict[str, Any]:
     """What ``config.json`` records beside the config: the choices the trainer made."""
     return {"device": str(device), "precision": precision, "budget_samples": plan.total, "batch_size": plan.batch,
             "world_size": info.world, "eval_every": plan.eval_every, "n_train": plan.n,
             "selection_metric": run.model_cls.selection_metric, "torch": torch.__version__,
-            "unlabeled": unlabeled_choice(run.cfg, data),
+            "unlabeled": plan.unlabeled,
             "data_fingerprint": data.fingerprint}
 
 

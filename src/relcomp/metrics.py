@@ -28,18 +28,28 @@ EVAL_BATCH = 256
 def item_outputs(model: nn.Module, x: torch.Tensor, precision: str = "fp32",
                  batch: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """(embeddings, item outputs) for every image of ``x``, in fp32, in eval mode; images go in
-    channels-last, as the model trained (:func:`~relcomp.run.load_run_model` loads it so)."""
+    the memory format of the model's weights, as it trained (:func:`~relcomp.run.load_run_model`
+    loads it so): NCHW images into channels-last weights, or the reverse, cost a conversion at
+    every layer."""
     was_training = model.training
     model.eval()
     embs, outs = [], []
+    layout = torch.channels_last if channels_last(model) else torch.contiguous_format
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=(precision == "bf16")):
         for k in range(0, len(x), batch):
             chunk = x[k:k + batch]
-            e = model.embed(chunk.contiguous(memory_format=torch.channels_last) if chunk.ndim == 4 else chunk)
+            e = model.embed(chunk.contiguous(memory_format=layout) if chunk.ndim == 4 else chunk)
             embs.append(e.float())
             outs.append(model.item_output(e).float())
     model.train(was_training)
     return torch.cat(embs), torch.cat(outs)
+
+
+def channels_last(model: nn.Module) -> bool:
+    """Whether the model's convolutions hold their weights channels-last (a 1-channel first layer
+    is both formats at once, so it is the later layers that tell)."""
+    return any(p.ndim == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+               for p in model.parameters())
 
 
 @torch.no_grad()

@@ -64,6 +64,7 @@ class Plan:
     batch: int        # global batch
     eval_every: int
     n: int           # training set size (pairs or images)
+    unlabeled: str | None = None  # the objective on the items nobody compared (--unlabeled resolved once); None: none
 
 
 class Trainer:
@@ -82,7 +83,7 @@ class Trainer:
         # `is not None`: a compiled model has no truth value (torch.compile's wrapper raises on len())
         self.fwd = forward if forward is not None else (DDP(model) if info.enabled else model)
         self.loss_fn, self.pair_loss = run.loss, run.pair_loss
-        self.objective, self.neighbours = unlabeled_objective(cfg, data, device, run_dir, info.main)
+        self.objective, self.neighbours = unlabeled_objective(cfg, data, plan.unlabeled, device, run_dir, info.main)
         self.order = BatchOrder(cfg.seed, plan, info, device)
         self.annotators = annotators  # --annotator-model flip: per-annotator flip rates, trained with the model
         self._t0 = 0.0
@@ -227,14 +228,14 @@ def unlabeled_choice(cfg: TrainConfig, data: Data) -> str | None:
     return objective_name(cfg.unlabeled, len(data.unlabeled), comparisons, cfg.data.groups_measured)
 
 
-def unlabeled_objective(cfg: TrainConfig, data: Data, device: torch.device, run_dir: Path,
+def unlabeled_objective(cfg: TrainConfig, data: Data, name: str | None, device: torch.device, run_dir: Path,
                         main: bool) -> tuple[Objective | None, torch.Tensor | None]:
-    """The run's ``--unlabeled`` objective, with its target class proportions (None: equal),
-    prepared on the training items (what it records goes to ``unlabeled.json``), and for two views
-    of feature vectors each unlabeled item's nearest neighbours."""
+    """The objective ``name`` (the run's ``--unlabeled``, resolved: :attr:`Plan.unlabeled`), with
+    its target class proportions (None: equal), prepared on the training items (what it records
+    goes to ``unlabeled.json``), and for two views of feature vectors each unlabeled item's
+    nearest neighbours."""
     props = cfg.class_proportions
     prior = None if props is None else torch.tensor(props, device=device) / sum(props)
-    name = unlabeled_choice(cfg, data)
     objective = get_objective(name, prior)
     if objective is None:
         return None, None

@@ -131,9 +131,10 @@ def engine_step(model_name: str, model, opt, images: np.ndarray, labels: np.ndar
         x = x.contiguous(memory_format=torch.channels_last)
     data = Data(x, torch.from_numpy(labels), x[:1], torch.from_numpy(labels[:1]), pairs, None,
                 unlabeled=torch.arange(len(x)) if unlabeled else None)
-    plan = Plan(total=len(pairs), batch=batch, eval_every=len(pairs), n=len(pairs))
     # The default's term at the 50k pairs it is timed for: balance (auto would group the images
     # for this step's few thousand pairs).
+    plan = Plan(total=len(pairs), batch=batch, eval_every=len(pairs), n=len(pairs),
+                unlabeled="balance" if unlabeled else None)
     run = resolve(TrainConfig(model=model_name, loss=BENCH_LOSS, unlabeled="balance" if unlabeled else "off"))
     trainer = Trainer(run, Path(tempfile.gettempdir()), model, opt, data, plan, TrainState(), DistInfo(), cpu,
                       precision, forward=torch.compile(model) if compile_model else None)
