@@ -54,12 +54,18 @@ def test_a_figure_that_moved_with_the_machine_is_told_from_one_that_moved_on_its
 
 
 def test_the_machine_speed_is_the_median_probe_of_the_figures_phase():
-    r = {"speed_probes": [{"phase": "start", "bf16": 100.0}, {"phase": "throughput", "bf16": 200.0},
-                          {"phase": "throughput", "bf16": 300.0}, {"phase": "throughput", "bf16": 1000.0}]}
-    assert speed(r, "bf16", "throughput") == 300.0
+    r = {"speed_probes": [{"phase": "start", "bf16": 100.0}, {"phase": "throughput:weak", "bf16": 200.0},
+                          {"phase": "throughput:weak", "bf16": 300.0}, {"phase": "throughput:weak", "bf16": 1000.0},
+                          {"phase": "throughput:siamese", "bf16": 50.0}]}
+    assert speed(r, "bf16", "throughput:weak") == 300.0
+    assert speed(r, "bf16", "throughput:siamese") == 50.0
     assert speed(r, "bf16", "start") == 100.0
-    assert speed(r, "bf16", "time_to_accuracy") == 250.0  # no sample of that phase: all of them
+    assert speed(r, "bf16", "time_to_accuracy") == 200.0  # no sample of that phase: all of them
     assert speed(r, "fp32", "start") is None
+    # a file from before the per-model phases: its throughput samples stand for both models
+    old = {"speed_probes": [{"phase": "throughput", "bf16": 10.0}, {"phase": "throughput", "bf16": 30.0},
+                            {"phase": "start", "bf16": 1.0}]}
+    assert speed(old, "bf16", "throughput:weak") == 20.0
 
 
 def test_bench_compare_cli_exits_1_when_a_figure_moved_and_writes_its_block(tmp_path):

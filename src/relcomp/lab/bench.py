@@ -7,6 +7,7 @@ model FLOP utilisation, the pair store's size, and time-to-accuracy of real trai
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import statistics
@@ -133,7 +134,7 @@ def pair_gen_s(n: int, seed: int = 42) -> float:
 class SpeedProbes:
     """The machine's own speed, a matmul peak timed beside everything the bench times: at its start
     (before and after the pair store and `suggest`), before each model's paths and after every round
-    of their windows ("throughput"), and before and after each time-to-accuracy run. The VM's speed
+    of their windows ("throughput:weak" ...), and before and after each time-to-accuracy run. The VM's speed
     moves over minutes (two benches back to back: a bf16 peak of 2,375 and 2,716 GFLOP/s, each the
     best of its samples, and every training figure faster in the second), so each figure keeps the
     speed it was taken at, and ``relcomp bench --compare`` tells a figure that moved with the
@@ -151,9 +152,6 @@ class SpeedProbes:
             row[name] = round(matmul_gflops(dtype, seconds=seconds or self.seconds), 1)
         self.samples.append(row)
         return row
-
-    def __call__(self) -> None:  # after every round of path windows
-        self.sample("throughput")
 
     def peaks(self) -> dict[str, list[float]]:
         return {name: [row[name] for row in self.samples] for name in self.dtypes}
@@ -250,11 +248,12 @@ def measure_throughput(r: dict[str, Any], steps: int, images: np.ndarray, labels
     the unrounded median rates."""
     exact: dict[str, dict[str, float]] = {}
     for model_name in ("siamese", "weak"):
-        r["peak_gflops_before"][model_name] = probes.sample("throughput", seconds)[prec]
+        phase = f"throughput:{model_name}"  # each model's own: the machine moved 12% between two models' windows
+        r["peak_gflops_before"][model_name] = probes.sample(phase, seconds)[prec]
         log(f"throughput of {model_name}: {r['windows']} windows of at least {steps} steps and {r['window_s']:g} s "
             "on each path, in turns ...")
         rates = time_paths(model_paths(model_name, prec, ablations), steps, images, labels, r["windows"],
-                           r["window_s"], each_round=probes)
+                           r["window_s"], each_round=functools.partial(probes.sample, phase))
         exact[model_name] = {name: max(v) for name, v in rates.items()}
         summary = {name: best_and_spread(v) for name, v in rates.items()}
         r["pairs_per_s_spread"][model_name] = {name: spread for name, (_, spread) in summary.items()}

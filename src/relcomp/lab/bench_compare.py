@@ -55,10 +55,13 @@ def probes(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def speed(r: dict[str, Any], dtype: str, phase: str) -> float | None:
-    """The median matmul peak (GFLOP/s) in ``dtype`` over the samples of ``phase`` (over all
-    samples where the file has none of that phase)."""
-    rows = [p for p in probes(r) if p.get(dtype)]
-    values = [p[dtype] for p in rows if p.get("phase") == phase] or [p[dtype] for p in rows]
+    """The median matmul peak (GFLOP/s) in ``dtype`` over the samples of ``phase``
+    ("throughput:weak": the weak model's windows), or where the file has none, of its kind
+    ("throughput"), or of the whole bench."""
+    rows = [(str(p.get("phase")), p[dtype]) for p in probes(r) if p.get(dtype)]
+    exact = [v for name, v in rows if name == phase]
+    kind = [v for name, v in rows if name.split(":")[0] == phase.split(":")[0]]
+    values = exact or kind or [v for _, v in rows]
     return statistics.median(values) if values else None
 
 
@@ -86,10 +89,11 @@ def figures(old: dict[str, Any], new: dict[str, Any]) -> list[Figure]:
     for model, paths in new["pairs_per_s"].items():
         for path, value in paths.items():
             dtype = "fp32" if path in ("naive", "gather_fp32") else prec
-            add(f"{model} {path} (pairs/s)", old["pairs_per_s"].get(model, {}).get(path), value, "rate", dtype, "throughput")
+            add(f"{model} {path} (pairs/s)", old["pairs_per_s"].get(model, {}).get(path), value, "rate", dtype,
+                f"throughput:{model}")
         for path, value in new.get("ablations", {}).get(model, {}).items():
             add(f"{model} ablation {path} (pairs/s)", old.get("ablations", {}).get(model, {}).get(path), value, "rate",
-                prec, "throughput")
+                prec, f"throughput:{model}")
         add(f"{model} speedup over naive", old["speedup_vs_naive"].get(model), new["speedup_vs_naive"][model], "fixed")
         add(f"{model} MFU", old["mfu"].get(model), new["mfu"][model], "fixed")
     add("class-balance term's cost (x)", old.get("unlabeled_slowdown"), new.get("unlabeled_slowdown"), "fixed")
