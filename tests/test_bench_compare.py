@@ -24,6 +24,8 @@ def scaled(r: dict, machine: float, relcomp: float = 1.0) -> dict:
     s = copy.deepcopy(r)
     s["matmul_gflops_bf16"] *= machine
     s["peak_gflops_samples"]["bf16"] = [x * machine for x in s["peak_gflops_samples"]["bf16"]]
+    for probe in s["speed_probes"]:
+        probe["bf16"] *= machine
     for paths in [*s["pairs_per_s"].values(), *s["ablations"].values()]:
         for path in paths:
             if path not in ("naive", "gather_fp32") and paths[path]:

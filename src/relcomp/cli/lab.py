@@ -151,5 +151,8 @@ def cmd_bench(args) -> int:
 
 def show_compare(old: dict, new: dict, args) -> int:
     c = compare(old, new, args.tolerance)
+    c["command"] = " ".join(["relcomp bench", *(["--ablations"] if args.ablations and len(args.compare) == 1 else []),
+                             "--compare", *args.compare,
+                             *([f"--tolerance {args.tolerance:g}"] if args.tolerance != TOLERANCE else [])])
     print(json.dumps(c) if args.json else format_compare(c))
     return 1 if c["moved"] else 0

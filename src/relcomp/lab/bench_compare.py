@@ -168,5 +168,6 @@ def format_compare(c: dict[str, Any]) -> str:
 
 
 def markdown(c: dict[str, Any], figure_dir: str = "figures") -> str:
-    """The README/doc block of a committed comparison: the table whole."""
-    return "\n".join(["```", format_compare(c), "```"])
+    """The README/doc block of a committed comparison: its command and the table whole."""
+    return "\n".join([f"`{c.get('command', 'relcomp bench --compare')}`; its output, whole:", "", "```",
+                      format_compare(c), "```"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .bench_compare import speed
 from .throughput import ABLATIONS
 
 
@@ -13,6 +14,12 @@ def peak_lines(r: dict[str, Any]) -> list[str]:
     lines = [f"matmul peak (measured; the best of {n_samples} samples over the bench): fp32 {r['matmul_gflops_fp32']:.0f} GFLOP/s, bf16 "
              + (f"{r['matmul_gflops_bf16']:.0f} GFLOP/s" if r["matmul_gflops_bf16"] else "not native on this CPU "
                 "(relcomp trains in fp32 here; MFU is of the fp32 peak)")]
+    phases = list(dict.fromkeys(p["phase"] for p in r.get("speed_probes", [])))
+    if phases:
+        dtype = "bf16" if r["matmul_gflops_bf16"] else "fp32"
+        lines.append(f"the machine's speed beside each part (the median {dtype} matmul sample; "
+                     "`relcomp bench --compare` divides by it): "
+                     + ", ".join(f"{phase} {speed(r, dtype, phase):.0f}" for phase in phases) + " GFLOP/s")
     n = r.get("nominal_peak")
     if n:
         lines.append(f"nominal peak: {n['cores']} cores x {n['mhz']:.0f} MHz (as /proc/cpuinfo says) x "
