@@ -112,3 +112,10 @@ def test_a_quick_bench_does_not_compare_with_a_full_one():
     r = read_bench(COMMITTED)
     with pytest.raises(DataError, match="--quick"):
         compare(r, dict(r, quick=True))
+
+
+def test_a_quick_bench_is_refused_before_it_runs_against_a_full_file():
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        assert main(["bench", "--quick", "--compare", str(COMMITTED)]) == 2  # at once: no bench ran
+    assert "leave out --quick" in err.getvalue()

@@ -135,6 +135,9 @@ def cmd_bench(args) -> int:
         new = read_bench(args.compare[1]) if len(args.compare) == 2 else None
         if new is not None:
             return show_compare(old, new, args)
+        if old["quick"] != args.quick:  # said now, not after minutes of a bench that cannot compare
+            raise ConfigError(f"{args.compare[0]} is {'a --quick' if old['quick'] else 'a full'} bench; "
+                              f"{'add' if old['quick'] else 'leave out'} --quick to compare with it")
     t0 = time.perf_counter()
     r = run_bench(quick=args.quick, data_dir=args.data_dir, ablations=args.ablations,
                   log=lambda m: print(f"relcomp bench: {m}", file=sys.stderr, flush=True))
