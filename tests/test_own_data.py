@@ -265,15 +265,16 @@ def test_annotate_asks_what_the_run_suggests(weak_run, user, tmp_path):
     """`relcomp annotate --suggest-from RUN`: the pairs offered are suggest's, named as the image
     folder names them, never a pair the run's comparisons or the new file already judged."""
     from relcomp.annotate import Session
-    from relcomp.annotate.learner import suggested_pairs
+    from relcomp.annotate.learner import open_suggester, suggested_pairs
     from relcomp.annotate.live import LiveModel
 
     with open(user["comparisons"], newline="") as f:
         judged = {tuple(sorted((r["a"], r["b"]))) for r in csv.DictReader(f)}
     session = Session(user["images"], tmp_path / "new.csv", batch=50)
-    session.swap(LiveModel(weak_run, session.root, session.names, 1, 0), suggested_pairs(session, weak_run, 0))
+    suggester = open_suggester(weak_run, 0)
+    session.swap(LiveModel(weak_run, session.root, session.names, 1, 0), suggested_pairs(session, suggester, 0))
     asked = []
-    session.refill = lambda: asked.append(1) or suggested_pairs(session, weak_run, len(asked))
+    session.refill = lambda: asked.append(1) or suggested_pairs(session, suggester, len(asked))
     offered = set()
     for _ in range(60):  # more than one batch: the queue is refilled from the model
         a, b = session.next_pair()

@@ -140,7 +140,7 @@ class Learner:
         """Load round ``version`` and serve it, with its suggestions."""
         folder = self.folder(version)
         live = LiveModel(folder, self.items, self.session.names, version, n)
-        self.session.swap(live, suggested_pairs(self.session, folder, version))
+        self.session.swap(live, suggested_pairs(self.session, open_suggester(folder, version), version))
         self.version, self.trained_on, self.last_round, self.last_time = version, n, folder, time.monotonic()
         self.failed_at = None
         with self.session.mutex:
@@ -153,27 +153,39 @@ class Learner:
 
 
 
-def suggested_pairs(session: Session, run_dir: Path, seed: int) -> list[tuple[str, str]]:
+def open_suggester(run_dir: Path, seed: int) -> Suggester | None:
+    """The run's :class:`~relcomp.suggest.Suggester`, its model's outputs on every item computed
+    once (a fixed ``--suggest-from`` run asks it at every refill of the queue: reloading it each
+    time would stall the page while an ``hf:`` backbone embeds every photo again); None, said on
+    stderr, where suggest cannot use the run."""
+    try:
+        return Suggester(run_dir, "cpu", seed)
+    except ConfigError as e:
+        print(f"relcomp annotate: suggest: {e}; random pairs", file=sys.stderr, flush=True)
+        return None
+
+
+def suggested_pairs(session: Session, suggester: Suggester | None, seed: int) -> list[tuple[str, str]]:
     """The pairs ``relcomp suggest`` picks on a run's model (its default strategy) given every
     judgement made so far (so the clusters strategy re-asks where the latest answers contradict the
     order); none (so random pairs) where it cannot."""
     n = min(session.batch, session.pool_left())
-    if n <= 0:
+    if n <= 0 or suggester is None:
         return []
     judged = session.log.path.with_name(session.log.path.name + ".judged.csv")  # a snapshot, taken under the lock
     with session.log.lock:
         shutil.copyfile(session.log.path, judged)
     try:
-        s = Suggester(run_dir, "cpu", seed)
-        try:
-            more = s.with_run_judged(s.read_judged(judged)) if judgements_in(judged) else None
-        except DataError:  # judgements on items the run does not know: its own comparisons only
-            more = None
-        a, b, _, _ = s.ask(n, judged=more, seed=seed)
+        more = suggester.with_run_judged(suggester.read_judged(judged)) if judgements_in(judged) else None
+    except DataError:  # judgements on items the run does not know: its own comparisons only
+        more = None
+    try:
+        a, b, _, _ = suggester.ask(n, judged=more, seed=seed)
     except ConfigError as e:
         print(f"relcomp annotate: suggest: {e}; random pairs", file=sys.stderr, flush=True)
         return []
-    return [(s.names[x], s.names[y]) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+    names = suggester.names
+    return [(names[x], names[y]) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
 
 
 def finished_rounds(out: Path) -> list[dict]:

@@ -88,7 +88,7 @@ def check_rounds(args) -> None:
 def cmd_annotate(args) -> int:
     # imported here: the server's stack (uvicorn, Starlette) is 0.2 s that no other command needs
     from ..annotate import Server, Session
-    from ..annotate.learner import Learner, suggested_pairs
+    from ..annotate.learner import Learner, open_suggester, suggested_pairs
     from ..annotate.live import LiveModel
 
     if args.learn and args.suggest_from:
@@ -99,8 +99,10 @@ def cmd_annotate(args) -> int:
     learner = None
     if args.suggest_from:
         run = Path(args.suggest_from)
-        session.swap(LiveModel(run, session.root, session.names, 1, 0), suggested_pairs(session, run, session.seed))
-        session.refill = lambda: suggested_pairs(session, run, session.seed + session.log.count() + 1)
+        live = LiveModel(run, session.root, session.names, 1, 0)  # first: a folder that is no run is exit 2
+        suggester = open_suggester(run, session.seed)  # once: the run's model does not change
+        session.swap(live, suggested_pairs(session, suggester, session.seed))
+        session.refill = lambda: suggested_pairs(session, suggester, session.seed + session.log.count() + 1)
     server = Server(session, args.host, args.port, args.token)
     if args.learn:
         out = Path(args.out) if args.out else Path(str(args.comparisons) + ".rounds")
