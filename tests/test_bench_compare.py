@@ -119,3 +119,11 @@ def test_a_quick_bench_is_refused_before_it_runs_against_a_full_file():
     with redirect_stdout(io.StringIO()), redirect_stderr(err):
         assert main(["bench", "--quick", "--compare", str(COMMITTED)]) == 2  # at once: no bench ran
     assert "leave out --quick" in err.getvalue()
+
+
+def test_benches_in_two_precisions_say_so():
+    r = read_bench(COMMITTED)
+    fp32 = dict(copy.deepcopy(r), precision="fp32", matmul_gflops_bf16=None)
+    c = compare(r, fp32)
+    assert c["notes"] and "bf16 and fp32" in c["notes"][0]
+    assert compare(r, r)["notes"] == []

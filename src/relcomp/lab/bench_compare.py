@@ -138,7 +138,10 @@ def compare(old: dict[str, Any], new: dict[str, Any], tolerance: float = TOLERAN
                      "apart_at_equal_speed": None if f.kind in ("fixed", "speed") else round(at_speed, 4),
                      "verdict": verdict})
     moved = [r["figure"] for r in rows if r["verdict"] == "MOVED"]
-    return {"kind": "bench-compare", "tolerance": tolerance, "rows": rows, "moved": moved,
+    notes = [] if old["precision"] == new["precision"] else [
+        f"the benches trained in {old['precision']} and {new['precision']} (a CPU with and one without native bf16): "
+        "their fast paths, MFU and training times measure different arithmetic"]
+    return {"kind": "bench-compare", "tolerance": tolerance, "rows": rows, "moved": moved, "notes": notes,
             "largest_apart": max(r["apart"] for r in rows),
             "old": provenance(old), "new": provenance(new)}
 
@@ -160,6 +163,7 @@ def format_compare(c: dict[str, Any]) -> str:
         eq = "" if r["apart_at_equal_speed"] is None else f"{r['apart_at_equal_speed']:.1%}"
         lines.append(f"{r['figure']:<44} {r['old']:>10.4g} {r['new']:>10.4g} {r['apart']:>6.1%} {machine:>8} {eq:>14}  "
                      f"{r['verdict']}")
+    lines += [f"note: {note}" for note in c.get("notes", [])]
     over = sum(r["apart"] > c["tolerance"] for r in c["rows"])
     lines.append(f"{len(c['rows'])} figures; {over} more than {tol} apart; largest {c['largest_apart']:.1%}; "
                  + (f"moved beyond the machine's speed: {', '.join(c['moved'])}" if c["moved"]
