@@ -127,3 +127,12 @@ def test_benches_in_two_precisions_say_so():
     c = compare(r, fp32)
     assert c["notes"] and "bf16 and fp32" in c["notes"][0]
     assert compare(r, r)["notes"] == []
+
+
+def test_a_target_reached_in_one_bench_only_is_a_note_not_a_row():
+    r = read_bench(COMMITTED)
+    reached = copy.deepcopy(r)
+    reached["time_to_97_siamese_1shot"].update(reached=True, time_s=90.0)
+    c = compare(r, reached)
+    assert not any(row["figure"].startswith("Siamese to 97%") for row in c["rows"])
+    assert any("time_to_97_siamese_1shot: reached its target in the new bench only" in n for n in c["notes"])

@@ -152,7 +152,6 @@ class Learner:
         self.session.fail(message)
 
 
-
 def open_suggester(run_dir: Path, seed: int) -> Suggester | None:
     """The run's :class:`~relcomp.suggest.Suggester`, its model's outputs on every item computed
     once (a fixed ``--suggest-from`` run asks it at every refill of the queue: reloading it each

@@ -104,7 +104,7 @@ def figures(old: dict[str, Any], new: dict[str, Any]) -> list[Figure]:
         a, b = old.get(key, {}), new.get(key, {})
         if a.get("reached") and b.get("reached"):
             add(label, a["time_s"], b["time_s"], "time", prec, "time_to_accuracy")
-        else:  # not reached in one of them: the run to the same cap
+        elif not a.get("reached") and not b.get("reached"):  # the runs to the same cap
             add(label.replace(" (s)", ", run to its cap (s)"), a.get("train_time_s"), b.get("train_time_s"), "time", prec,
                 "time_to_accuracy")
     return out
@@ -141,6 +141,10 @@ def compare(old: dict[str, Any], new: dict[str, Any], tolerance: float = TOLERAN
     notes = [] if old["precision"] == new["precision"] else [
         f"the benches trained in {old['precision']} and {new['precision']} (a CPU with and one without native bf16): "
         "their fast paths, MFU and training times measure different arithmetic"]
+    notes += [f"{key}: reached its target in the {'new' if new[key].get('reached') else 'old'} bench only (not compared)"
+              for key in ("time_to_98_weak", "time_to_97_siamese_1shot")
+              if isinstance(old.get(key), dict) and isinstance(new.get(key), dict)
+              and bool(old[key].get("reached")) != bool(new[key].get("reached"))]
     return {"kind": "bench-compare", "tolerance": tolerance, "rows": rows, "moved": moved, "notes": notes,
             "largest_apart": max(r["apart"] for r in rows),
             "old": provenance(old), "new": provenance(new)}
