@@ -78,7 +78,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--compare", nargs="+", metavar="FILE", help="OLD [NEW]: set the figures of this bench (or of the "
                    "results file NEW, then no bench runs) beside those of OLD, each with the machine's own speed "
                    "(a matmul peak sampled beside it) and the change left at equal speed; exits 1 when a figure is "
-                   "more than --tolerance apart even at equal machine speed. With --json: the comparison as JSON")
+                   "more than --tolerance apart even at equal machine speed (a hint: the matmul tracks training "
+                   "only roughly). With --json: the comparison as JSON")
     p.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="F",
                    help=f"with --compare: how far apart two figures may be, |a - b| / max (default {TOLERANCE:g})")
     add_data_dir(p)
