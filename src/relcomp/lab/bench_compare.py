@@ -146,7 +146,7 @@ def compare(old: dict[str, Any], new: dict[str, Any], tolerance: float = TOLERAN
               if isinstance(old.get(key), dict) and isinstance(new.get(key), dict)
               and bool(old[key].get("reached")) != bool(new[key].get("reached"))]
     return {"kind": "bench-compare", "tolerance": tolerance, "rows": rows, "moved": moved, "notes": notes,
-            "largest_apart": max(r["apart"] for r in rows),
+            "largest_apart": max((r["apart"] for r in rows), default=0.0),
             "old": provenance(old), "new": provenance(new)}
 
 
@@ -160,8 +160,7 @@ def format_compare(c: dict[str, Any]) -> str:
     tol = f"{c['tolerance']:.0%}"
     lines = [f"{side}: {c[side].get('command')} at {(c[side].get('commit') or '?')[:7]}, {c[side].get('date')}, "
              f"{c[side].get('wall_time_s') or 0:.0f} s" for side in ("old", "new")]
-    lines += [
-             f"{'figure':<44} {'old':>10} {'new':>10} {'apart':>6} {'machine':>8} {'at equal speed':>14}  verdict"]
+    lines.append(f"{'figure':<44} {'old':>10} {'new':>10} {'apart':>6} {'machine':>8} {'at equal speed':>14}  verdict")
     for r in c["rows"]:
         machine = "" if r["machine"] is None else f"{r['machine']:+.1%}"
         eq = "" if r["apart_at_equal_speed"] is None else f"{r['apart_at_equal_speed']:.1%}"
@@ -170,7 +169,8 @@ def format_compare(c: dict[str, Any]) -> str:
     lines += [f"note: {note}" for note in c.get("notes", [])]
     over = sum(r["apart"] > c["tolerance"] for r in c["rows"])
     lines.append(f"{len(c['rows'])} figures; {over} more than {tol} apart; largest {c['largest_apart']:.1%}; "
-                 + (f"moved beyond the machine's speed: {', '.join(c['moved'])}" if c["moved"]
+                 + (f"moved beyond the machine's speed (a hint: the matmul tracks training only roughly): "
+                    f"{', '.join(c['moved'])}" if c["moved"]
                     else f"none more than {tol} apart at equal machine speed"))
     return "\n".join(lines)
 
