@@ -33,7 +33,7 @@ from ..data.splits import Data, to_tensor
 from ..distributed import DistInfo
 from ..losses import get_loss
 from ..models import build_model
-from ..trainer import Plan, Trainer, TrainState
+from ..trainer import Plan, Trainer, TrainState, unlabeled_choice
 
 # The loss every path computes, so that the naive and the fast path do the same arithmetic (the
 # weak model's default, symmetric, differs only in a K-sized sum per pair).
@@ -133,9 +133,9 @@ def engine_step(model_name: str, model, opt, images: np.ndarray, labels: np.ndar
                 unlabeled=torch.arange(len(x)) if unlabeled else None)
     # The default's term at the 50k pairs it is timed for: balance (auto would group the images
     # for this step's few thousand pairs).
-    plan = Plan(total=len(pairs), batch=batch, eval_every=len(pairs), n=len(pairs),
-                unlabeled="balance" if unlabeled else None)
     run = resolve(TrainConfig(model=model_name, loss=BENCH_LOSS, unlabeled="balance" if unlabeled else "off"))
+    plan = Plan(total=len(pairs), batch=batch, eval_every=len(pairs), n=len(pairs),
+                unlabeled=unlabeled_choice(run.cfg, data))
     trainer = Trainer(run, Path(tempfile.gettempdir()), model, opt, data, plan, TrainState(), DistInfo(), cpu,
                       precision, forward=torch.compile(model) if compile_model else None)
     order = torch.randperm(len(pairs))
